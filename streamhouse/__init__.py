@@ -1,0 +1,64 @@
+"""StreamHouse: a Kafka-like streaming log on S3-compatible object storage.
+
+The public surface is what this module re-exports; everything else lives in
+private ``_*`` modules and may change without notice.
+"""
+
+from ._errors import ClosedError as ClosedError
+from ._errors import ConfigurationError as ConfigurationError
+from ._errors import CorruptDataError as CorruptDataError
+from ._errors import InvalidArgumentError as InvalidArgumentError
+from ._errors import InvalidNameError as InvalidNameError
+from ._errors import MetadataError as MetadataError
+from ._errors import MetadataUnavailableError as MetadataUnavailableError
+from ._errors import ObjectExistsError as ObjectExistsError
+from ._errors import ObjectNotFoundError as ObjectNotFoundError
+from ._errors import PartitionNotFoundError as PartitionNotFoundError
+from ._errors import RetriableError as RetriableError
+from ._errors import StorageAuthError as StorageAuthError
+from ._errors import StorageError as StorageError
+from ._errors import StorageUnavailableError as StorageUnavailableError
+from ._errors import StreamHouseError as StreamHouseError
+from ._errors import TopicExistsError as TopicExistsError
+from ._errors import TopicNotFoundError as TopicNotFoundError
+from ._metastore import MetadataStore as MetadataStore
+from ._metastore import TopicPartition as TopicPartition
+from ._metastore import metadata_store_from_url as metadata_store_from_url
+from ._metastore_sqlite import SQLiteMetadataStore as SQLiteMetadataStore
+from ._objectstore import LocalObjectStore as LocalObjectStore
+from ._objectstore import ObjectInfo as ObjectInfo
+from ._objectstore import ObjectStore as ObjectStore
+from ._objectstore import object_store_from_url as object_store_from_url
+from ._s3 import RetryPolicy as RetryPolicy
+from ._s3 import S3ObjectStore as S3ObjectStore
+from ._version import __version__ as __version__
+
+__all__ = [
+    "ClosedError",
+    "ConfigurationError",
+    "CorruptDataError",
+    "InvalidArgumentError",
+    "InvalidNameError",
+    "LocalObjectStore",
+    "MetadataError",
+    "MetadataStore",
+    "MetadataUnavailableError",
+    "ObjectExistsError",
+    "ObjectInfo",
+    "ObjectNotFoundError",
+    "ObjectStore",
+    "PartitionNotFoundError",
+    "RetriableError",
+    "RetryPolicy",
+    "S3ObjectStore",
+    "SQLiteMetadataStore",
+    "StorageAuthError",
+    "StorageError",
+    "StorageUnavailableError",
+    "StreamHouseError",
+    "TopicExistsError",
+    "TopicNotFoundError",
+    "TopicPartition",
+    "metadata_store_from_url",
+    "object_store_from_url",
+]

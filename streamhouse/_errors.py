@@ -1,0 +1,114 @@
+"""The errors StreamHouse raises.
+
+Every error the project raises derives from :class:`StreamHouseError`, so one
+``except StreamHouseError`` catches them all. Foreign errors (httpx, sqlite3,
+lz4, struct) are translated at the boundary where they happen and kept as
+``__cause__``::
+
+    StreamHouseError
+    ├── ConfigurationError          a bad URL, option or missing credential
+    ├── InvalidArgumentError        a value the API cannot accept
+    │   └── InvalidNameError        a topic or group name that breaks the rules
+    ├── ClosedError                 *you* closed the object, then used it
+    ├── CorruptDataError            bytes that fail a checksum or bound check
+    ├── StorageError                the object store said no
+    │   ├── ObjectNotFoundError     no such key (or bucket)
+    │   ├── ObjectExistsError       a conditional create found the key taken
+    │   ├── StorageAuthError        wrong credentials or access denied
+    │   └── StorageUnavailableError (retriable) the store could not be reached
+    │                               or kept failing after every retry
+    └── MetadataError               the metadata store said no
+        ├── TopicNotFoundError
+        ├── TopicExistsError
+        ├── PartitionNotFoundError
+        └── MetadataUnavailableError (retriable) the database stayed locked
+                                    or unreachable
+
+``RetriableError`` marks the errors worth trying again later; it is a mixin,
+so ``except RetriableError`` catches exactly those.
+"""
+
+from __future__ import annotations
+
+
+class StreamHouseError(Exception):
+    """The root of every error StreamHouse raises."""
+
+
+class RetriableError(StreamHouseError):
+    """The operation may succeed if tried again later."""
+
+
+class ConfigurationError(StreamHouseError, ValueError):
+    """A URL, an option or a credential is missing or malformed."""
+
+
+class InvalidArgumentError(StreamHouseError, ValueError):
+    """An argument has the wrong type or is out of range."""
+
+
+class InvalidNameError(InvalidArgumentError):
+    """A topic or group name breaks the naming rules."""
+
+
+class ClosedError(StreamHouseError):
+    """The object was closed by its owner and then used."""
+
+
+class CorruptDataError(StreamHouseError):
+    """Bytes failed a checksum, magic, version or bound check.
+
+    Attributes:
+        name: the object (or file) the bytes came from.
+        position: the byte position, within that object, of what failed.
+        reason: what failed, in words.
+    """
+
+    def __init__(self, name: str, position: int, reason: str) -> None:
+        super().__init__(f"corrupt data in {name!r} at byte {position}: {reason}")
+        self.name = name
+        self.position = position
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[type[CorruptDataError], tuple[str, int, str]]:
+        return (type(self), (self.name, self.position, self.reason))
+
+
+class StorageError(StreamHouseError):
+    """The object store refused or failed an operation."""
+
+
+class ObjectNotFoundError(StorageError):
+    """The key (or the bucket) does not exist."""
+
+
+class ObjectExistsError(StorageError):
+    """A conditional create found the key already taken (HTTP 412)."""
+
+
+class StorageAuthError(StorageError):
+    """The store rejected the credentials or denied access (HTTP 401/403)."""
+
+
+class StorageUnavailableError(StorageError, RetriableError):
+    """The store could not be reached, or kept failing after every retry."""
+
+
+class MetadataError(StreamHouseError):
+    """The metadata store refused or failed an operation."""
+
+
+class TopicNotFoundError(MetadataError):
+    """The topic does not exist."""
+
+
+class TopicExistsError(MetadataError):
+    """A topic of that name already exists."""
+
+
+class PartitionNotFoundError(MetadataError):
+    """The partition is outside the topic's partition range."""
+
+
+class MetadataUnavailableError(MetadataError, RetriableError):
+    """The metadata database stayed locked or unreachable."""

