@@ -615,6 +615,15 @@ def decode_block(
         or entry.max_timestamp != max_ts
     ):
         raise CorruptDataError(name, where, "block header disagrees with the segment index")
+    # What a codec can expand to bounds what decompression may allocate:
+    # nothing for none, 255x for an lz4 block. zstd can legitimately expand
+    # further, so only MAX_BLOCK_RAW_SIZE bounds it.
+    if (codec == Codec.NONE and raw_size != stored_size) or (
+        codec == Codec.LZ4 and raw_size > 255 * stored_size + 64
+    ):
+        raise CorruptDataError(
+            name, where + 40, f"{stored_size} stored bytes cannot hold {raw_size} raw bytes"
+        )
     start = pos + BLOCK_HEADER_SIZE
     stored = view[start : start + stored_size]
     if len(stored) != stored_size:

@@ -1,0 +1,41 @@
+"""Hypothesis strategies shared by the property tests."""
+
+from __future__ import annotations
+
+from hypothesis import strategies as st
+
+from streamhouse._segment import Codec
+
+timestamps = st.integers(min_value=-(2**63), max_value=2**63 - 1)
+fields = st.one_of(st.none(), st.binary(max_size=64), st.binary(min_size=4000, max_size=6000))
+header_lists = st.one_of(
+    st.none(),
+    st.lists(st.tuples(st.text(max_size=8), st.binary(max_size=16)), max_size=3).map(tuple),
+)
+codecs = st.sampled_from(list(Codec))
+
+
+@st.composite
+def record_columns(draw: st.DrawFn, min_size: int = 1, max_size: int = 60) -> dict[str, list]:  # type: ignore[type-arg]
+    """Columns of equal length: timestamps, keys, values, headers."""
+    n = draw(st.integers(min_value=min_size, max_value=max_size))
+    keyless = draw(st.booleans())
+    return {
+        "timestamps": draw(st.lists(timestamps, min_size=n, max_size=n)),
+        "keys": [None] * n if keyless else draw(st.lists(fields, min_size=n, max_size=n)),
+        "values": draw(st.lists(fields, min_size=n, max_size=n)),
+        "headers": draw(st.one_of(st.none(), st.lists(header_lists, min_size=n, max_size=n))),
+    }
+
+
+# (partition, record_count) of each object's segments
+segment_plans = st.lists(
+    st.lists(
+        st.tuples(st.integers(0, 2), st.integers(1, 50)),
+        min_size=1,
+        max_size=3,
+        unique_by=lambda s: s[0],
+    ),
+    min_size=1,
+    max_size=25,
+)
