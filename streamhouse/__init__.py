@@ -4,9 +4,16 @@ The public surface is what this module re-exports; everything else lives in
 private ``_*`` modules and may change without notice.
 """
 
+from ._admin import Admin as Admin
+from ._admin import GroupPartitionLag as GroupPartitionLag
+from ._admin import OffsetReset as OffsetReset
+from ._admin import PartitionDescription as PartitionDescription
+from ._admin import TopicDescription as TopicDescription
+from ._admin import open_admin as open_admin
 from ._errors import ClosedError as ClosedError
 from ._errors import ConfigurationError as ConfigurationError
 from ._errors import CorruptDataError as CorruptDataError
+from ._errors import DeliveryError as DeliveryError
 from ._errors import InvalidArgumentError as InvalidArgumentError
 from ._errors import InvalidNameError as InvalidNameError
 from ._errors import MetadataError as MetadataError
@@ -22,6 +29,7 @@ from ._errors import StreamHouseError as StreamHouseError
 from ._errors import TopicExistsError as TopicExistsError
 from ._errors import TopicNotFoundError as TopicNotFoundError
 from ._metastore import MetadataStore as MetadataStore
+from ._metastore import TopicInfo as TopicInfo
 from ._metastore import TopicPartition as TopicPartition
 from ._metastore import metadata_store_from_url as metadata_store_from_url
 from ._metastore_sqlite import SQLiteMetadataStore as SQLiteMetadataStore
@@ -29,14 +37,21 @@ from ._objectstore import LocalObjectStore as LocalObjectStore
 from ._objectstore import ObjectInfo as ObjectInfo
 from ._objectstore import ObjectStore as ObjectStore
 from ._objectstore import object_store_from_url as object_store_from_url
+from ._producer import Producer as Producer
+from ._producer import RecordMetadata as RecordMetadata
+from ._producer import SendBatchResult as SendBatchResult
+from ._producer import open_producer as open_producer
 from ._s3 import RetryPolicy as RetryPolicy
 from ._s3 import S3ObjectStore as S3ObjectStore
 from ._version import __version__ as __version__
 
 __all__ = [
+    "Admin",
     "ClosedError",
     "ConfigurationError",
     "CorruptDataError",
+    "DeliveryError",
+    "GroupPartitionLag",
     "InvalidArgumentError",
     "InvalidNameError",
     "LocalObjectStore",
@@ -47,18 +62,27 @@ __all__ = [
     "ObjectInfo",
     "ObjectNotFoundError",
     "ObjectStore",
+    "OffsetReset",
+    "PartitionDescription",
     "PartitionNotFoundError",
+    "Producer",
+    "RecordMetadata",
     "RetriableError",
     "RetryPolicy",
     "S3ObjectStore",
     "SQLiteMetadataStore",
+    "SendBatchResult",
     "StorageAuthError",
     "StorageError",
     "StorageUnavailableError",
     "StreamHouseError",
+    "TopicDescription",
     "TopicExistsError",
+    "TopicInfo",
     "TopicNotFoundError",
     "TopicPartition",
     "metadata_store_from_url",
     "object_store_from_url",
+    "open_admin",
+    "open_producer",
 ]

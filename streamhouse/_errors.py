@@ -11,6 +11,7 @@ lz4, struct) are translated at the boundary where they happen and kept as
     │   └── InvalidNameError        a topic or group name that breaks the rules
     ├── ClosedError                 *you* closed the object, then used it
     ├── CorruptDataError            bytes that fail a checksum or bound check
+    ├── DeliveryError               a producer batch could not be written
     ├── StorageError                the object store said no
     │   ├── ObjectNotFoundError     no such key (or bucket)
     │   ├── ObjectExistsError       a conditional create found the key taken
@@ -72,6 +73,13 @@ class CorruptDataError(StreamHouseError):
 
     def __reduce__(self) -> tuple[type[CorruptDataError], tuple[str, int, str]]:
         return (type(self), (self.name, self.position, self.reason))
+
+
+class DeliveryError(StreamHouseError):
+    """The batch holding the record could not be written; the cause says why.
+
+    Nothing of the batch became visible to readers.
+    """
 
 
 class StorageError(StreamHouseError):

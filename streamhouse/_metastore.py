@@ -144,6 +144,10 @@ class MetadataStore(Protocol):
         """Bounds of every partition of ``topics``, in one query."""
         ...
 
+    async def segment_stats(self, topic: str) -> dict[int, tuple[int, int]]:
+        """Per partition with segments: (segment count, total bytes)."""
+        ...
+
     async def committed_object_keys(self, keys: Sequence[str]) -> set[str]:
         """Which of ``keys`` belong to committed objects."""
         ...
@@ -162,6 +166,10 @@ class MetadataStore(Protocol):
 
     async def list_groups(self) -> list[str]:
         """Every group with a committed offset, by name."""
+        ...
+
+    async def delete_group(self, group_id: str) -> None:
+        """Forget every offset the group committed."""
         ...
 
     async def aclose(self) -> None:

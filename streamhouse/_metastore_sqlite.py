@@ -398,6 +398,18 @@ class SQLiteMetadataStore:
             ]
         )
 
+    async def segment_stats(self, topic: str) -> dict[int, tuple[int, int]]:
+        return await self._run(
+            lambda conn: {
+                partition: (count, size)
+                for partition, count, size in conn.execute(
+                    "SELECT partition, COUNT(*), SUM(length) FROM segments WHERE topic = ? "
+                    "GROUP BY partition",
+                    (topic,),
+                )
+            }
+        )
+
     async def committed_object_keys(self, keys: Sequence[str]) -> set[str]:
         names = json.dumps(list(keys))
         return await self._run(
@@ -466,6 +478,15 @@ class SQLiteMetadataStore:
                     "SELECT DISTINCT group_id FROM consumer_offsets ORDER BY group_id"
                 )
             ]
+        )
+
+    async def delete_group(self, group_id: str) -> None:
+        check_group_id(group_id)
+        await self._run(
+            lambda conn: _write(
+                conn,
+                lambda c: c.execute("DELETE FROM consumer_offsets WHERE group_id = ?", (group_id,)),
+            )
         )
 
 

@@ -1,0 +1,139 @@
+"""Several producers on the same partitions: unique, gap-free offsets, exact read-back."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streamhouse import LocalObjectStore, SQLiteMetadataStore, open_producer
+
+from ..helpers import read_partition
+
+records = st.tuples(
+    st.integers(0, 1),  # partition
+    st.one_of(st.none(), st.binary(max_size=8)),  # key
+    st.one_of(st.none(), st.binary(max_size=32)),  # value
+    st.lists(st.tuples(st.text(max_size=4), st.binary(max_size=4)), max_size=2),  # headers
+    st.integers(0, 2**41),  # timestamp
+)
+
+
+@given(
+    per_producer=st.lists(st.lists(records, min_size=1, max_size=15), min_size=1, max_size=4),
+    linger=st.sampled_from([0, 0.001, 0.01]),
+)
+@settings(max_examples=20, deadline=None)
+def test_acknowledged_records_read_back_at_their_offsets(
+    per_producer: list[list[tuple[int, bytes | None, bytes | None, list[tuple[str, bytes]], int]]],
+    linger: float,
+) -> None:
+    """Every acknowledged record reads back at its offset; offsets are unique and gap-free."""
+
+    async def main(root: Path) -> None:
+        storage = LocalObjectStore(root / "objects", fsync=False)
+        meta = SQLiteMetadataStore(root / "meta.db", synchronous="NORMAL")
+        await meta.create_topic("t", 2)
+        acked: dict[tuple[int, int], tuple[object, ...]] = {}
+
+        async def produce(
+            batch: list[tuple[int, bytes | None, bytes | None, list[tuple[str, bytes]], int]],
+        ) -> None:
+            async with (
+                open_producer(storage=storage, metadata=meta, linger=linger) as producer,
+                trio.open_nursery() as nursery,
+            ):
+
+                async def send(
+                    p: int, k: bytes | None, v: bytes | None, h: list[tuple[str, bytes]], ts: int
+                ) -> None:
+                    md = await producer.send("t", v, key=k, partition=p, headers=h, timestamp=ts)
+                    assert (md.partition, md.offset) not in acked
+                    acked[(md.partition, md.offset)] = (md.offset, ts, k, v, tuple(h))
+
+                for record in batch:
+                    nursery.start_soon(send, *record)
+
+        async with trio.open_nursery() as nursery:
+            for batch in per_producer:
+                nursery.start_soon(produce, batch)
+        for partition in (0, 1):
+            rows = await read_partition(storage, meta, "t", partition)
+            assert [r[0] for r in rows] == list(range(len(rows)))
+            assert rows == [acked[(partition, r[0])] for r in rows]
+        assert len(acked) == sum(map(len, per_producer))
+        await meta.aclose()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        trio.run(main, Path(tmp))
+
+
+_PRODUCER = textwrap.dedent(
+    """
+    import json, sys, trio
+    from streamhouse import open_producer
+
+    async def main(root, name, count):
+        out = []
+        async with open_producer(storage=f"file://{root}/objects",
+                                 metadata=f"sqlite:///{root}/meta.db", linger=0.002) as p:
+            async with trio.open_nursery() as nursery:
+                async def send(i):
+                    md = await p.send("t", f"{name}-{i}".encode(), partition=i % 2)
+                    out.append([md.partition, md.offset, f"{name}-{i}"])
+                for i in range(count):
+                    nursery.start_soon(send, i)
+        print(json.dumps(out))
+
+    trio.run(main, sys.argv[1], sys.argv[2], int(sys.argv[3]))
+    """
+)
+
+
+@given(counts=st.tuples(st.integers(1, 60), st.integers(1, 60)))
+@settings(max_examples=3, deadline=None)
+def test_producers_in_two_processes_share_partitions_safely(counts: tuple[int, int]) -> None:
+    """Two producer processes on one SQLite file and directory get disjoint, gap-free offsets."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+
+        async def setup() -> None:
+            meta = SQLiteMetadataStore(root / "meta.db")
+            await meta.create_topic("t", 2)
+            await meta.aclose()
+
+        trio.run(setup)
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", _PRODUCER, str(root), f"p{i}", str(n)],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for i, n in enumerate(counts)
+        ]
+        acked = {}
+        for proc in procs:
+            out, _ = proc.communicate(timeout=60)
+            assert proc.returncode == 0
+            for partition, offset, value in json.loads(out):
+                assert (partition, offset) not in acked
+                acked[(partition, offset)] = value.encode()
+
+        async def check() -> None:
+            storage = LocalObjectStore(root / "objects")
+            meta = SQLiteMetadataStore(root / "meta.db")
+            for partition in (0, 1):
+                rows = await read_partition(storage, meta, "t", partition)
+                assert [r[0] for r in rows] == list(range(len(rows)))
+                assert [r[3] for r in rows] == [acked[(partition, r[0])] for r in rows]
+            await meta.aclose()
+
+        trio.run(check)
+        assert len(acked) == sum(counts)
