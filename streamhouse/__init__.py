@@ -10,6 +10,8 @@ from ._admin import OffsetReset as OffsetReset
 from ._admin import PartitionDescription as PartitionDescription
 from ._admin import TopicDescription as TopicDescription
 from ._admin import open_admin as open_admin
+from ._consumer import Consumer as Consumer
+from ._consumer import open_consumer as open_consumer
 from ._errors import ClosedError as ClosedError
 from ._errors import ConfigurationError as ConfigurationError
 from ._errors import CorruptDataError as CorruptDataError
@@ -20,6 +22,7 @@ from ._errors import MetadataError as MetadataError
 from ._errors import MetadataUnavailableError as MetadataUnavailableError
 from ._errors import ObjectExistsError as ObjectExistsError
 from ._errors import ObjectNotFoundError as ObjectNotFoundError
+from ._errors import OffsetOutOfRangeError as OffsetOutOfRangeError
 from ._errors import PartitionNotFoundError as PartitionNotFoundError
 from ._errors import RetriableError as RetriableError
 from ._errors import StorageAuthError as StorageAuthError
@@ -44,11 +47,14 @@ from ._producer import open_producer as open_producer
 from ._s3 import RetryPolicy as RetryPolicy
 from ._s3 import S3ObjectStore as S3ObjectStore
 from ._version import __version__ as __version__
+from .actors.messages import ConsumedRecord as ConsumedRecord
 
 __all__ = [
     "Admin",
     "ClosedError",
     "ConfigurationError",
+    "ConsumedRecord",
+    "Consumer",
     "CorruptDataError",
     "DeliveryError",
     "GroupPartitionLag",
@@ -62,6 +68,7 @@ __all__ = [
     "ObjectInfo",
     "ObjectNotFoundError",
     "ObjectStore",
+    "OffsetOutOfRangeError",
     "OffsetReset",
     "PartitionDescription",
     "PartitionNotFoundError",
@@ -84,5 +91,6 @@ __all__ = [
     "metadata_store_from_url",
     "object_store_from_url",
     "open_admin",
+    "open_consumer",
     "open_producer",
 ]

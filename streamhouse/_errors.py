@@ -12,6 +12,7 @@ lz4, struct) are translated at the boundary where they happen and kept as
     ├── ClosedError                 *you* closed the object, then used it
     ├── CorruptDataError            bytes that fail a checksum or bound check
     ├── DeliveryError               a producer batch could not be written
+    ├── OffsetOutOfRangeError       no valid position and offset_reset="none"
     ├── StorageError                the object store said no
     │   ├── ObjectNotFoundError     no such key (or bucket)
     │   ├── ObjectExistsError       a conditional create found the key taken
@@ -80,6 +81,10 @@ class DeliveryError(StreamHouseError):
 
     Nothing of the batch became visible to readers.
     """
+
+
+class OffsetOutOfRangeError(StreamHouseError):
+    """A partition has no valid position and the reset policy is "none"."""
 
 
 class StorageError(StreamHouseError):

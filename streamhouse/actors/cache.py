@@ -1,0 +1,257 @@
+"""The cache actor: owns the cache directory and every byte in it.
+
+Readers ask it for byte ranges of objects. A hit is read from its file; a
+miss is fetched from the object store once, however many readers miss the
+same range at once (single flight), written to a file and handed to every
+asker. The directory never holds more than its byte budget: room is made,
+least recently used first, *before* a fetch starts, since the size of a range
+is known in advance. A range larger than the whole budget is served without
+being cached.
+
+On start the directory is scanned: complete files are counted against the
+budget, and files that are partial (a ``.tmp`` left by a crash) or whose size
+does not match the range in their name are deleted. A file whose bytes turn
+out corrupt later fails its segment checksums; the reader then asks again
+with ``refresh``, which drops the file and fetches anew.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import hashlib
+import os
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+import attrs
+from anyio.abc import TaskStatus
+from anyio.streams.memory import MemoryObjectSendStream
+
+from .._errors import StreamHouseError
+from .._objectstore import ObjectStore
+
+__all__ = ["CacheClient", "Fetch", "run_cache"]
+
+
+@attrs.frozen
+class Fetch:
+    """Ask for bytes ``[start, end)`` of ``key``; ``reply`` None = prefetch only."""
+
+    key: str
+    start: int
+    end: int
+    reply: MemoryObjectSendStream[bytes | BaseException] | None
+    refresh: bool = False
+
+
+@attrs.frozen
+class _Fetched:
+    ident: str
+    data: bytes | None
+    error: BaseException | None
+    cached: bool
+
+
+@attrs.frozen
+class CacheStats:
+    """What the cache did so far: for tests, metrics and the benchmark."""
+
+    files: int
+    bytes: int
+    budget: int
+    hits: int
+    misses: int
+    gets: int
+    evictions: int
+
+
+@attrs.frozen
+class _Stats:
+    reply: MemoryObjectSendStream[CacheStats]
+
+
+def _ident(key: str, start: int, end: int) -> str:
+    return f"{hashlib.sha1(key.encode()).hexdigest()[:32]}-{start}-{end}"
+
+
+def _scan(directory: Path) -> list[tuple[str, int, float]]:
+    """Complete cache files (ident, size, atime); removes partial or bad ones."""
+    directory.mkdir(parents=True, exist_ok=True)
+    found = []
+    for entry in os.scandir(directory):
+        path = Path(entry.path)
+        name = entry.name
+        ok = False
+        if name.endswith(".bin") and not name.startswith(".tmp"):
+            parts = name[: -len(".bin")].split("-")
+            if len(parts) == 3 and all(p.isalnum() for p in parts):
+                try:
+                    start, end = int(parts[1]), int(parts[2])
+                    st = entry.stat()
+                    ok = st.st_size == end - start
+                except ValueError:
+                    ok = False
+                if ok:
+                    found.append((name[: -len(".bin")], st.st_size, st.st_atime))
+        if not ok:
+            path.unlink(missing_ok=True)
+    found.sort(key=lambda f: f[2])
+    return found
+
+
+class CacheClient:
+    """The readers' handle on the cache actor: a clone of its inbox."""
+
+    def __init__(self, inbox: MemoryObjectSendStream[object]) -> None:
+        self._inbox = inbox
+
+    async def get(self, key: str, start: int, end: int, *, refresh: bool = False) -> bytes:
+        send, receive = anyio.create_memory_object_stream[bytes | BaseException](1)
+        with receive:
+            await self._inbox.send(Fetch(key, start, end, send, refresh))
+            answer = await receive.receive()
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    async def prefetch(self, key: str, start: int, end: int) -> None:
+        await self._inbox.send(Fetch(key, start, end, None))
+
+    async def stats(self) -> CacheStats:
+        send, receive = anyio.create_memory_object_stream[CacheStats](1)
+        with receive:
+            await self._inbox.send(_Stats(send))
+            return await receive.receive()
+
+    def close(self) -> None:
+        self._inbox.close()
+
+
+async def run_cache(
+    storage: ObjectStore,
+    directory: Path,
+    budget: int,
+    *,
+    task_status: TaskStatus[MemoryObjectSendStream[object]] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the cache actor until cancelled.
+
+    Hands its inbox's send end to the starter through ``task_status``.
+    """
+    files = await anyio.to_thread.run_sync(_scan, directory)
+    lru: collections.OrderedDict[str, int] = collections.OrderedDict()
+    total = 0
+    for ident, size, _ in files:
+        lru[ident] = size
+        total += size
+    inflight: dict[str, list[MemoryObjectSendStream[bytes | BaseException]]] = {}
+    reserved: dict[str, int] = {}
+    counters = collections.Counter[str]()
+    inbox_send, inbox = anyio.create_memory_object_stream[object](16)
+
+    def path_of(ident: str) -> Path:
+        return directory / f"{ident}.bin"
+
+    async def evict_until(room: int) -> None:
+        nonlocal total
+        while lru and total + sum(reserved.values()) + room > budget:
+            ident, size = lru.popitem(last=False)
+            total -= size
+            counters["evictions"] += 1
+            await anyio.to_thread.run_sync(path_of(ident).unlink, True)
+
+    async def fetch(
+        ident: str, msg: Fetch, cache_it: bool, done: MemoryObjectSendStream[object]
+    ) -> None:
+        with done:
+            try:
+                counters["gets"] += 1
+                data = await storage.get(msg.key, msg.start, msg.end)
+                if cache_it and len(data) == msg.end - msg.start:
+
+                    def write() -> None:
+                        tmp = directory / f".tmp-{ident}"
+                        tmp.write_bytes(data)
+                        os.replace(tmp, path_of(ident))
+
+                    await anyio.to_thread.run_sync(write)
+                    await done.send(_Fetched(ident, data, None, True))
+                else:
+                    await done.send(_Fetched(ident, data, None, False))
+            except Exception as exc:
+                await done.send(_Fetched(ident, None, exc, False))
+
+    async def serve_file(ident: str, msg: Fetch, done: MemoryObjectSendStream[object]) -> None:
+        with done:
+            try:
+                data = await anyio.to_thread.run_sync(path_of(ident).read_bytes)
+            except OSError:  # evicted meanwhile: fetch it again
+                await done.send(attrs.evolve(msg, refresh=True))
+                return
+            if msg.reply is not None:
+                with (
+                    msg.reply,
+                    contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError),
+                ):
+                    msg.reply.send_nowait(data)
+
+    # The actor keeps a clone for its own tasks' answers, so it runs until it
+    # is cancelled when the consumer closes.
+    own = inbox_send.clone()
+    task_status.started(inbox_send)
+    async with anyio.create_task_group() as tg, inbox, own:
+        async for msg in inbox:
+            if isinstance(msg, _Stats):
+                with msg.reply:
+                    await msg.reply.send(
+                        CacheStats(
+                            len(lru),
+                            total,
+                            budget,
+                            counters["hits"],
+                            counters["misses"],
+                            counters["gets"],
+                            counters["evictions"],
+                        )
+                    )
+            elif isinstance(msg, Fetch):
+                ident = _ident(msg.key, msg.start, msg.end)
+                if msg.refresh and ident in lru:
+                    total -= lru.pop(ident)
+                    await anyio.to_thread.run_sync(path_of(ident).unlink, True)
+                if ident in lru:
+                    counters["hits"] += 1
+                    lru.move_to_end(ident)
+                    tg.start_soon(serve_file, ident, msg, own.clone())
+                elif ident in inflight:
+                    if msg.reply is not None:
+                        inflight[ident].append(msg.reply)
+                else:
+                    counters["misses"] += 1
+                    inflight[ident] = [msg.reply] if msg.reply is not None else []
+                    size = msg.end - msg.start
+                    cache_it = size <= budget
+                    if cache_it:
+                        await evict_until(size)
+                        reserved[ident] = size
+                    tg.start_soon(fetch, ident, msg, cache_it, own.clone())
+            elif isinstance(msg, _Fetched):
+                waiters = inflight.pop(msg.ident, [])
+                reserved.pop(msg.ident, None)
+                if msg.cached and msg.data is not None:
+                    lru[msg.ident] = len(msg.data)
+                    total += len(msg.data)
+                answer: bytes | BaseException = (
+                    msg.data
+                    if msg.data is not None
+                    else (msg.error or StreamHouseError("fetch failed"))
+                )
+                for reply in waiters:
+                    with (
+                        reply,
+                        contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError),
+                    ):
+                        reply.send_nowait(answer)
+        tg.cancel_scope.cancel()

@@ -1,0 +1,137 @@
+"""The frozen messages the consumer's actors exchange.
+
+Every request carries its own reply channel: the asker creates a channel of
+capacity 0, keeps the receive end, and the actor sends the answer on the
+send end. Capacity 0 makes the hand-over a rendezvous: the answer is either
+taken by the asker or, if the asker was cancelled and closed its end, the
+actor learns it (BrokenResourceError) and can undo what the answer would have
+done. That is how a cancelled ``poll()`` loses and repeats nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+import attrs
+from anyio.streams.memory import MemoryObjectSendStream
+
+from .._metastore import PartitionState, TopicPartition
+
+
+class ConsumedRecord(NamedTuple):
+    """One record as the consumer delivers it.
+
+    A tuple, so that a block's records are built in C; fields by name or
+    position.
+    """
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]]
+
+
+Reply = MemoryObjectSendStream[Any]
+
+# -- reader -> coordinator ----------------------------------------------------
+
+
+@attrs.frozen
+class Batch:
+    """Records of one partition, from ``records[0].offset`` to ``next_offset``."""
+
+    tp: TopicPartition
+    epoch: int
+    records: Sequence[ConsumedRecord]
+    next_offset: int
+
+
+@attrs.frozen
+class AtEnd:
+    """The reader has everything below ``offset`` and waits for more."""
+
+    tp: TopicPartition
+    epoch: int
+    offset: int
+
+
+@attrs.frozen
+class OutOfRange:
+    """The reader's offset is not in the log (deleted, or past the end)."""
+
+    tp: TopicPartition
+    epoch: int
+    offset: int
+
+
+@attrs.frozen
+class ReaderFailed:
+    """A reader met an error it cannot retry; the consumer must stop."""
+
+    tp: TopicPartition
+    error: BaseException
+
+
+@attrs.frozen
+class Watermarks:
+    """Fresh bounds of every assigned partition (one metadata query)."""
+
+    states: Sequence[PartitionState]
+
+
+# -- coordinator -> reader ------------------------------------------------------
+
+CREDIT = "credit"  # the reader may send one more batch
+WAKE = "wake"  # the high watermark moved past where the reader waits
+
+# -- facade -> coordinator -------------------------------------------------------
+
+
+@attrs.frozen
+class Poll:
+    max_records: int
+    deadline: float
+    reply: Reply
+
+
+@attrs.frozen
+class Commit:
+    """Commit the given offsets, or every changed position when None."""
+
+    offsets: Mapping[TopicPartition, int] | None
+    reply: Reply
+
+
+@attrs.frozen
+class Seek:
+    tp: TopicPartition
+    offset: int | str  # an offset, "earliest" or "latest"
+    reply: Reply
+
+
+@attrs.frozen
+class Query:
+    """Ask for state: ``what`` is position, committed, assignment, watermarks."""
+
+    what: str
+    tp: TopicPartition | None
+    reply: Reply
+
+
+@attrs.frozen
+class Pause:
+    tps: frozenset[TopicPartition]
+    paused: bool
+    reply: Reply
+
+
+@attrs.frozen
+class Close:
+    """Stop: commit ``final`` (current positions, or those of the last poll)."""
+
+    final: str  # "current", "last-poll" or "none"
+    reply: Reply
