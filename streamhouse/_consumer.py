@@ -32,7 +32,7 @@ from ._metastore import MetadataStore, PartitionState, TopicPartition
 from ._names import check_group_id, check_topic_name
 from ._objectstore import ObjectStore
 from .actors.cache import CacheClient, CacheStats, run_cache
-from .actors.coordinator import Coordinator, Settings
+from .actors.coordinator import Coordinator, Settings, resolve_start
 from .actors.messages import Close, Commit, ConsumedRecord, Pause, Poll, Query, Seek
 
 __all__ = ["Consumer", "open_consumer"]
@@ -60,7 +60,11 @@ class Consumer:
         send, receive = anyio.create_memory_object_stream[Any](0)
         with receive:
             try:
-                await self._inbox.send(make(send))
+                try:
+                    await self._inbox.send(make(send))
+                except BaseException:
+                    send.close()
+                    raise
                 answer = await receive.receive()
             except (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream):
                 raise ClosedError("the consumer is closed") from None
@@ -323,15 +327,16 @@ async def open_consumer(
             if group_id is not None:
                 found = await meta.fetch_offsets(group_id)
                 committed = {tp: c.offset for tp, c in found.items()}
+            starts = resolve_start(states, committed, reset)
             try:
-                async with anyio.create_task_group() as tg:
+                inbox_send, inbox = anyio.create_memory_object_stream[object](64)
+                async with anyio.create_task_group() as tg, inbox_send:
                     cache_inbox = await tg.start(
                         run_cache, store, Path(cache_dir), cache_size_bytes
                     )
                     cache = CacheClient(cache_inbox)
-                    inbox_send, inbox = anyio.create_memory_object_stream[object](64)
                     coordinator = Coordinator(
-                        settings, meta, cache, states, committed, inbox, inbox_send.clone()
+                        settings, meta, cache, states, committed, starts, inbox, inbox_send.clone()
                     )
                     await tg.start(coordinator.run)
                     consumer = Consumer(
@@ -355,6 +360,7 @@ async def open_consumer(
                             with contextlib.suppress(StreamHouseError):
                                 await consumer._close(final)
                     inbox_send.close()
+                    cache.close()
                     tg.cancel_scope.cancel()
             except BaseExceptionGroup as group:
                 error = _first_error(group)

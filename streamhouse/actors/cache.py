@@ -29,8 +29,9 @@ import attrs
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectSendStream
 
-from .._errors import StreamHouseError
+from .._errors import ClosedError, StreamHouseError
 from .._objectstore import ObjectStore
+from .messages import drain
 
 __all__ = ["CacheClient", "Fetch", "run_cache"]
 
@@ -110,8 +111,15 @@ class CacheClient:
     async def get(self, key: str, start: int, end: int, *, refresh: bool = False) -> bytes:
         send, receive = anyio.create_memory_object_stream[bytes | BaseException](1)
         with receive:
-            await self._inbox.send(Fetch(key, start, end, send, refresh))
-            answer = await receive.receive()
+            try:
+                await self._inbox.send(Fetch(key, start, end, send, refresh))
+            except BaseException:
+                send.close()
+                raise
+            try:
+                answer = await receive.receive()
+            except anyio.EndOfStream:
+                raise ClosedError("the segment cache stopped") from None
         if isinstance(answer, BaseException):
             raise answer
         return answer
@@ -122,7 +130,11 @@ class CacheClient:
     async def stats(self) -> CacheStats:
         send, receive = anyio.create_memory_object_stream[CacheStats](1)
         with receive:
-            await self._inbox.send(_Stats(send))
+            try:
+                await self._inbox.send(_Stats(send))
+            except BaseException:
+                send.close()
+                raise
             return await receive.receive()
 
     def close(self) -> None:
@@ -201,57 +213,66 @@ async def run_cache(
     # is cancelled when the consumer closes.
     own = inbox_send.clone()
     task_status.started(inbox_send)
-    async with anyio.create_task_group() as tg, inbox, own:
-        async for msg in inbox:
-            if isinstance(msg, _Stats):
-                with msg.reply:
-                    await msg.reply.send(
-                        CacheStats(
-                            len(lru),
-                            total,
-                            budget,
-                            counters["hits"],
-                            counters["misses"],
-                            counters["gets"],
-                            counters["evictions"],
+    try:
+        async with anyio.create_task_group() as tg, own:
+            async for msg in inbox:
+                if isinstance(msg, _Stats):
+                    with msg.reply:
+                        await msg.reply.send(
+                            CacheStats(
+                                len(lru),
+                                total,
+                                budget,
+                                counters["hits"],
+                                counters["misses"],
+                                counters["gets"],
+                                counters["evictions"],
+                            )
                         )
+                elif isinstance(msg, Fetch):
+                    ident = _ident(msg.key, msg.start, msg.end)
+                    if msg.refresh and ident in lru:
+                        total -= lru.pop(ident)
+                        await anyio.to_thread.run_sync(path_of(ident).unlink, True)
+                    if ident in lru:
+                        counters["hits"] += 1
+                        lru.move_to_end(ident)
+                        tg.start_soon(serve_file, ident, msg, own.clone())
+                    elif ident in inflight:
+                        if msg.reply is not None:
+                            inflight[ident].append(msg.reply)
+                    else:
+                        counters["misses"] += 1
+                        inflight[ident] = [msg.reply] if msg.reply is not None else []
+                        size = msg.end - msg.start
+                        cache_it = size <= budget
+                        if cache_it:
+                            await evict_until(size)
+                            reserved[ident] = size
+                        tg.start_soon(fetch, ident, msg, cache_it, own.clone())
+                elif isinstance(msg, _Fetched):
+                    waiters = inflight.pop(msg.ident, [])
+                    reserved.pop(msg.ident, None)
+                    if msg.cached and msg.data is not None:
+                        lru[msg.ident] = len(msg.data)
+                        total += len(msg.data)
+                    answer: bytes | BaseException = (
+                        msg.data
+                        if msg.data is not None
+                        else (msg.error or StreamHouseError("fetch failed"))
                     )
-            elif isinstance(msg, Fetch):
-                ident = _ident(msg.key, msg.start, msg.end)
-                if msg.refresh and ident in lru:
-                    total -= lru.pop(ident)
-                    await anyio.to_thread.run_sync(path_of(ident).unlink, True)
-                if ident in lru:
-                    counters["hits"] += 1
-                    lru.move_to_end(ident)
-                    tg.start_soon(serve_file, ident, msg, own.clone())
-                elif ident in inflight:
-                    if msg.reply is not None:
-                        inflight[ident].append(msg.reply)
-                else:
-                    counters["misses"] += 1
-                    inflight[ident] = [msg.reply] if msg.reply is not None else []
-                    size = msg.end - msg.start
-                    cache_it = size <= budget
-                    if cache_it:
-                        await evict_until(size)
-                        reserved[ident] = size
-                    tg.start_soon(fetch, ident, msg, cache_it, own.clone())
-            elif isinstance(msg, _Fetched):
-                waiters = inflight.pop(msg.ident, [])
-                reserved.pop(msg.ident, None)
-                if msg.cached and msg.data is not None:
-                    lru[msg.ident] = len(msg.data)
-                    total += len(msg.data)
-                answer: bytes | BaseException = (
-                    msg.data
-                    if msg.data is not None
-                    else (msg.error or StreamHouseError("fetch failed"))
-                )
-                for reply in waiters:
-                    with (
-                        reply,
-                        contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError),
-                    ):
-                        reply.send_nowait(answer)
-        tg.cancel_scope.cancel()
+                    for reply in waiters:
+                        with (
+                            reply,
+                            contextlib.suppress(
+                                anyio.BrokenResourceError, anyio.ClosedResourceError
+                            ),
+                        ):
+                            reply.send_nowait(answer)
+            tg.cancel_scope.cancel()
+    finally:
+        for waiters in inflight.values():
+            for reply in waiters:
+                reply.close()
+        drain(inbox)
+        inbox.close()

@@ -52,6 +52,7 @@ from .messages import (
     Reply,
     Seek,
     Watermarks,
+    drain,
 )
 from .reader import run_reader
 
@@ -128,6 +129,7 @@ class Coordinator:
         cache: CacheClient,
         states: Sequence[PartitionState],
         committed: Mapping[TopicPartition, int],
+        starts: Mapping[TopicPartition, int],
         inbox: MemoryObjectReceiveStream[object],
         inbox_send: MemoryObjectSendStream[object],
     ) -> None:
@@ -136,7 +138,6 @@ class Coordinator:
         self._cache = cache
         self._inbox = inbox
         self._inbox_send = inbox_send
-        starts = resolve_start(states, committed, settings.offset_reset)
         self._parts = {
             TopicPartition(s.topic, s.partition): _Partition(
                 TopicPartition(s.topic, s.partition),
@@ -160,26 +161,37 @@ class Coordinator:
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        async with anyio.create_task_group() as tg, self._inbox, self._inbox_send:
-            self._tg = tg
+        try:
+            async with anyio.create_task_group() as tg, self._inbox_send:
+                self._tg = tg
+                for part in self._parts.values():
+                    self._start_reader(part)
+                tg.start_soon(self._refresh_watermarks, self._inbox_send.clone())
+                if self._settings.auto_commit and self._settings.group_id is not None:
+                    interval = self._settings.auto_commit_interval
+                    self._next_auto_commit = anyio.current_time() + interval
+                task_status.started()
+                closed = False
+                while not closed:
+                    deadline = min([p.deadline for p in self._polls] + [self._next_auto_commit])
+                    msg: object = None
+                    with anyio.move_on_at(deadline):
+                        msg = await self._inbox.receive()
+                    if msg is not None:
+                        closed = await self._handle(msg)
+                    await self._answer_polls()
+                    if anyio.current_time() >= self._next_auto_commit:
+                        await self._auto_commit()
+                tg.cancel_scope.cancel()
+        finally:
+            # Whatever stopped us: tell every asker, close every channel end.
+            for poll in self._polls:
+                poll.reply.close()
             for part in self._parts.values():
-                self._start_reader(part)
-            tg.start_soon(self._refresh_watermarks, self._inbox_send.clone())
-            if self._settings.auto_commit and self._settings.group_id is not None:
-                self._next_auto_commit = anyio.current_time() + self._settings.auto_commit_interval
-            task_status.started()
-            closed = False
-            while not closed:
-                deadline = min([p.deadline for p in self._polls] + [self._next_auto_commit])
-                msg: object = None
-                with anyio.move_on_at(deadline):
-                    msg = await self._inbox.receive()
-                if msg is not None:
-                    closed = await self._handle(msg)
-                await self._answer_polls()
-                if anyio.current_time() >= self._next_auto_commit:
-                    await self._auto_commit()
-            tg.cancel_scope.cancel()
+                if part.control is not None:
+                    part.control.close()
+            drain(self._inbox)
+            self._inbox.close()
 
     def _start_reader(self, part: _Partition) -> None:
         assert self._tg is not None
@@ -200,7 +212,9 @@ class Coordinator:
         out = self._inbox_send.clone()
 
         async def reader() -> None:
-            with scope:
+            # The channel ends are closed here even if the reader is
+            # cancelled before it starts.
+            with scope, out, control_receive:
                 await run_reader(
                     part.tp, part.position, part.epoch, metadata=self._metadata,
                     cache=self._cache, out=out, control=control_receive,

@@ -13,8 +13,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
+import anyio
 import attrs
-from anyio.streams.memory import MemoryObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .._metastore import PartitionState, TopicPartition
 
@@ -36,6 +37,23 @@ class ConsumedRecord(NamedTuple):
 
 
 Reply = MemoryObjectSendStream[Any]
+
+
+def drain(inbox: MemoryObjectReceiveStream[Any]) -> None:
+    """Close the reply channels of messages an actor will never answer.
+
+    A cancelled actor leaves requests in its inbox; closing their replies
+    tells each asker (BrokenResourceError/EndOfStream) instead of leaking.
+    """
+    while True:
+        try:
+            msg = inbox.receive_nowait()
+        except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+            return
+        reply = getattr(msg, "reply", None)
+        if reply is not None:
+            reply.close()
+
 
 # -- reader -> coordinator ----------------------------------------------------
 

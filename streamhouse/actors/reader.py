@@ -162,7 +162,9 @@ async def run_reader(
     control: MemoryObjectReceiveStream[str],
     task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Read ``tp`` from ``offset`` until cancelled, sending Batches to ``out``."""
-    with out, control:
-        task_status.started()
-        await _Reader(tp, epoch, metadata, cache, out, control).run(offset)
+    """Read ``tp`` from ``offset`` until cancelled, sending Batches to ``out``.
+
+    The caller owns (and closes) ``out`` and ``control``.
+    """
+    task_status.started()
+    await _Reader(tp, epoch, metadata, cache, out, control).run(offset)
