@@ -335,33 +335,39 @@ async def open_consumer(
                         run_cache, store, Path(cache_dir), cache_size_bytes
                     )
                     cache = CacheClient(cache_inbox)
-                    coordinator = Coordinator(
-                        settings, meta, cache, states, committed, starts, inbox, inbox_send.clone()
-                    )
-                    await tg.start(coordinator.run)
-                    consumer = Consumer(
-                        inbox_send,
-                        cache,
-                        frozenset(TopicPartition(s.topic, s.partition) for s in states),
-                        group_id,
-                        max_poll_records,
-                    )
-                    final = "current" if auto_commit else "none"
-                    try:
-                        yield consumer
-                    except Exception as exc:
-                        body_error = exc
-                        final = "last-poll" if auto_commit else "none"
-                    with anyio.move_on_after(close_timeout, shield=True):
-                        if body_error is None:
-                            await consumer._close(final)
-                        else:
-                            # The application's error wins over a failed close.
-                            with contextlib.suppress(StreamHouseError):
+                    with cache_inbox:
+                        coordinator = Coordinator(
+                            settings,
+                            meta,
+                            cache,
+                            states,
+                            committed,
+                            starts,
+                            inbox,
+                            inbox_send.clone(),
+                        )
+                        await tg.start(coordinator.run)
+                        consumer = Consumer(
+                            inbox_send,
+                            cache,
+                            frozenset(TopicPartition(s.topic, s.partition) for s in states),
+                            group_id,
+                            max_poll_records,
+                        )
+                        final = "current" if auto_commit else "none"
+                        try:
+                            yield consumer
+                        except Exception as exc:
+                            body_error = exc
+                            final = "last-poll" if auto_commit else "none"
+                        with anyio.move_on_after(close_timeout, shield=True):
+                            if body_error is None:
                                 await consumer._close(final)
-                    inbox_send.close()
-                    cache.close()
-                    tg.cancel_scope.cancel()
+                            else:
+                                # The application's error wins over a failed close.
+                                with contextlib.suppress(StreamHouseError):
+                                    await consumer._close(final)
+                        tg.cancel_scope.cancel()
             except BaseExceptionGroup as group:
                 error = _first_error(group)
                 if error is not None:

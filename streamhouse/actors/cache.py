@@ -66,6 +66,7 @@ class CacheStats:
     misses: int
     gets: int
     evictions: int
+    joined: int
 
 
 @attrs.frozen
@@ -227,6 +228,7 @@ async def run_cache(
                                 counters["misses"],
                                 counters["gets"],
                                 counters["evictions"],
+                                counters["joined"],
                             )
                         )
                 elif isinstance(msg, Fetch):
@@ -239,6 +241,7 @@ async def run_cache(
                         lru.move_to_end(ident)
                         tg.start_soon(serve_file, ident, msg, own.clone())
                     elif ident in inflight:
+                        counters["joined"] += 1
                         if msg.reply is not None:
                             inflight[ident].append(msg.reply)
                     else:

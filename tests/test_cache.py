@@ -1,0 +1,181 @@
+"""The cache actor and the reading it serves: budget, LRU, single flight, restarts."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import pytest
+import trio
+
+from streamhouse import (
+    LocalObjectStore,
+    ObjectStore,
+    SQLiteMetadataStore,
+    TopicPartition,
+    open_consumer,
+    open_producer,
+)
+from streamhouse.actors.cache import CacheClient, run_cache
+
+from .helpers import FlakyStore
+
+pytestmark = pytest.mark.anyio
+
+
+class CountingStore(FlakyStore):
+    """Records every ranged GET; optionally holds them until released."""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        super().__init__(inner)
+        self.gets: list[tuple[str, int, int | None]] = []
+        self.gate: trio.Event | None = None
+
+    async def get(self, key: str, start: int = 0, end: int | None = None) -> bytes:
+        self.gets.append((key, start, end))
+        if self.gate is not None:
+            await self.gate.wait()
+        return await self.inner.get(key, start, end)
+
+
+@contextlib.asynccontextmanager
+async def cache_on(store: ObjectStore, directory: Path, budget: int) -> AsyncIterator[CacheClient]:
+    async with anyio.create_task_group() as tg:
+        client = CacheClient(await tg.start(run_cache, store, directory, budget))
+        yield client
+        client.close()
+        tg.cancel_scope.cancel()
+
+
+async def test_the_budget_holds_and_the_least_recently_used_goes_first(tmp_path: Path) -> None:
+    """The cache never holds more than its budget; the LRU range is evicted first."""
+    store = CountingStore(LocalObjectStore(tmp_path / "objects"))
+    for name in "abcd":
+        await store.put(name, name.encode() * 400)
+    async with cache_on(store, tmp_path / "cache", budget=1000) as cache:
+        for name in "ab":
+            assert await cache.get(name, 0, 400) == name.encode() * 400
+        assert await cache.get("a", 0, 400) == b"a" * 400  # a is now the most recent
+        await cache.get("c", 0, 400)  # must evict b, not a
+        stats = await cache.stats()
+        assert stats.bytes <= 1000
+        assert (stats.files, stats.evictions) == (2, 1)
+        before = len(store.gets)
+        await cache.get("a", 0, 400)
+        assert len(store.gets) == before  # a stayed
+        await cache.get("b", 0, 400)
+        assert len(store.gets) == before + 1  # b had gone
+        await cache.get("d", 0, 2000)  # larger than the budget: served, not cached
+        assert (await cache.stats()).bytes <= 1000
+        disk = sum(f.stat().st_size for f in (tmp_path / "cache").iterdir())
+        assert disk <= 1000
+
+
+async def test_concurrent_misses_of_one_range_make_one_get(tmp_path: Path) -> None:
+    """Two readers missing the same range at once cause a single GET."""
+    store = CountingStore(LocalObjectStore(tmp_path / "objects"))
+    await store.put("obj", b"x" * 100)
+    store.gate = trio.Event()
+    results: list[bytes] = []
+    async with cache_on(store, tmp_path / "cache", budget=10_000) as cache:
+        async with trio.open_nursery() as nursery:
+            for _ in range(2):
+                nursery.start_soon(lambda: _append(results, cache.get("obj", 10, 60)))
+            await trio.testing.wait_all_tasks_blocked()
+            store.gate.set()
+        assert results == [b"x" * 50, b"x" * 50]
+        assert len(store.gets) == 1
+        assert (await cache.stats()).joined == 1
+
+
+async def _append(results: list[bytes], awaitable: object) -> None:
+    results.append(await awaitable)  # type: ignore[misc]
+
+
+async def test_a_restart_counts_files_on_disk_and_drops_bad_ones(tmp_path: Path) -> None:
+    """On restart, complete files count against the budget; partial and wrong ones go."""
+    store = LocalObjectStore(tmp_path / "objects")
+    await store.put("obj", b"y" * 300)
+    directory = tmp_path / "cache"
+    async with cache_on(store, directory, budget=1000) as cache:
+        await cache.get("obj", 0, 300)
+        await cache.get("obj", 0, 100)
+    good = sorted(directory.iterdir())
+    (directory / ".tmp-partial").write_bytes(b"half")
+    wrong = good[0].with_name(good[0].name.replace("-0-", "-0-9"))
+    wrong.write_bytes(b"short")  # its name says 9xx bytes
+    (directory / "stray.txt").write_text("not ours")
+    async with cache_on(store, directory, budget=1000) as cache:
+        stats = await cache.stats()
+        assert (stats.files, stats.bytes) == (2, 400)
+        assert sorted(directory.iterdir()) == good
+        assert await cache.get("obj", 0, 300) == b"y" * 300
+        assert (await cache.stats()).hits == 1
+
+
+async def test_a_start_inside_a_large_segment_fetches_the_index_and_needed_blocks(
+    tmp_path: Path,
+) -> None:
+    """Seeking into a segment fetches its index and the blocks from there, not the rest."""
+    store = CountingStore(LocalObjectStore(tmp_path / "objects"))
+    meta = SQLiteMetadataStore(tmp_path / "m.db")
+    await meta.create_topic("t", 1)
+    async with open_producer(storage=store, metadata=meta, linger=0) as producer:
+        await producer.send_batch("t", [bytes([i % 256]) * 200 for i in range(30_000)])
+    seg = (await meta.list_segments("t", 0))[0]
+    store.gets.clear()
+    async with open_consumer(TopicPartition("t", 0), storage=store, metadata=meta,
+                             offset_reset="latest") as consumer:  # fmt: skip
+        await consumer.seek("t", 0, 29_990)
+        records = []
+        with anyio.fail_after(10):
+            while len(records) < 10:
+                records += await consumer.poll(timeout=5)
+    assert [r.offset for r in records] == list(range(29_990, 30_000))
+    fetched = sum((end or 0) - start for _, start, end in store.gets)
+    assert len(store.gets) == 2  # index + footer, then the last block
+    assert fetched < seg.length / 3
+    await meta.aclose()
+
+
+async def test_sequential_reads_prefetch_the_next_segment(tmp_path: Path) -> None:
+    """Each segment is fetched once, and every one after the first was asked for ahead."""
+    store = CountingStore(LocalObjectStore(tmp_path / "objects"))
+    meta = SQLiteMetadataStore(tmp_path / "m.db")
+    await meta.create_topic("t", 1)
+    async with open_producer(storage=store, metadata=meta, linger=0) as producer:
+        for i in range(5):
+            await producer.send_batch("t", [b"%d" % i] * 100)
+    async with open_consumer("t", storage=store, metadata=meta, offset_reset="earliest") as c:
+        records = []
+        with anyio.fail_after(10):
+            while len(records) < 500:
+                records += await c.poll(timeout=5)
+        stats = await c.cache_stats()
+    assert [r.offset for r in records] == list(range(500))
+    assert stats.gets == 5
+    assert stats.hits + stats.joined >= 3
+    await meta.aclose()
+
+
+async def test_read_ahead_is_bounded_however_large_the_backlog(tmp_path: Path) -> None:
+    """With nothing delivered, a reader fetches only its prefetch depth ahead."""
+    store = CountingStore(LocalObjectStore(tmp_path / "objects"))
+    meta = SQLiteMetadataStore(tmp_path / "m.db")
+    await meta.create_topic("t", 1)
+    async with open_producer(storage=store, metadata=meta, linger=0) as producer:
+        for i in range(30):
+            await producer.send_batch("t", [b"%d" % i] * 50)
+    store.gets.clear()
+    tp = TopicPartition("t", 0)
+    async with open_consumer(tp, storage=store, metadata=meta, offset_reset="earliest",
+                             prefetch_batches=2) as consumer:  # fmt: skip
+        await consumer.pause(tp)
+        assert await consumer.poll(timeout=0.5) == []  # the reader runs ahead meanwhile
+        # 2 batches held + the segment being sent + its prefetched successor
+        assert len(store.gets) <= 4
+        await consumer.resume(tp)
+        assert (await consumer.poll(timeout=5))[0].offset == 0
+    await meta.aclose()
