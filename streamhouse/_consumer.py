@@ -27,6 +27,7 @@ from ._errors import (
     InvalidArgumentError,
     StreamHouseError,
     TopicNotFoundError,
+    first_error,
 )
 from ._metastore import MetadataStore, PartitionState, TopicPartition
 from ._names import check_group_id, check_topic_name
@@ -249,17 +250,6 @@ async def _assign(
     return chosen
 
 
-def _first_error(group: BaseExceptionGroup[BaseException]) -> StreamHouseError | None:
-    for exc in group.exceptions:
-        if isinstance(exc, StreamHouseError):
-            return exc
-        if isinstance(exc, BaseExceptionGroup):
-            found = _first_error(exc)
-            if found is not None:
-                return found
-    return None
-
-
 @contextlib.asynccontextmanager
 async def open_consumer(
     topics: str | TopicPartition | Sequence[str | TopicPartition],
@@ -369,7 +359,7 @@ async def open_consumer(
                                     await consumer._close(final)
                         tg.cancel_scope.cancel()
             except BaseExceptionGroup as group:
-                error = _first_error(group)
+                error = first_error(group)
                 if error is not None:
                     raise error from group
                 raise

@@ -125,3 +125,19 @@ class PartitionNotFoundError(MetadataError):
 
 class MetadataUnavailableError(MetadataError, RetriableError):
     """The metadata database stayed locked or unreachable."""
+
+
+def first_error(group: BaseExceptionGroup[BaseException]) -> StreamHouseError | None:
+    """The first StreamHouseError in a (nested) exception group, or None.
+
+    Used where a nursery's group becomes one meaningful error at the public
+    boundary (raised ``from`` the group, which keeps the rest).
+    """
+    for exc in group.exceptions:
+        if isinstance(exc, StreamHouseError):
+            return exc
+        if isinstance(exc, BaseExceptionGroup):
+            found = first_error(exc)
+            if found is not None:
+                return found
+    return None

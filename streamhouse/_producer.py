@@ -48,6 +48,7 @@ from ._errors import (
     InvalidArgumentError,
     PartitionNotFoundError,
     RetriableError,
+    first_error,
 )
 from ._metastore import MetadataStore, SegmentInfo, SegmentSpec
 from ._names import check_topic_name
@@ -608,15 +609,29 @@ async def open_producer(
         raise InvalidArgumentError("linger must be >= 0; sizes and max_in_flight must be positive")
     if retries < 1:
         raise InvalidArgumentError(f"retries must be >= 1, not {retries}")
-    async with open_stores(storage, metadata) as (store, meta), anyio.create_task_group() as tg:
-        producer = Producer(
-            store, meta, tg, linger=linger, compression=codec, max_batch_bytes=max_batch_bytes,
-            max_record_bytes=max_record_bytes, max_in_flight=max_in_flight,
-            buffer_bytes=buffer_bytes, retries=retries, retry_backoff=retry_backoff,
-        )  # fmt: skip
-        try:
-            yield producer
-        finally:
-            with anyio.move_on_after(close_timeout, shield=True):
-                await producer._close()
-            tg.cancel_scope.cancel()
+    body_error: Exception | None = None
+    try:
+        async with open_stores(storage, metadata) as (store, meta), anyio.create_task_group() as tg:
+            producer = Producer(
+                store, meta, tg, linger=linger, compression=codec,
+                max_batch_bytes=max_batch_bytes, max_record_bytes=max_record_bytes,
+                max_in_flight=max_in_flight, buffer_bytes=buffer_bytes, retries=retries,
+                retry_backoff=retry_backoff,
+            )  # fmt: skip
+            try:
+                yield producer
+            except Exception as exc:
+                # Raised again below, outside the task group, as itself
+                # rather than inside an exception group.
+                body_error = exc
+            finally:
+                with anyio.move_on_after(close_timeout, shield=True):
+                    await producer._close()
+                tg.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        error = first_error(group)
+        if error is not None:
+            raise error from group
+        raise
+    if body_error is not None:
+        raise body_error
