@@ -7,8 +7,6 @@ import random
 
 import anyio
 import pytest
-import trio
-import trio.testing
 
 import streamhouse
 from streamhouse import (
@@ -26,6 +24,12 @@ from streamhouse import (
 pytestmark = pytest.mark.anyio
 
 Stores = tuple[ObjectStore, MetadataStore]
+
+
+@pytest.fixture(params=["trio", "asyncio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    """The public API is tested under trio and under asyncio alike."""
+    return str(request.param)
 
 
 @pytest.fixture
@@ -96,26 +100,6 @@ async def test_a_second_consumer_resumes_at_the_committed_offset(stores: Stores)
         assert await second.position("t", 0) == 6
         records = await poll_until(second, 4)
     assert [r.offset for r in records] == [6, 7, 8, 9]
-
-
-async def test_auto_commit_happens_at_its_interval(
-    stores: Stores, autojump_clock: trio.testing.MockClock
-) -> None:
-    """Auto-commit writes the positions of the previous poll once its interval passes."""
-    # Real network I/O runs here: let virtual time jump only once everything
-    # has been idle for a moment of real time, never in the middle of a GET.
-    autojump_clock.autojump_threshold = 0.1
-    await stores[1].create_topic("t", 1)
-    await produce(stores, "t", 0, 5)
-    async with consumer_of(stores, "t", group_id="g", offset_reset="earliest",
-                           auto_commit_interval=10.0,
-                           metadata_refresh_interval=2.0) as consumer:  # type: ignore[attr-defined]  # fmt: skip
-        await poll_until(consumer, 5)
-        start = trio.current_time()
-        assert await consumer.poll(timeout=1) == []  # comes back for more: 0..4 processed
-        assert await consumer.committed("t", 0) is None
-        await trio.sleep_until(start + 10.5)
-        assert await consumer.committed("t", 0) == 5
 
 
 async def test_records_fan_out_over_partitions(stores: Stores) -> None:
@@ -308,6 +292,20 @@ async def test_reset_none_names_the_partitions_without_offsets(stores: Stores) -
             pass
 
 
+async def test_a_committed_offset_outside_the_log_is_reset(stores: Stores) -> None:
+    """A committed offset past the high watermark is reset by policy, or named with 'none'."""
+    await stores[1].create_topic("t", 1)
+    await produce(stores, "t", 0, 3)
+    await stores[1].commit_offsets("g", {TopicPartition("t", 0): 50})
+    async with consumer_of(stores, "t", group_id="g", offset_reset="earliest",
+                           auto_commit=False) as consumer:  # type: ignore[attr-defined]  # fmt: skip
+        assert await consumer.position("t", 0) == 0
+        await consumer.commit({TopicPartition("t", 0): 50})
+    with pytest.raises(OffsetOutOfRangeError, match=r"t\[0\]"):
+        async with consumer_of(stores, "t", group_id="g", offset_reset="none"):
+            pass
+
+
 async def test_a_missing_topic_is_named_at_open(stores: Stores) -> None:
     """Opening a consumer of a missing topic raises TopicNotFoundError naming it."""
     with pytest.raises(TopicNotFoundError, match="'ghost'"):
@@ -365,9 +363,8 @@ async def test_errors_inside_the_runtime_reach_the_caller_as_one_error(
             await consumer.poll(timeout=30)
 
 
-@pytest.mark.parametrize("anyio_backend", ["trio", "asyncio"])
 async def test_the_public_api_runs_under_trio_and_asyncio(
-    meta: SQLiteMetadataStore, tmp_path: object, anyio_backend: str
+    meta: SQLiteMetadataStore, tmp_path: object
 ) -> None:
     """Produce, poll, commit and reopen work the same under both event loops."""
     storage = streamhouse.LocalObjectStore(f"{tmp_path}/objects")

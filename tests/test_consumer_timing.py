@@ -1,0 +1,39 @@
+"""The consumer on virtual time (trio's MockClock): timers, not sleeps."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+
+from streamhouse import ObjectStore, SQLiteMetadataStore
+
+from .test_consumer import Stores, consumer_of, poll_until, produce
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def stores(store: ObjectStore, meta: SQLiteMetadataStore) -> Stores:
+    """An object store (local and S3) and a metadata store."""
+    return store, meta
+
+
+async def test_auto_commit_happens_at_its_interval(
+    stores: Stores, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Auto-commit writes the positions of the previous poll once its interval passes."""
+    # Real network I/O runs here: let virtual time jump only once everything
+    # has been idle for a moment of real time, never in the middle of a GET.
+    autojump_clock.autojump_threshold = 0.1
+    await stores[1].create_topic("t", 1)
+    await produce(stores, "t", 0, 5)
+    async with consumer_of(stores, "t", group_id="g", offset_reset="earliest",
+                           auto_commit_interval=10.0,
+                           metadata_refresh_interval=2.0) as consumer:  # type: ignore[attr-defined]  # fmt: skip
+        await poll_until(consumer, 5)
+        start = trio.current_time()
+        assert await consumer.poll(timeout=1) == []  # comes back for more: 0..4 processed
+        assert await consumer.committed("t", 0) is None
+        await trio.sleep_until(start + 10.5)
+        assert await consumer.committed("t", 0) == 5
