@@ -197,18 +197,23 @@ async def run_cache(
                 await done.send(_Fetched(ident, None, exc, False))
 
     async def serve_file(ident: str, msg: Fetch, done: MemoryObjectSendStream[object]) -> None:
-        with done:
-            try:
-                data = await anyio.to_thread.run_sync(path_of(ident).read_bytes)
-            except OSError:  # evicted meanwhile: fetch it again
-                await done.send(attrs.evolve(msg, refresh=True))
-                return
-            if msg.reply is not None:
-                with (
-                    msg.reply,
-                    contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError),
-                ):
-                    msg.reply.send_nowait(data)
+        handed_on = False
+        try:
+            with done:
+                try:
+                    data = await anyio.to_thread.run_sync(path_of(ident).read_bytes)
+                except OSError:  # evicted meanwhile: fetch it again
+                    await done.send(attrs.evolve(msg, refresh=True))
+                    handed_on = True
+                    return
+                if msg.reply is not None:
+                    with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                        msg.reply.send_nowait(data)
+        finally:
+            # Answered, or cancelled with the actor: either way the asker's
+            # channel is closed here, unless the request went back to the inbox.
+            if msg.reply is not None and not handed_on:
+                msg.reply.close()
 
     # The actor keeps a clone for its own tasks' answers, so it runs until it
     # is cancelled when the consumer closes.

@@ -261,7 +261,12 @@ class Coordinator:
             if self._error is None:
                 self._last_poll_positions = {tp: p.position for tp, p in self._parts.items()}
         elif isinstance(msg, Close):
-            await self._reply(msg.reply, await self._close(msg.final))
+            try:
+                outcome = await self._close(msg.final)
+            except BaseException:
+                msg.reply.close()
+                raise
+            await self._reply(msg.reply, outcome)
             return True
         else:
             await self._request(msg)
@@ -289,11 +294,15 @@ class Coordinator:
         self._start_reader(part)
 
     async def _request(self, msg: object) -> None:
+        reply: Reply = msg.reply  # type: ignore[attr-defined]
         try:
             answer = await self._serve(msg)
         except StreamHouseError as exc:
             answer = exc
-        await self._reply(msg.reply, answer)  # type: ignore[attr-defined]
+        except BaseException:
+            reply.close()  # cancelled mid-request: the asker learns it
+            raise
+        await self._reply(reply, answer)
 
     async def _serve(self, msg: object) -> Any:
         if isinstance(msg, Commit):
