@@ -27,7 +27,7 @@ from ._errors import (
     InvalidArgumentError,
     StreamHouseError,
     TopicNotFoundError,
-    first_error,
+    raise_as_one,
 )
 from ._metastore import MetadataStore, PartitionState, TopicPartition
 from ._names import check_group_id, check_topic_name
@@ -359,10 +359,7 @@ async def open_consumer(
                                     await consumer._close(final)
                         tg.cancel_scope.cancel()
             except BaseExceptionGroup as group:
-                error = first_error(group)
-                if error is not None:
-                    raise error from group
-                raise
+                raise_as_one(group)
     finally:
         if temp_dir is not None:
             shutil.rmtree(temp_dir, ignore_errors=True)

@@ -32,6 +32,8 @@ so ``except RetriableError`` catches exactly those.
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 
 class StreamHouseError(Exception):
     """The root of every error StreamHouse raises."""
@@ -141,3 +143,15 @@ def first_error(group: BaseExceptionGroup[BaseException]) -> StreamHouseError | 
             if found is not None:
                 return found
     return None
+
+
+def raise_as_one(group: BaseExceptionGroup[BaseException]) -> NoReturn:
+    """Raise a nursery's group at the public boundary as one meaningful error.
+
+    The first StreamHouseError in it, chained to the whole group; a group
+    without one (a bug, or a KeyboardInterrupt) is raised as it is.
+    """
+    error = first_error(group)
+    if error is not None:
+        raise error from group
+    raise group

@@ -48,7 +48,7 @@ from ._errors import (
     InvalidArgumentError,
     PartitionNotFoundError,
     RetriableError,
-    first_error,
+    raise_as_one,
 )
 from ._metastore import MetadataStore, SegmentInfo, SegmentSpec
 from ._names import check_topic_name
@@ -629,9 +629,6 @@ async def open_producer(
                     await producer._close()
                 tg.cancel_scope.cancel()
     except BaseExceptionGroup as group:
-        error = first_error(group)
-        if error is not None:
-            raise error from group
-        raise
+        raise_as_one(group)
     if body_error is not None:
         raise body_error
