@@ -146,11 +146,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--records", type=int, default=1_000_000)
-    parser.add_argument("--batch", type=int, default=10_000)
-    parser.add_argument("--tasks", type=int, default=4)
+    parser.add_argument("--records", type=int, default=1_500_000)
+    parser.add_argument("--batch", type=int, default=20_000)
+    parser.add_argument("--tasks", type=int, default=64)
     parser.add_argument("--single-records", type=int, default=50_000)
-    parser.add_argument("--send-tasks", type=int, default=200)
+    parser.add_argument("--send-tasks", type=int, default=2000)
     parser.add_argument("--json", action="store_true")
     arguments = parser.parse_args()
     out = trio.run(main, arguments)
