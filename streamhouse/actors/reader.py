@@ -18,7 +18,6 @@ starts a new one with a new epoch, and drops any batch of the old epoch.
 
 from __future__ import annotations
 
-import functools
 import itertools
 
 import anyio
@@ -33,7 +32,6 @@ from .messages import CREDIT, WAKE, AtEnd, Batch, ConsumedRecord, OutOfRange
 
 __all__ = ["run_reader"]
 
-_make_record = functools.partial(tuple.__new__, ConsumedRecord)
 _SEGMENTS_PER_LOOKUP = 16
 _MAX_BACKOFF = 5.0
 
@@ -42,9 +40,13 @@ def records_of(tp: TopicPartition, base_offset: int, block: DecodedBlock) -> lis
     """A block's records as ConsumedRecords, built with C-level iteration."""
     n = block.record_count
     first = base_offset + block.first_offset_delta
+    # tuple.__new__(ConsumedRecord, fields) for each record, called by map
+    # in C: cheaper than a partial (35 ns a record) or the NamedTuple's own
+    # __new__, a Python function (190 ns).
     return list(
         map(
-            _make_record,
+            tuple.__new__,
+            itertools.repeat(ConsumedRecord, n),
             zip(
                 itertools.repeat(tp.topic, n),
                 itertools.repeat(tp.partition, n),
