@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from streamhouse import MetadataStore, ObjectStore, StorageUnavailableError
 from streamhouse._errors import MetadataUnavailableError
-from streamhouse._metastore import SegmentInfo, SegmentSpec, TopicPartition
+from streamhouse._metastore import SegmentInfo, SegmentSpec
 from streamhouse._objectstore import ObjectInfo
 from streamhouse._segment import iter_segment
 
@@ -82,7 +82,3 @@ class LostAnswerMetadata:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
-
-
-async def commit(meta: MetadataStore, group: str, offsets: Mapping[TopicPartition, int]) -> None:
-    await meta.commit_offsets(group, offsets)
