@@ -41,9 +41,9 @@ from ._objectstore import ObjectInfo as ObjectInfo
 from ._objectstore import ObjectStore as ObjectStore
 from ._objectstore import object_store_from_url as object_store_from_url
 from ._producer import Producer as Producer
-from ._producer import RecordMetadata as RecordMetadata
-from ._producer import SendBatchResult as SendBatchResult
 from ._producer import open_producer as open_producer
+from ._producer_batch import RecordMetadata as RecordMetadata
+from ._producer_batch import SendBatchResult as SendBatchResult
 from ._s3 import RetryPolicy as RetryPolicy
 from ._s3 import S3ObjectStore as S3ObjectStore
 from ._version import __version__ as __version__

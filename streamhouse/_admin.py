@@ -14,7 +14,7 @@ from ._errors import InvalidArgumentError
 from ._metastore import MetadataStore, PartitionState, TopicInfo, TopicPartition
 from ._names import check_group_id, check_topic_name
 from ._objectstore import ObjectStore
-from ._producer import OBJECT_PREFIX, object_key_time
+from ._producer_batch import OBJECT_PREFIX, object_key_time
 
 __all__ = [
     "Admin",
