@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
+import hypothesis
 import minio
 import pytest
 import trio
@@ -23,6 +24,16 @@ import trio.testing
 from streamhouse import LocalObjectStore, ObjectStore, S3ObjectStore, SQLiteMetadataStore
 from streamhouse._s3 import RetryPolicy
 from streamhouse._seaweed import S3Server, running_seaweedfs
+
+# Generating large examples can be slow on a loaded 2-core machine; that is
+# not what the properties test, so the health check that fails on it is off,
+# and the deadline is generous (properties that are about speed set theirs).
+hypothesis.settings.register_profile(
+    "streamhouse",
+    suppress_health_check=[hypothesis.HealthCheck.too_slow, hypothesis.HealthCheck.data_too_large],
+    deadline=5000,
+)
+hypothesis.settings.load_profile("streamhouse")
 
 BUCKET = "streamhouse-test"
 FAST_RETRY = RetryPolicy(attempts=3, base_delay=0.01)

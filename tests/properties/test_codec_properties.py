@@ -81,7 +81,7 @@ def test_every_truncation_is_detected(columns: dict[str, list[Any]], codec: Any)
 
 
 @given(st.binary(max_size=4096))
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=500)
 def test_arbitrary_bytes_raise_only_our_error(data: bytes) -> None:
     """Arbitrary bytes given to the decoder raise CorruptDataError and nothing else."""
     with pytest.raises(CorruptDataError):
