@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ._admin import open_admin
+from ._admin import GroupPartitionLag, open_admin
 from ._consumer import open_consumer
 from ._errors import InvalidArgumentError, StreamHouseError
 from ._metastore import TopicPartition
@@ -44,6 +44,13 @@ def _table(*columns: str) -> Table:
     table = Table(*columns)
     for column in table.columns[1:]:
         column.justify = "right"
+    return table
+
+
+def _lag_table(rows: Sequence[GroupPartitionLag]) -> Table:
+    table = _table("topic", "partition", "committed", "high watermark", "lag")
+    for r in rows:
+        table.add_row(r.topic, *map(str, (r.partition, r.committed, r.high_watermark, r.lag)))
     return table
 
 
@@ -242,9 +249,7 @@ async def groups_describe(args: argparse.Namespace, out: Console) -> None:
         rows = await admin.describe_group(args.group)
     if not rows:
         raise InvalidArgumentError(f"group {args.group!r} has no committed offsets")
-    table = _table("topic", "partition", "committed", "high watermark", "lag")
-    for r in rows:
-        table.add_row(r.topic, *map(str, (r.partition, r.committed, r.high_watermark, r.lag)))
+    table = _lag_table(rows)
     out.print(f"group {args.group}")
     out.print(table)
 
@@ -312,10 +317,7 @@ async def demo(args: argparse.Namespace, out: Console) -> None:
         rows = await admin.describe_group(group)
         lag = sum(r.lag for r in rows)
         out.print(f"5. lag is now {lag}:")
-        table = _table("topic", "partition", "committed", "high watermark", "lag")
-        for r in rows:
-            table.add_row(r.topic, *map(str, (r.partition, r.committed, r.high_watermark, r.lag)))
-        out.print(table)
+        out.print(_lag_table(rows))
         if lag:
             raise StreamHouseError(f"lag should be 0 after the demo, not {lag}")
     out.print("done. Try: streamhouse topics describe " + topic)
