@@ -238,11 +238,8 @@ class SQLiteMetadataStore:
 
         with anyio.CancelScope(shield=True):
             # Waits for calls in flight: their threads hold the connections.
-            async with self._limiter_all():
+            async with _AllTokens(self._limiter):
                 await anyio.to_thread.run_sync(close_all)
-
-    def _limiter_all(self) -> _AllTokens:
-        return _AllTokens(self._limiter)
 
     # -- topics ------------------------------------------------------------
 

@@ -87,14 +87,6 @@ class OutOfRange:
 
 
 @attrs.frozen
-class ReaderFailed:
-    """A reader met an error it cannot retry; the consumer must stop."""
-
-    tp: TopicPartition
-    error: BaseException
-
-
-@attrs.frozen
 class Watermarks:
     """Fresh bounds of every assigned partition (one metadata query)."""
 
