@@ -44,10 +44,11 @@ from ._producer import Producer as Producer
 from ._producer import open_producer as open_producer
 from ._producer_batch import RecordMetadata as RecordMetadata
 from ._producer_batch import SendBatchResult as SendBatchResult
+from ._records import ConsumedRecord as ConsumedRecord
+from ._records import RecordBatch as RecordBatch
 from ._s3 import RetryPolicy as RetryPolicy
 from ._s3 import S3ObjectStore as S3ObjectStore
 from ._version import __version__ as __version__
-from .actors.messages import ConsumedRecord as ConsumedRecord
 
 __all__ = [
     "Admin",
@@ -73,6 +74,7 @@ __all__ = [
     "PartitionDescription",
     "PartitionNotFoundError",
     "Producer",
+    "RecordBatch",
     "RecordMetadata",
     "RetriableError",
     "RetryPolicy",

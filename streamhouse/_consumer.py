@@ -11,6 +11,7 @@ import collections
 import contextlib
 import math
 import shutil
+import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -32,9 +33,10 @@ from ._errors import (
 from ._metastore import MetadataStore, PartitionState, TopicPartition
 from ._names import check_group_id, check_topic_name
 from ._objectstore import ObjectStore
+from ._records import ConsumedRecord, RecordBatch
 from .actors.cache import CacheClient, CacheStats, run_cache
 from .actors.coordinator import Coordinator, Settings, resolve_start
-from .actors.messages import Close, Commit, ConsumedRecord, Pause, Poll, Query, Seek
+from .actors.messages import Close, Commit, Pause, Poll, Query, Seek
 
 __all__ = ["Consumer", "open_consumer"]
 
@@ -94,6 +96,75 @@ class Consumer:
         deadline = anyio.current_time() + max(0.0, timeout)
         records: list[ConsumedRecord] = await self._ask(lambda r: Poll(limit, deadline, r))
         return records
+
+    async def poll_batches(
+        self,
+        timeout: float = 1.0,
+        *,
+        max_records: int | None = None,
+        max_batches: int | None = None,
+    ) -> list[RecordBatch]:
+        """Like :meth:`poll`, but the records come as columns: one RecordBatch per run.
+
+        No per-record object is made: each batch holds a partition's
+        consecutive records as offsets, timestamps, keys, values and headers
+        columns. Returns what is buffered, up to ``max_records`` records
+        (default: no limit beyond the read-ahead, ``prefetch_batches`` blocks
+        per partition) in at most ``max_batches`` batches, or ``[]`` after
+        the timeout. Positions, commits and cancellation work as for
+        :meth:`poll`.
+        """
+        limit = sys.maxsize if max_records is None else max_records
+        batches = sys.maxsize if max_batches is None else max_batches
+        if limit < 1 or batches < 1:
+            raise InvalidArgumentError(
+                f"max_records and max_batches must be >= 1, not {max_records}, {max_batches}"
+            )
+        if self._unread:
+            # Records ``async for`` has not handed out come first, as a batch
+            # per partition run, so that nothing is skipped or repeated.
+            return self._unread_batches(limit, batches)
+        deadline = anyio.current_time() + max(0.0, timeout)
+        found: list[RecordBatch] = await self._ask(
+            lambda r: Poll(limit, deadline, r, max_batches=batches)
+        )
+        return found
+
+    def _unread_batches(self, limit: int, max_batches: int) -> list[RecordBatch]:
+        out: list[RecordBatch] = []
+        while self._unread and limit and len(out) < max_batches:
+            run = [self._unread.popleft()]
+            while (
+                self._unread
+                and len(run) < limit
+                and self._unread[0].topic == run[0].topic
+                and self._unread[0].partition == run[0].partition
+                and self._unread[0].offset == run[-1].offset + 1
+            ):
+                run.append(self._unread.popleft())
+            limit -= len(run)
+            out.append(
+                RecordBatch(
+                    run[0].topic,
+                    run[0].partition,
+                    run[0].offset,
+                    [r.timestamp for r in run],
+                    [r.key for r in run],
+                    [r.value for r in run],
+                    [r.headers for r in run],
+                )
+            )
+        return out
+
+    def batches(self) -> AsyncIterator[RecordBatch]:
+        """Iterate over RecordBatches as they arrive, one at a time; see :meth:`poll_batches`.
+
+        Each batch counts as consumed when the next one is asked for, so a
+        commit in the loop body never runs ahead of what the loop has seen.
+        A plain iterator, not an async generator: leaving the loop early
+        needs no cleanup.
+        """
+        return _Batches(self)
 
     def __aiter__(self) -> AsyncIterator[ConsumedRecord]:
         return self
@@ -215,6 +286,20 @@ class Consumer:
         error = await self._ask(lambda r: Close(final, r))
         if error is not None:  # pragma: no cover - _ask raises exceptions
             raise error
+
+
+class _Batches:
+    def __init__(self, consumer: Consumer) -> None:
+        self._consumer = consumer
+
+    def __aiter__(self) -> _Batches:
+        return self
+
+    async def __anext__(self) -> RecordBatch:
+        while True:
+            found = await self._consumer.poll_batches(timeout=math.inf, max_batches=1)
+            if found:
+                return found[0]
 
 
 async def _assign(

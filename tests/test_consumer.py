@@ -171,12 +171,12 @@ async def test_poll_is_bounded_and_delivers_every_partition_in_order(stores: Sto
 def test_a_poll_shares_its_records_fairly() -> None:
     """Partitions with records share a poll equally; leftovers go to those with more."""
     from streamhouse.actors.coordinator import Coordinator, _Partition
-    from streamhouse.actors.messages import Batch, ConsumedRecord
+    from streamhouse.actors.messages import Batch
 
     def part(p: int, count: int) -> _Partition:
         tp = TopicPartition("t", p)
         state = _Partition(tp, 0, None, 0, count)
-        records = [ConsumedRecord("t", p, i, 0, None, b"", ()) for i in range(count)]
+        records = streamhouse.RecordBatch("t", p, 0, [0] * count, [None] * count, [b""] * count)
         state.pending.append(Batch(tp, 0, records, count))
         return state
 

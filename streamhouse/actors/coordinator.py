@@ -36,6 +36,7 @@ from .._errors import (
     StreamHouseError,
 )
 from .._metastore import MetadataStore, PartitionState, TopicPartition
+from .._records import ConsumedRecord, RecordBatch
 from .cache import CacheClient
 from .messages import (
     CREDIT,
@@ -44,7 +45,6 @@ from .messages import (
     Batch,
     Close,
     Commit,
-    ConsumedRecord,
     OutOfRange,
     Pause,
     Poll,
@@ -373,8 +373,12 @@ class Coordinator:
             if not plan and anyio.current_time() < poll.deadline:
                 return
             self._polls.popleft()
-            records = self._records(plan)
-            if await self._reply(poll.reply, records):
+            answer: list[ConsumedRecord] | list[RecordBatch]
+            if poll.max_batches is None:
+                answer = self._records(plan)
+            else:
+                answer, plan = self._batches(plan, poll.max_batches)
+            if await self._reply(poll.reply, answer):
                 self._advance(plan)
 
     def _plan(self, max_records: int) -> list[tuple[_Partition, int]]:
@@ -409,12 +413,34 @@ class Coordinator:
         for part, count in plan:
             index, taken = 0, part.taken
             while count:
-                batch = part.pending[index]
-                chunk = batch.records[taken : taken + count]
+                batch = part.pending[index].records
+                chunk = batch.records(taken, taken + count)
                 out += chunk
                 count -= len(chunk)
                 index, taken = index + 1, 0
         return out
+
+    @staticmethod
+    def _batches(
+        plan: Iterable[tuple[_Partition, int]], max_batches: int
+    ) -> tuple[list[RecordBatch], list[tuple[_Partition, int]]]:
+        """The plan's records as RecordBatches, at most ``max_batches`` of them.
+
+        Returns the batches and the plan cut down to what they hold.
+        """
+        out: list[RecordBatch] = []
+        kept: list[tuple[_Partition, int]] = []
+        for part, count in plan:
+            index, taken, given = 0, part.taken, 0
+            while count and len(out) < max_batches:
+                chunk = part.pending[index].records.slice(taken, taken + count)
+                out.append(chunk)
+                count -= len(chunk)
+                given += len(chunk)
+                index, taken = index + 1, 0
+            if given:
+                kept.append((part, given))
+        return out, kept
 
     @staticmethod
     def _advance(plan: Iterable[tuple[_Partition, int]]) -> None:
@@ -424,7 +450,7 @@ class Coordinator:
                 take = min(count, len(batch.records) - part.taken)
                 part.taken += take
                 count -= take
-                part.position = batch.records[part.taken - 1].offset + 1
+                part.position = batch.records.first_offset + part.taken
                 if part.taken == len(batch.records):
                     part.pending.popleft()
                     part.taken = 0

@@ -11,30 +11,14 @@ done. That is how a cancelled ``poll()`` loses and repeats nothing.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import anyio
 import attrs
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .._metastore import PartitionState, TopicPartition
-
-
-class ConsumedRecord(NamedTuple):
-    """One record as the consumer delivers it.
-
-    A tuple, so that a block's records are built in C; fields by name or
-    position.
-    """
-
-    topic: str
-    partition: int
-    offset: int
-    timestamp: int
-    key: bytes | None
-    value: bytes | None
-    headers: Sequence[tuple[str, bytes]]
-
+from .._records import RecordBatch
 
 Reply = MemoryObjectSendStream[Any]
 
@@ -60,11 +44,11 @@ def drain(inbox: MemoryObjectReceiveStream[Any]) -> None:
 
 @attrs.frozen
 class Batch:
-    """Records of one partition, from ``records[0].offset`` to ``next_offset``."""
+    """One block of one partition, as columns; the reader continues at ``next_offset``."""
 
     tp: TopicPartition
     epoch: int
-    records: Sequence[ConsumedRecord]
+    records: RecordBatch
     next_offset: int
 
 
@@ -103,9 +87,12 @@ WAKE = "wake"  # the high watermark moved past where the reader waits
 
 @attrs.frozen
 class Poll:
+    """Deliver up to ``max_records`` records, or ``max_batches`` RecordBatches if set."""
+
     max_records: int
     deadline: float
     reply: Reply
+    max_batches: int | None = None
 
 
 @attrs.frozen

@@ -1,8 +1,9 @@
 """A stateful property: the consumer against a model of positions and commits.
 
-Hypothesis draws a program of operations (produce, poll, commit, seek,
-cancelled poll, close and reopen); one trio run executes it against a real
-consumer on a local store and SQLite, checking every answer against a model.
+Hypothesis draws a program of operations (produce, poll, poll of batches,
+commit, seek, cancelled polls of both kinds, close and reopen); one trio run
+executes it against a real consumer on a local store and SQLite, checking
+every answer against a model.
 Per partition, delivered offsets are consecutive from the position, never
 skipped or repeated except where a seek or a reopen says so; after a reopen,
 delivery resumes at the committed offset.
@@ -32,6 +33,8 @@ PARTITIONS = 2
 operations = st.one_of(
     st.tuples(st.just("produce"), st.integers(0, PARTITIONS - 1), st.integers(1, 30)),
     st.tuples(st.just("poll"), st.integers(1, 40)),
+    st.tuples(st.just("poll_batches"), st.integers(1, 40), st.sampled_from([None, 1, 2])),
+    st.tuples(st.just("cancelled_poll_batches"), st.sampled_from([0, 1e-6, 1e-4])),
     st.tuples(st.just("cancelled_poll"), st.sampled_from([0, 0, 1e-6, 1e-4, 1e-3])),
     st.tuples(st.just("commit")),
     st.tuples(st.just("seek"), st.integers(0, PARTITIONS - 1), st.floats(0, 1)),
@@ -51,6 +54,12 @@ def test_the_consumer_behaves_like_its_model(program: list[tuple[Any, ...]]) -> 
         high = [0] * PARTITIONS  # the model: high watermarks,
         position = [0] * PARTITIONS  # positions (next offset to deliver)
         committed: list[int | None] = [None] * PARTITIONS  # and committed offsets
+
+        def check_batches(batches: list[Any]) -> None:
+            for batch in batches:
+                assert len(batch) > 0
+                assert list(batch.offsets) == [r.offset for r in batch]
+                check(list(batch))
 
         def check(records: list[Any]) -> None:
             for r in records:
@@ -89,6 +98,20 @@ def test_the_consumer_behaves_like_its_model(program: list[tuple[Any, ...]]) -> 
                         records = await consumer.poll(timeout=10, max_records=op[1])
                         assert 0 < len(records) <= op[1]
                         check(records)
+                elif kind == "poll_batches":
+                    _, most, max_batches = op
+                    if position == high:
+                        assert await consumer.poll_batches(timeout=0.01) == []
+                    else:
+                        batches = await consumer.poll_batches(
+                            timeout=10, max_records=most, max_batches=max_batches
+                        )
+                        assert 0 < sum(map(len, batches)) <= most
+                        assert max_batches is None or len(batches) <= max_batches
+                        check_batches(batches)
+                elif kind == "cancelled_poll_batches":
+                    with anyio.move_on_after(op[1]):
+                        check_batches(await consumer.poll_batches(timeout=0.05))
                 elif kind == "cancelled_poll":
                     with anyio.move_on_after(op[1]):
                         check(await consumer.poll(timeout=0.05))
