@@ -238,7 +238,8 @@ class Producer:
         if partition is not None:
             self._check_partition(topic, partition, count)
             targets: list[int] = [partition] * n
-        elif keys is None or key_list.count(None) == n:
+        elif count == 1 or keys is None or key_list.count(None) == n:
+            # One partition needs no hashing (murmur2 is ~1 us a key).
             targets = [self._sticky.partition(topic, count)] * n
         else:
             sticky = self._sticky.partition(topic, count)

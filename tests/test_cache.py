@@ -9,6 +9,7 @@ from pathlib import Path
 import anyio
 import pytest
 import trio
+import trio.testing
 
 from streamhouse import (
     LocalObjectStore,
@@ -18,6 +19,7 @@ from streamhouse import (
     open_consumer,
     open_producer,
 )
+from streamhouse.actors import reader
 from streamhouse.actors.cache import CacheClient, run_cache
 
 from .helpers import FlakyStore
@@ -174,8 +176,35 @@ async def test_read_ahead_is_bounded_however_large_the_backlog(tmp_path: Path) -
                              prefetch_batches=2) as consumer:  # fmt: skip
         await consumer.pause(tp)
         assert await consumer.poll(timeout=0.5) == []  # the reader runs ahead meanwhile
-        # 2 batches held + the segment being sent + its prefetched successor
-        assert len(store.gets) <= 4
+        # 2 batches held + the segment being sent + its prefetched successors
+        assert len(store.gets) <= 2 + 1 + reader._SEGMENTS_AHEAD
         await consumer.resume(tp)
         assert (await consumer.poll(timeout=5))[0].offset == 0
     await meta.aclose()
+
+
+async def test_a_failing_disk_costs_the_cache_not_the_read(tmp_path: Path) -> None:
+    """When a cache file cannot be written, reads still succeed, from the store."""
+    store = CountingStore(LocalObjectStore(tmp_path / "objects"))
+    await store.put("obj", b"y" * 300)
+    async with cache_on(store, tmp_path / "cache", budget=10_000) as cache:
+        (tmp_path / "cache").rmdir()  # every write now fails
+        assert await cache.get("obj", 0, 300) == b"y" * 300
+        with anyio.fail_after(10):
+            while (stats := await cache.stats()).files:
+                await trio.testing.wait_all_tasks_blocked()
+        assert (stats.files, stats.bytes) == (0, 0)
+        assert await cache.get("obj", 0, 300) == b"y" * 300
+        assert len(store.gets) == 2  # not cached, so fetched again
+
+
+async def test_a_range_asked_for_again_at_once_is_not_fetched_again(tmp_path: Path) -> None:
+    """Asked again at once (its file being written, or written), a range makes no GET."""
+    store = CountingStore(LocalObjectStore(tmp_path / "objects"))
+    await store.put("obj", b"z" * 300)
+    async with cache_on(store, tmp_path / "cache", budget=10_000) as cache:
+        first, second = await cache.get("obj", 0, 300), await cache.get("obj", 0, 300)
+        assert first == second == b"z" * 300
+        assert len(store.gets) == 1
+        stats = await cache.stats()
+        assert (stats.hits, stats.misses, stats.files, stats.bytes) == (1, 1, 1, 300)

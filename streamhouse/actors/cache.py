@@ -20,11 +20,13 @@ from __future__ import annotations
 import collections
 import contextlib
 import hashlib
+import itertools
 import mmap
 import os
 from pathlib import Path
 
 import anyio
+import anyio.abc
 import anyio.to_thread
 import attrs
 from anyio.abc import TaskStatus
@@ -53,7 +55,14 @@ class _Fetched:
     ident: str
     data: bytes | None
     error: BaseException | None
-    cached: bool
+    write: int | None  # the write that will cache the bytes, if any
+
+
+@attrs.frozen
+class _Written:
+    ident: str
+    write: int
+    ok: bool
 
 
 @attrs.frozen
@@ -178,14 +187,19 @@ async def run_cache(
     Hands its inbox's send end to the starter through ``task_status``.
     """
     files = await anyio.to_thread.run_sync(_scan, directory)
+    # The ranges cached, least recently used first, with their sizes; a range
+    # enters when its bytes arrive, while its file may still be being written.
     lru: collections.OrderedDict[str, int] = collections.OrderedDict()
     total = 0
     for ident, size, _ in files:
         lru[ident] = size
         total += size
     inflight: dict[str, list[MemoryObjectSendStream[Data | BaseException]]] = {}
-    reserved: dict[str, int] = {}
+    reserved: dict[str, int] = {}  # bytes promised to fetches under way
+    writing: dict[str, tuple[int, bytes]] = {}  # files being written: (write, bytes)
+    deferred: dict[str, list[Fetch]] = {}  # refreshes waiting for a write to end
     counters = collections.Counter[str]()
+    writes = itertools.count()
     inbox_send, inbox = anyio.create_memory_object_stream[object](16)
 
     def path_of(ident: str) -> Path:
@@ -197,7 +211,13 @@ async def run_cache(
             ident, size = lru.popitem(last=False)
             total -= size
             counters["evictions"] += 1
-            await anyio.to_thread.run_sync(path_of(ident).unlink, True)
+            if ident not in writing:  # else the write's end removes the file
+                await anyio.to_thread.run_sync(path_of(ident).unlink, True)
+
+    def write(ident: str, token: int, data: bytes) -> None:
+        tmp = directory / f".tmp-{ident}-{token}"
+        tmp.write_bytes(data)
+        os.replace(tmp, path_of(ident))
 
     async def fetch(
         ident: str, msg: Fetch, cache_it: bool, done: MemoryObjectSendStream[object]
@@ -206,19 +226,22 @@ async def run_cache(
             try:
                 counters["gets"] += 1
                 data = await storage.get(msg.key, msg.start, msg.end)
-                if cache_it and len(data) == msg.end - msg.start:
-
-                    def write() -> None:
-                        tmp = directory / f".tmp-{ident}"
-                        tmp.write_bytes(data)
-                        os.replace(tmp, path_of(ident))
-
-                    await anyio.to_thread.run_sync(write)
-                    await done.send(_Fetched(ident, data, None, True))
-                else:
-                    await done.send(_Fetched(ident, data, None, False))
             except Exception as exc:
-                await done.send(_Fetched(ident, None, exc, False))
+                await done.send(_Fetched(ident, None, exc, None))
+                return
+            token = next(writes) if cache_it and len(data) == msg.end - msg.start else None
+            # The askers get the bytes first; the file is written while they
+            # decode them.
+            await done.send(_Fetched(ident, data, None, token))
+            if token is not None:
+                try:
+                    await anyio.to_thread.run_sync(write, ident, token, data)
+                except OSError:
+                    # A full or failing disk costs the cache, not the read:
+                    # the bytes were handed over already.
+                    await done.send(_Written(ident, token, False))
+                else:
+                    await done.send(_Written(ident, token, True))
 
     async def serve_file(ident: str, msg: Fetch, done: MemoryObjectSendStream[object]) -> None:
         handed_on = False
@@ -231,13 +254,76 @@ async def run_cache(
                     handed_on = True
                     return
                 if msg.reply is not None:
-                    with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-                        msg.reply.send_nowait(data)
+                    answer_with(msg.reply, data)
         finally:
             # Answered, or cancelled with the actor: either way the asker's
             # channel is closed here, unless the request went back to the inbox.
             if msg.reply is not None and not handed_on:
                 msg.reply.close()
+
+    def answer_with(reply: MemoryObjectSendStream[Data | BaseException], answer: object) -> None:
+        with reply, contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+            reply.send_nowait(answer)  # type: ignore[arg-type]
+
+    async def on_fetch(msg: Fetch, tg: anyio.abc.TaskGroup) -> None:
+        nonlocal total
+        ident = _ident(msg.key, msg.start, msg.end)
+        if msg.refresh and ident in writing:
+            # Handled once the file is written: then it is dropped.
+            deferred.setdefault(ident, []).append(msg)
+            return
+        if msg.refresh and ident in lru:
+            total -= lru.pop(ident)
+            await anyio.to_thread.run_sync(path_of(ident).unlink, True)
+        if ident in lru:
+            counters["hits"] += 1
+            lru.move_to_end(ident)
+            if msg.reply is None:  # a prefetch of a cached range is done
+                pass
+            elif ident in writing:
+                answer_with(msg.reply, writing[ident][1])
+            else:
+                tg.start_soon(serve_file, ident, msg, own.clone())
+        elif ident in inflight:
+            counters["joined"] += 1
+            if msg.reply is not None:
+                inflight[ident].append(msg.reply)
+        else:
+            counters["misses"] += 1
+            inflight[ident] = [msg.reply] if msg.reply is not None else []
+            size = msg.end - msg.start
+            cache_it = size <= budget
+            if cache_it:
+                await evict_until(size)
+                reserved[ident] = size
+            tg.start_soon(fetch, ident, msg, cache_it, own.clone())
+
+    async def on_fetched(msg: _Fetched) -> None:
+        nonlocal total
+        waiters = inflight.pop(msg.ident, [])
+        size = reserved.pop(msg.ident, 0)
+        if msg.write is not None and msg.data is not None:
+            writing[msg.ident] = (msg.write, msg.data)
+            lru[msg.ident] = size
+            total += size
+        answer: Data | BaseException = (
+            msg.data if msg.data is not None else (msg.error or StreamHouseError("fetch failed"))
+        )
+        for reply in waiters:
+            answer_with(reply, answer)
+
+    async def on_written(msg: _Written, tg: anyio.abc.TaskGroup) -> None:
+        nonlocal total
+        current = writing.get(msg.ident)
+        if current is None or current[0] != msg.write:
+            return  # a later fetch of the same range is being written
+        del writing[msg.ident]
+        if msg.ident not in lru:  # evicted while it was being written
+            await anyio.to_thread.run_sync(path_of(msg.ident).unlink, True)
+        elif not msg.ok:
+            total -= lru.pop(msg.ident)
+        for later in deferred.pop(msg.ident, []):
+            await on_fetch(later, tg)
 
     # The actor keeps a clone for its own tasks' answers, so it runs until it
     # is cancelled when the consumer closes.
@@ -261,46 +347,11 @@ async def run_cache(
                             )
                         )
                 elif isinstance(msg, Fetch):
-                    ident = _ident(msg.key, msg.start, msg.end)
-                    if msg.refresh and ident in lru:
-                        total -= lru.pop(ident)
-                        await anyio.to_thread.run_sync(path_of(ident).unlink, True)
-                    if ident in lru:
-                        counters["hits"] += 1
-                        lru.move_to_end(ident)
-                        tg.start_soon(serve_file, ident, msg, own.clone())
-                    elif ident in inflight:
-                        counters["joined"] += 1
-                        if msg.reply is not None:
-                            inflight[ident].append(msg.reply)
-                    else:
-                        counters["misses"] += 1
-                        inflight[ident] = [msg.reply] if msg.reply is not None else []
-                        size = msg.end - msg.start
-                        cache_it = size <= budget
-                        if cache_it:
-                            await evict_until(size)
-                            reserved[ident] = size
-                        tg.start_soon(fetch, ident, msg, cache_it, own.clone())
+                    await on_fetch(msg, tg)
                 elif isinstance(msg, _Fetched):
-                    waiters = inflight.pop(msg.ident, [])
-                    reserved.pop(msg.ident, None)
-                    if msg.cached and msg.data is not None:
-                        lru[msg.ident] = len(msg.data)
-                        total += len(msg.data)
-                    answer: Data | BaseException = (
-                        msg.data
-                        if msg.data is not None
-                        else (msg.error or StreamHouseError("fetch failed"))
-                    )
-                    for reply in waiters:
-                        with (
-                            reply,
-                            contextlib.suppress(
-                                anyio.BrokenResourceError, anyio.ClosedResourceError
-                            ),
-                        ):
-                            reply.send_nowait(answer)
+                    await on_fetched(msg)
+                elif isinstance(msg, _Written):
+                    await on_written(msg, tg)
             tg.cancel_scope.cancel()
     finally:
         for waiters in inflight.values():

@@ -32,6 +32,7 @@ from .messages import CREDIT, WAKE, AtEnd, Batch, OutOfRange
 __all__ = ["run_reader"]
 
 _SEGMENTS_PER_LOOKUP = 16
+_SEGMENTS_AHEAD = 2
 _MAX_BACKOFF = 5.0
 
 
@@ -112,8 +113,8 @@ class _Reader:
                     await self.out.send(OutOfRange(self.tp, self.epoch, offset))
                     await anyio.sleep_forever()
                 for i, seg in enumerate(segments):
-                    if i + 1 < len(segments):
-                        nxt = segments[i + 1]
+                    # The next segments download while this one is decoded.
+                    for nxt in segments[i + 1 : i + 1 + _SEGMENTS_AHEAD]:
                         await self.cache.prefetch(nxt.object_key, nxt.position,
                                                   nxt.position + nxt.length)  # fmt: skip
                     try:

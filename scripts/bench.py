@@ -1,0 +1,605 @@
+"""StreamHouse's speed beside the anchors, in one run, against a private SeaweedFS.
+
+    python scripts/bench.py [--records N] [--json]     # the targets (about 2 min)
+    python scripts/bench.py --scaling [--json]         # how cost grows (about 3 min)
+
+Needs the bench extra: ``pip install -e '.[bench]'``. Every figure comes
+from this run, on the same records: 16-byte keys, 100-byte values, lz4, one
+partition. The anchors run in the same process on the same data:
+
+- produce: one producer, ``send_batch`` of 20,000 records from 64 tasks,
+  into SeaweedFS, beside a raw PUT of objects of the same sizes;
+- cold consume: an empty cache reading everything from SeaweedFS, through
+  ``poll_batches()`` and through ``poll()``, beside a raw streamed httpx GET
+  of the same objects;
+- warm consume: every segment in the disk cache; ``poll()`` into records
+  beside aiokafka's consumer path on the same records (its Cython codec and
+  the ConsumerRecord it builds per record), and ``poll_batches()``;
+- latency: ``commit()`` after each poll (SQLite, synchronous=FULL), a
+  ``poll()`` that finds its record buffered, and ``send()`` to ``poll()``
+  at the default linger;
+- memory: the peak RSS of a consumer process reading a backlog ten times
+  its cache budget.
+
+The table is Markdown (the README's table is this one); ``--json`` adds one
+line of JSON with every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import os
+import platform
+import random
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import httpx_auth
+import trio
+from aiokafka.consumer.fetcher import PartitionRecords
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
+from aiokafka.record.memory_records import MemoryRecords
+from aiokafka.structs import TopicPartition as KafkaTP
+
+from streamhouse import (
+    Consumer,
+    S3ObjectStore,
+    SQLiteMetadataStore,
+    open_consumer,
+    open_producer,
+)
+from streamhouse._seaweed import S3Server, running_seaweedfs
+
+MB = 1e6
+SEND_BATCH = 20_000
+SEND_TASKS = 64
+
+
+def make_records(count: int, value_size: int = 100, seed: int = 11) -> tuple[list[bytes], ...]:
+    """Keys of 16 bytes and values of ``value_size`` bytes of hex text."""
+    rng = random.Random(seed)
+    keys = [rng.randbytes(8).hex().encode() for _ in range(count)]
+    half = max(1, value_size // 2)
+    values = [rng.randbytes(half).hex().encode()[:value_size] for _ in range(count)]
+    return keys, values
+
+
+def percentile(samples: list[float], q: float) -> float:
+    return statistics.quantiles(samples, n=1000, method="inclusive")[round(q * 10) - 1]
+
+
+def s3_store(server: S3Server, prefix: str) -> S3ObjectStore:
+    return S3ObjectStore(
+        bucket="bench", prefix=prefix, endpoint=server.endpoint, region=server.region,
+        access_key=server.access_key, secret_key=server.secret_key,
+    )  # fmt: skip
+
+
+# -- produce ------------------------------------------------------------------------
+
+
+async def produce(
+    store: S3ObjectStore, meta: SQLiteMetadataStore, topic: str, partitions: int,
+    keys: list[bytes], values: list[bytes],
+) -> float:  # fmt: skip
+    """Write every record with send_batch from many tasks; return the seconds taken."""
+    await meta.create_topic(topic, partitions)
+    chunks = [
+        (i // SEND_BATCH % partitions, keys[i : i + SEND_BATCH], values[i : i + SEND_BATCH])
+        for i in range(0, len(values), SEND_BATCH)
+    ]
+    queue = iter(chunks)
+    start = time.perf_counter()
+    async with open_producer(storage=store, metadata=meta) as producer:
+
+        async def worker() -> None:
+            for partition, ks, vs in queue:
+                await producer.send_batch(topic, vs, keys=ks, partition=partition)
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(SEND_TASKS):
+                nursery.start_soon(worker)
+    elapsed = time.perf_counter() - start
+    states = await meta.partition_states([topic])
+    assert sum(s.high_watermark for s in states) == len(values)
+    return elapsed
+
+
+async def raw_put(store: S3ObjectStore, sizes: list[int]) -> float:
+    """PUT objects of the given sizes, as concurrently as the producer uploads."""
+    blobs = [random.randbytes(size) for size in sizes]
+    queue = iter(enumerate(blobs))
+    start = time.perf_counter()
+
+    async def worker() -> None:
+        for i, blob in queue:
+            await store.put(f"raw/{i:06d}", blob)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(8):  # the producer's max_in_flight
+            nursery.start_soon(worker)
+    return time.perf_counter() - start
+
+
+async def send_one_by_one(
+    store: S3ObjectStore, meta: SQLiteMetadataStore, keys: list[bytes], values: list[bytes]
+) -> float:
+    """send() one record per call from 2,000 tasks: Kafka's send-and-wait shape."""
+    await meta.create_topic("single", 1)
+    tasks = 2000
+    per_task = len(values) // tasks
+    start = time.perf_counter()
+    async with open_producer(storage=store, metadata=meta) as producer:
+        await producer.partitions_for("single")
+
+        async def worker(t: int) -> None:
+            for i in range(t * per_task, (t + 1) * per_task):
+                await producer.send("single", values[i], key=keys[i])
+
+        async with trio.open_nursery() as nursery:
+            for t in range(tasks):
+                nursery.start_soon(worker, t)
+    return per_task * tasks / (time.perf_counter() - start)
+
+
+# -- consume ------------------------------------------------------------------------
+
+
+async def consume_records(consumer: Consumer, count: int) -> float:
+    start = time.perf_counter()
+    seen = 0
+    while seen < count:
+        records = await consumer.poll(timeout=30)
+        if not records:
+            raise RuntimeError(f"stalled at {seen} of {count}")
+        seen += len(records)
+    return time.perf_counter() - start
+
+
+async def consume_batches(consumer: Consumer, count: int) -> float:
+    start = time.perf_counter()
+    seen = 0
+    while seen < count:
+        batches = await consumer.poll_batches(timeout=30)
+        if not batches:
+            raise RuntimeError(f"stalled at {seen} of {count}")
+        for batch in batches:
+            seen += len(batch.values)
+    return time.perf_counter() - start
+
+
+def aiokafka_consumer_path(keys: list[bytes], values: list[bytes], rounds: int = 3) -> float:
+    """aiokafka's fetch path over the same records in 1 MiB lz4 batches: best seconds."""
+    per_batch = (1 << 20) // (len(keys[0]) + len(values[0]) + 8)
+    batches = []
+    for lo in range(0, len(values), per_batch):
+        builder = DefaultRecordBatchBuilder(
+            magic=2, compression_type=3, is_transactional=0, producer_id=-1,
+            producer_epoch=-1, base_sequence=-1, batch_size=1 << 30,
+        )  # fmt: skip
+        for i in range(lo, min(lo + per_batch, len(values))):
+            builder.append(
+                i - lo, timestamp=1_700_000_000_000 + i, key=keys[i], value=values[i], headers=[]
+            )
+        batches.append(bytes(builder.build()))
+    tp = KafkaTP("bench", 0)
+
+    def run() -> int:
+        count = 0
+        for raw in batches:
+            # One batch held at a time, as a consumer would.
+            records = list(PartitionRecords(tp, MemoryRecords(raw), [], 0, None, None, True, 0))
+            count += len(records)
+        return count
+
+    assert run() == len(values)
+    return best_of(rounds, run)
+
+
+def best_of(rounds: int, fn: Callable[[], object]) -> float:
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+async def raw_get(server: S3Server, prefix: str, keys: list[str]) -> tuple[float, int]:
+    """A streamed httpx GET of each object, one after another."""
+    auth = httpx_auth.AWS4Auth(access_id=server.access_key, secret_key=server.secret_key,
+                               region=server.region, service="s3")  # fmt: skip
+    total = 0
+    async with httpx.AsyncClient(base_url=server.endpoint, auth=auth, timeout=60) as client:
+        start = time.perf_counter()
+        for key in keys:
+            async with client.stream("GET", f"/bench/{prefix}/{key}") as response:
+                response.raise_for_status()
+                async for chunk in response.aiter_bytes():
+                    total += len(chunk)
+        return time.perf_counter() - start, total
+
+
+# -- latency ------------------------------------------------------------------------
+
+
+async def commit_and_poll_latency(
+    store: S3ObjectStore, meta: SQLiteMetadataStore, cache: Path, cache_bytes: int, polls: int
+) -> tuple[list[float], list[float]]:
+    """Seconds per commit() after a one-record poll, and per poll() of a buffered record."""
+    commits: list[float] = []
+    buffered: list[float] = []
+    async with open_consumer(
+        "bench", group_id="bench-commit", storage=store, metadata=meta,
+        offset_reset="earliest", cache_dir=cache, cache_size_bytes=cache_bytes,
+    ) as consumer:  # fmt: skip
+        await consumer.poll(timeout=30, max_records=1)  # the first block is buffered
+        for _ in range(polls):
+            start = time.perf_counter()
+            records = await consumer.poll(timeout=30, max_records=1)
+            buffered.append(time.perf_counter() - start)
+            assert len(records) == 1
+            start = time.perf_counter()
+            await consumer.commit()
+            commits.append(time.perf_counter() - start)
+    return commits, buffered
+
+
+async def end_to_end_latency(
+    store: S3ObjectStore, meta: SQLiteMetadataStore, cache: Path, count: int
+) -> tuple[list[float], float]:
+    """Seconds from send() to poll() for records sent every 20 ms; and the linger used."""
+    await meta.create_topic("e2e", 1)
+    latencies: list[float] = []
+    async with (
+        open_consumer("e2e", storage=store, metadata=meta, cache_dir=cache) as consumer,
+        open_producer(storage=store, metadata=meta) as producer,
+    ):
+        linger = inspect.signature(open_producer).parameters["linger"].default
+
+        async def send_all() -> None:
+            for _ in range(count):
+                await producer.send("e2e", struct.pack("<d", time.perf_counter()))
+                await trio.sleep(0.02)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send_all)
+            while len(latencies) < count:
+                for record in await consumer.poll(timeout=10):
+                    (sent,) = struct.unpack("<d", record.value)
+                    latencies.append(time.perf_counter() - sent)
+    return latencies, linger
+
+
+# -- memory -------------------------------------------------------------------------
+
+
+def rss_mb(field: str = "VmHWM") -> float:
+    """This process's peak (VmHWM) or current (VmRSS) resident set, from /proc.
+
+    Not ru_maxrss: Linux carries that over from the parent across fork and
+    exec, so a child would report the benchmark's own peak.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def peak_rss_of_consumer(
+    server: S3Server, prefix: str, meta_path: Path, topic: str, records: int, cache_bytes: int
+) -> dict[str, float]:
+    """Run a consumer in a process of its own over ``topic``; return its RSS figures."""
+    env = dict(os.environ)
+    env["BENCH_S3"] = json.dumps(
+        {"endpoint": server.endpoint, "access_key": server.access_key,
+         "secret_key": server.secret_key, "region": server.region}
+    )  # fmt: skip
+    args = [sys.executable, __file__, "--rss-child", prefix, str(meta_path), topic, str(records),
+            str(cache_bytes)]  # fmt: skip
+    out = subprocess.run(args, env=env, check=True, capture_output=True, text=True, timeout=600)
+    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+async def rss_child(prefix: str, meta_path: str, topic: str, records: int, cache: int) -> None:
+    config = json.loads(os.environ["BENCH_S3"])
+    store = S3ObjectStore(bucket="bench", prefix=prefix, **config)
+    meta = SQLiteMetadataStore(meta_path)
+    with tempfile.TemporaryDirectory() as tmp:
+        baseline = rss_mb()
+        async with open_consumer(
+            topic, storage=store, metadata=meta, offset_reset="earliest",
+            cache_dir=Path(tmp), cache_size_bytes=cache,
+        ) as consumer:  # fmt: skip
+            await consume_records(consumer, records)
+            stats = await consumer.cache_stats()
+        peak = rss_mb()
+    await meta.aclose()
+    await store.aclose()
+    print(json.dumps({"baseline_rss_mb": round(baseline, 1), "peak_rss_mb": round(peak, 1),
+                      "cache_bytes_max_mb": round(stats.budget / MB, 1)}))  # fmt: skip
+
+
+# -- the run --------------------------------------------------------------------------
+
+
+async def targets(args: argparse.Namespace) -> dict[str, Any]:
+    n = args.records
+    keys, values = make_records(n)
+    payload = sum(map(len, keys)) + sum(map(len, values))
+    r: dict[str, Any] = {"records": n}
+    with tempfile.TemporaryDirectory() as tmp, running_seaweedfs(Path(tmp) / "s3") as server:
+        root = Path(tmp)
+        store = s3_store(server, "main")
+        await store.create_bucket()
+        meta = SQLiteMetadataStore(root / "meta.db")
+
+        # produce
+        produce_s = await produce(store, meta, "bench", 1, keys, values)
+        segments = await meta.list_segments("bench", 0, 0, limit=1_000_000)
+        object_keys = sorted({s.object_key for s in segments})
+        stored = sum(s.length for s in segments)
+        sizes = [info.size async for info in store.list("data/")]
+        put_s = await raw_put(store, sizes)
+        r["produce_records_per_s"] = round(n / produce_s)
+        r["produce_mb_per_s"] = round(payload / produce_s / MB, 1)
+        r["produce_stored_mb_per_s"] = round(stored / produce_s / MB, 1)
+        r["raw_put_mb_per_s"] = round(sum(sizes) / put_s / MB, 1)
+        r["send_records_per_s"] = round(
+            await send_one_by_one(store, meta, keys[: args.send_records],
+                                  values[: args.send_records])
+        )  # fmt: skip
+
+        # cold, then warm from the cache the cold batch run filled
+        cache = root / "cache"
+        budget = stored + (64 << 20)
+        options: dict[str, Any] = {
+            "storage": store, "metadata": meta, "offset_reset": "earliest",
+            "cache_size_bytes": budget,
+        }  # fmt: skip
+        async with open_consumer("bench", cache_dir=cache, **options) as consumer:
+            cold_batch_s = await consume_batches(consumer, n)
+            assert (await consumer.cache_stats()).gets == len(segments)
+        async with open_consumer("bench", cache_dir=root / "cache2", **options) as consumer:
+            cold_records_s = await consume_records(consumer, n)
+        get_s, got = await raw_get(server, "main", object_keys)
+        assert got == stored, (got, stored)
+        r["consume_cold_mb_per_s"] = round(stored / cold_batch_s / MB, 1)
+        r["consume_cold_records_mb_per_s"] = round(stored / cold_records_s / MB, 1)
+        r["raw_get_mb_per_s"] = round(stored / get_s / MB, 1)
+        warm_records, warm_batches = [], []
+        for _ in range(args.rounds):
+            async with open_consumer("bench", cache_dir=cache, **options) as consumer:
+                warm_records.append(await consume_records(consumer, n))
+            async with open_consumer("bench", cache_dir=cache, **options) as consumer:
+                warm_batches.append(await consume_batches(consumer, n))
+                assert (await consumer.cache_stats()).gets == 0, "warm runs read the cache only"
+        r["consume_warm_records_per_s"] = round(n / min(warm_records))
+        r["consume_batch_records_per_s"] = round(n / min(warm_batches))
+        r["aiokafka_consumer_path_records_per_s"] = round(
+            n / aiokafka_consumer_path(keys, values, args.rounds)
+        )
+
+        # latency
+        commits, buffered = await commit_and_poll_latency(store, meta, cache, budget, args.polls)
+        r["commit_p50_ms"] = round(statistics.median(commits) * 1e3, 2)
+        r["commit_p99_ms"] = round(percentile(commits, 99) * 1e3, 2)
+        r["poll_buffered_p50_us"] = round(statistics.median(buffered) * 1e6, 1)
+        r["poll_buffered_p99_us"] = round(percentile(buffered, 99) * 1e6, 1)
+        e2e, linger = await end_to_end_latency(store, meta, root / "cache3", args.e2e_records)
+        r["linger_ms"] = round(linger * 1e3)
+        r["e2e_p50_ms"] = round(statistics.median(e2e) * 1e3, 1)
+        r["e2e_p99_ms"] = round(percentile(e2e, 99) * 1e3, 1)
+
+        # memory: a backlog ten times the cache budget
+        rss_cache = min(args.rss_cache_mb << 20, stored // 10)
+        rss = peak_rss_of_consumer(server, "main", root / "meta.db", "bench", n, rss_cache)
+        r["consumer_cache_budget_mb"] = round(rss_cache / MB, 1)
+        r["consumer_backlog_mb"] = round(stored / MB, 1)
+        r["consumer_baseline_rss_mb"] = rss["baseline_rss_mb"]
+        r["consumer_peak_rss_mb"] = rss["peak_rss_mb"]
+
+        r["objects"] = len(object_keys)
+        r["stored_mb"] = round(stored / MB, 1)
+        await meta.aclose()
+        await store.aclose()
+    return r
+
+
+def print_targets(r: dict[str, Any]) -> None:
+    def row(what: str, ours: str, anchor: str, ratio: str, target: str, ok: bool) -> None:
+        print(f"| {what} | {ours} | {anchor} | {ratio} | {target} | {'yes' if ok else 'NO'} |")
+
+    warm = r["consume_warm_records_per_s"] / r["aiokafka_consumer_path_records_per_s"]
+    cold = r["consume_cold_mb_per_s"] / r["raw_get_mb_per_s"]
+    cold_records = r["consume_cold_records_mb_per_s"] / r["raw_get_mb_per_s"]
+    put = r["produce_stored_mb_per_s"] / r["raw_put_mb_per_s"]
+    print(f"{r['records']:,} records (16-byte keys, 100-byte values, lz4), one partition, "
+          f"{r['objects']} objects, {r['stored_mb']} MB stored; SeaweedFS on loopback; "
+          f"{platform.python_implementation()} {platform.python_version()}, "
+          f"{os.cpu_count()} cores\n")  # fmt: skip
+    print("| measure | StreamHouse | anchor | ratio | target | met |")
+    print("|---|---|---|---|---|---|")
+    row("warm `poll()` into records", f"{r['consume_warm_records_per_s']:,} rec/s",
+        f"aiokafka consumer path {r['aiokafka_consumer_path_records_per_s']:,} rec/s",
+        f"{warm:.2f}x", ">= 2x", warm >= 2)  # fmt: skip
+    row("warm `poll_batches()` (columns)", f"{r['consume_batch_records_per_s']:,} rec/s", "",
+        "", ">= 5,000,000 rec/s", r["consume_batch_records_per_s"] >= 5e6)  # fmt: skip
+    row("cold `poll_batches()` from S3", f"{r['consume_cold_mb_per_s']} MB/s",
+        f"raw streamed GET {r['raw_get_mb_per_s']} MB/s", f"{cold:.2f}x", ">= 0.7x",
+        cold >= 0.7)  # fmt: skip
+    row(
+        "cold `poll()` from S3",
+        f"{r['consume_cold_records_mb_per_s']} MB/s",
+        f"raw streamed GET {r['raw_get_mb_per_s']} MB/s",
+        f"{cold_records:.2f}x",
+        "",
+        True,
+    )
+    row("produce, `send_batch`", f"{r['produce_records_per_s']:,} rec/s "
+        f"({r['produce_stored_mb_per_s']} MB/s stored)",
+        f"raw PUT {r['raw_put_mb_per_s']} MB/s", f"{put:.2f}x", ">= 500,000 rec/s",
+        r["produce_records_per_s"] >= 5e5)  # fmt: skip
+    row("produce, `send` one per call, 2,000 tasks", f"{r['send_records_per_s']:,} rec/s", "",
+        "", "", True)  # fmt: skip
+    row("`commit()` p50 / p99", f"{r['commit_p50_ms']} / {r['commit_p99_ms']} ms", "", "",
+        "p99 < 10 ms", r["commit_p99_ms"] < 10)  # fmt: skip
+    row(
+        "`poll()` of a buffered record p50 / p99",
+        f"{r['poll_buffered_p50_us']} / {r['poll_buffered_p99_us']} us",
+        "",
+        "",
+        "",
+        True,
+    )
+    row(f"`send()` to `poll()` p50 / p99 (linger {r['linger_ms']} ms)",
+        f"{r['e2e_p50_ms']} / {r['e2e_p99_ms']} ms", "", "",
+        f"p99 < {r['linger_ms'] + 100} ms", r["e2e_p99_ms"] < r["linger_ms"] + 100)  # fmt: skip
+    row(f"consumer peak RSS, backlog {r['consumer_backlog_mb']} MB, "
+        f"cache {r['consumer_cache_budget_mb']} MB",
+        f"{r['consumer_peak_rss_mb']} MB (at start {r['consumer_baseline_rss_mb']} MB)", "", "",
+        "bounded by configuration",
+        r["consumer_backlog_mb"] >= 10 * r["consumer_cache_budget_mb"]
+        and r["consumer_peak_rss_mb"] - r["consumer_baseline_rss_mb"]
+        < r["consumer_backlog_mb"] / 2)  # fmt: skip
+
+
+# -- scaling ----------------------------------------------------------------------------
+
+
+async def scaling(args: argparse.Namespace) -> dict[str, Any]:
+    """Warm and cold rates by partitions and record size; RSS by backlog."""
+    out: dict[str, Any] = {"partitions": {}, "value_bytes": {}, "backlog": {}}
+    with tempfile.TemporaryDirectory() as tmp, running_seaweedfs(Path(tmp) / "s3") as server:
+        root = Path(tmp)
+        store = s3_store(server, "scale")
+        await store.create_bucket()
+        meta = SQLiteMetadataStore(root / "meta.db")
+
+        async def measure(topic: str, n: int, stored: int) -> dict[str, Any]:
+            options: dict[str, Any] = {
+                "storage": store, "metadata": meta, "offset_reset": "earliest",
+                "cache_size_bytes": stored + (64 << 20), "cache_dir": root / f"cache-{topic}",
+            }  # fmt: skip
+            async with open_consumer(topic, **options) as consumer:
+                cold = await consume_batches(consumer, n)
+            warm_r, warm_b = [], []
+            for _ in range(args.rounds):
+                async with open_consumer(topic, **options) as consumer:
+                    warm_r.append(await consume_records(consumer, n))
+                async with open_consumer(topic, **options) as consumer:
+                    warm_b.append(await consume_batches(consumer, n))
+            return {
+                "records": n, "stored_mb": round(stored / MB, 1),
+                "cold_batch_mb_per_s": round(stored / cold / MB, 1),
+                "warm_poll_records_per_s": round(n / min(warm_r)),
+                "warm_batch_records_per_s": round(n / min(warm_b)),
+            }  # fmt: skip
+
+        async def stored_bytes(topic: str, partitions: int) -> int:
+            total = 0
+            for p in range(partitions):
+                total += sum(s.length for s in await meta.list_segments(topic, p, 0, limit=10**6))
+            return total
+
+        n = args.scaling_records
+        keys, values = make_records(n)
+        for partitions in (1, 4, 16):
+            topic = f"parts{partitions}"
+            await produce(store, meta, topic, partitions, keys, values)
+            stored = await stored_bytes(topic, partitions)
+            out["partitions"][partitions] = await measure(topic, n, stored)
+        for size in (10, 100, 1000):
+            count = n if size <= 100 else n // 4
+            keys, values = make_records(count, size)
+            topic = f"size{size}"
+            await produce(store, meta, topic, 1, keys, values)
+            stored = await stored_bytes(topic, 1)
+            result = await measure(topic, count, stored)
+            result["payload_mb_per_s_warm_poll"] = round(
+                result["warm_poll_records_per_s"] * (16 + size) / MB, 1
+            )
+            out["value_bytes"][size] = result
+        cache = 8 << 20
+        for backlog in (10, 30, 100):
+            count = backlog * n // 10
+            keys, values = make_records(count)
+            topic = f"backlog{backlog}"
+            await produce(store, meta, topic, 1, keys, values)
+            stored = await stored_bytes(topic, 1)
+            rss = peak_rss_of_consumer(server, "scale", root / "meta.db", topic, count, cache)
+            out["backlog"][count] = {"stored_mb": round(stored / MB, 1),
+                                     "cache_budget_mb": round(cache / MB, 1), **rss}  # fmt: skip
+        await meta.aclose()
+        await store.aclose()
+    return out
+
+
+def print_scaling(s: dict[str, Any]) -> None:
+    print("| partitions | records | warm `poll()` rec/s | warm `poll_batches()` rec/s "
+          "| cold `poll_batches()` MB/s |")  # fmt: skip
+    print("|---|---|---|---|---|")
+    for p, m in s["partitions"].items():
+        print(f"| {p} | {m['records']:,} | {m['warm_poll_records_per_s']:,} "
+              f"| {m['warm_batch_records_per_s']:,} | {m['cold_batch_mb_per_s']} |")  # fmt: skip
+    print()
+    print("| value bytes | records | warm `poll()` rec/s (payload MB/s) "
+          "| warm `poll_batches()` rec/s | cold `poll_batches()` MB/s |")  # fmt: skip
+    print("|---|---|---|---|---|")
+    for size, m in s["value_bytes"].items():
+        print(f"| {size} | {m['records']:,} | {m['warm_poll_records_per_s']:,} "
+              f"({m['payload_mb_per_s_warm_poll']}) | {m['warm_batch_records_per_s']:,} "
+              f"| {m['cold_batch_mb_per_s']} |")  # fmt: skip
+    print()
+    print("| backlog records | stored MB | cache budget MB | RSS at start MB | peak RSS MB |")
+    print("|---|---|---|---|---|")
+    for count, m in s["backlog"].items():
+        print(f"| {count:,} | {m['stored_mb']} | {m['cache_budget_mb']} "
+              f"| {m['baseline_rss_mb']} | {m['peak_rss_mb']} |")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--records", type=int, default=1_500_000)
+    parser.add_argument("--rounds", type=int, default=3, help="best of this many runs")
+    parser.add_argument("--send-records", type=int, default=50_000)
+    parser.add_argument("--polls", type=int, default=1000, help="commit/poll samples")
+    parser.add_argument("--e2e-records", type=int, default=300)
+    parser.add_argument("--rss-cache-mb", type=int, default=16)
+    parser.add_argument("--scaling", action="store_true", help="measure how cost grows")
+    parser.add_argument("--scaling-records", type=int, default=400_000)
+    parser.add_argument("--json", action="store_true", help="end with a line of JSON")
+    parser.add_argument("--rss-child", nargs=5, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.rss_child:
+        prefix, meta_path, topic, records, cache = args.rss_child
+        anyio.run(rss_child, prefix, meta_path, topic, int(records), int(cache),
+                  backend="trio")  # fmt: skip
+        return
+    started = time.perf_counter()
+    if args.scaling:
+        result = trio.run(scaling, args)
+        print_scaling(result)
+    else:
+        result = trio.run(targets, args)
+        print_targets(result)
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    print(f"\n(took {result['seconds']} s)")
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()
