@@ -283,7 +283,9 @@ class Consumer:
         return await self._cache.stats()
 
     async def _close(self, final: str) -> None:
-        error = await self._ask(lambda r: Close(final, r))
+        # Records ``async for`` holds but has not handed out are not consumed.
+        unread = self._unread_positions()
+        error = await self._ask(lambda r: Close(final, r, unread))
         if error is not None:  # pragma: no cover - _ask raises exceptions
             raise error
 

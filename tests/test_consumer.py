@@ -223,6 +223,19 @@ async def test_async_iteration_yields_every_record(stores: Stores) -> None:
     assert seen + [r.offset for r in rest] == list(range(20))
 
 
+async def test_closing_after_a_break_commits_only_what_the_loop_saw(stores: Stores) -> None:
+    """Leaving the block after breaking out of async for commits the next unseen offset."""
+    await stores[1].create_topic("t", 1)
+    await produce(stores, "t", 0, 20)
+    async with consumer_of(stores, "t", group_id="g", offset_reset="earliest",
+                           max_poll_records=8) as consumer:  # type: ignore[attr-defined]  # fmt: skip
+        async for record in consumer:
+            if record.offset == 2:
+                break
+    committed = await stores[1].fetch_offsets("g")
+    assert committed[TopicPartition("t", 0)].offset == 3
+
+
 # -- commits -------------------------------------------------------------------
 
 

@@ -262,7 +262,7 @@ class Coordinator:
                 self._last_poll_positions = {tp: p.position for tp, p in self._parts.items()}
         elif isinstance(msg, Close):
             try:
-                outcome = await self._close(msg.final)
+                outcome = await self._close(msg.final, msg.unread)
             except BaseException:
                 msg.reply.close()
                 raise
@@ -480,14 +480,17 @@ class Coordinator:
         if self._last_poll_positions:
             await self._commit(self._last_poll_positions)
 
-    async def _close(self, final: str) -> StreamHouseError | None:
+    async def _close(
+        self, final: str, unread: Mapping[TopicPartition, int]
+    ) -> StreamHouseError | None:
         for poll in self._polls:
             await self._reply(poll.reply, ClosedError("the consumer is closing"))
         self._polls.clear()
         try:
             if self._settings.group_id is not None:
                 if final == "current":
-                    await self._commit({tp: p.position for tp, p in self._parts.items()})
+                    positions = {tp: p.position for tp, p in self._parts.items()}
+                    await self._commit({**positions, **unread})
                 elif final == "last-poll" and self._last_poll_positions:
                     await self._commit(self._last_poll_positions)
         except StreamHouseError as exc:

@@ -128,7 +128,12 @@ class Pause:
 
 @attrs.frozen
 class Close:
-    """Stop: commit ``final`` (current positions, or those of the last poll)."""
+    """Stop: commit ``final`` (current positions, or those of the last poll).
+
+    ``unread`` holds, for "current", the first offset of records the facade
+    holds but has not handed out: those partitions are committed there.
+    """
 
     final: str  # "current", "last-poll" or "none"
     reply: Reply
+    unread: Mapping[TopicPartition, int] = attrs.field(factory=dict)
