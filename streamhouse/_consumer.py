@@ -19,6 +19,7 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectSendStream
 
 from ._admin import OffsetReset
@@ -36,7 +37,7 @@ from ._objectstore import ObjectStore
 from ._records import ConsumedRecord, RecordBatch
 from .actors.cache import CacheClient, CacheStats, run_cache
 from .actors.coordinator import Coordinator, Settings, resolve_start
-from .actors.messages import Close, Commit, Pause, Poll, Query, Seek
+from .actors.messages import Close, Commit, Pause, Poll, Progress, Query, Seek
 
 __all__ = ["Consumer", "open_consumer"]
 
@@ -51,20 +52,31 @@ class Consumer:
         assignment: frozenset[TopicPartition],
         group_id: str | None,
         max_poll_records: int,
+        auto_commit: bool = False,
     ) -> None:
         self._inbox = inbox
         self._cache = cache
         self._assignment = assignment
         self._group_id = group_id
         self._max_poll_records = max_poll_records
+        self._auto_commit = auto_commit and group_id is not None
+        # Delivered by the coordinator but not yet handed out: records built
+        # for ``async for``, then whole runs of columns. Positions, commits
+        # and seeks take both into account.
         self._unread: collections.deque[ConsumedRecord] = collections.deque()
+        self._held: collections.deque[RecordBatch] = collections.deque()
+        self._held_taken = 0  # records of _held[0] already handed out
 
     async def _ask(self, make: Any) -> Any:
         send, receive = anyio.create_memory_object_stream[Any](0)
         with receive:
             try:
                 try:
-                    await self._inbox.send(make(send))
+                    msg = make(send)
+                    try:
+                        self._inbox.send_nowait(msg)  # the reply's wait is the checkpoint
+                    except anyio.WouldBlock:
+                        await self._inbox.send(msg)
                 except BaseException:
                     send.close()
                     raise
@@ -83,19 +95,75 @@ class Consumer:
         """Wait up to ``timeout`` seconds for records; return as soon as some are ready.
 
         Returns at most ``max_records`` (default: ``max_poll_records``)
-        records, shared fairly across partitions, or ``[]`` after the timeout.
-        Cancelling a poll loses nothing: records it did not return are
-        returned by the next one.
+        records, or ``[]`` after the timeout. Partitions take turns block by
+        block, as Kafka's fetches do. Cancelling a poll loses nothing:
+        records it did not return are returned by the next one.
         """
         limit = self._max_poll_records if max_records is None else max_records
         if limit < 1:
             raise InvalidArgumentError(f"max_records must be >= 1, not {limit}")
-        if self._unread:
-            count = min(limit, len(self._unread))
-            return [self._unread.popleft() for _ in range(count)]
+        while self._unread or self._held:
+            # Served from what this facade holds: no trip to the coordinator.
+            await self._came_back()
+            if self._unread:
+                count = min(limit, len(self._unread))
+                return [self._unread.popleft() for _ in range(count)]
+            if self._held:
+                return self._take_records(limit)
+        if not await self._fetch(timeout):
+            return []
+        return self._take_records(limit)
+
+    async def _came_back(self) -> None:
+        """Checkpoint; with auto-commit, tell the coordinator what has been consumed."""
+        if self._auto_commit:
+            progress = Progress(self._unread_positions())
+            try:
+                self._inbox.send_nowait(progress)
+            except anyio.WouldBlock:
+                await self._inbox.send(progress)
+                return
+        await anyio.lowlevel.checkpoint()
+
+    async def _fetch(self, timeout: float) -> bool:
+        """Take every block the coordinator has ready into ``_held``; wait up to ``timeout``.
+
+        One request serves many polls: records are built from the held
+        columns only as each poll asks for them.
+        """
         deadline = anyio.current_time() + max(0.0, timeout)
-        records: list[ConsumedRecord] = await self._ask(lambda r: Poll(limit, deadline, r))
-        return records
+        found: list[RecordBatch] = await self._ask(
+            lambda r: Poll(sys.maxsize, deadline, r, max_batches=sys.maxsize)
+        )
+        self._held.extend(found)
+        return bool(found)
+
+    def _take_records(self, limit: int) -> list[ConsumedRecord]:
+        out: list[ConsumedRecord] = []
+        while self._held and len(out) < limit:
+            batch, start = self._held[0], self._held_taken
+            stop = min(len(batch), start + limit - len(out))
+            out += batch.records(start, stop)
+            self._advance_held(stop)
+        return out
+
+    def _take_batches(self, limit: int, max_batches: int) -> list[RecordBatch]:
+        out: list[RecordBatch] = []
+        while self._held and limit and len(out) < max_batches:
+            batch, start = self._held[0], self._held_taken
+            stop = min(len(batch), start + limit)
+            out.append(batch.slice(start, stop))
+            self._advance_held(stop)
+            limit -= len(out[-1])
+        return out
+
+    def _advance_held(self, taken: int) -> None:
+        """``_held[0]`` has been handed out up to record ``taken``."""
+        if taken == len(self._held[0]):
+            self._held.popleft()
+            self._held_taken = 0
+        else:
+            self._held_taken = taken
 
     async def poll_batches(
         self,
@@ -123,7 +191,12 @@ class Consumer:
         if self._unread:
             # Records ``async for`` has not handed out come first, as a batch
             # per partition run, so that nothing is skipped or repeated.
+            await self._came_back()
             return self._unread_batches(limit, batches)
+        while self._held:
+            await self._came_back()
+            if self._held:
+                return self._take_batches(limit, batches)
         deadline = anyio.current_time() + max(0.0, timeout)
         found: list[RecordBatch] = await self._ask(
             lambda r: Poll(limit, deadline, r, max_batches=batches)
@@ -187,11 +260,22 @@ class Consumer:
         self._unread = collections.deque(
             r for r in self._unread if TopicPartition(r.topic, r.partition) not in drop
         )
+        if self._held and TopicPartition(self._held[0].topic, self._held[0].partition) in drop:
+            self._held_taken = 0
+        self._held = collections.deque(
+            b for b in self._held if TopicPartition(b.topic, b.partition) not in drop
+        )
 
     def _unread_positions(self) -> dict[TopicPartition, int]:
+        """The first offset, per partition, of records delivered here but not handed out."""
         first: dict[TopicPartition, int] = {}
         for r in self._unread:
             first.setdefault(TopicPartition(r.topic, r.partition), r.offset)
+        for i, b in enumerate(self._held):
+            first.setdefault(
+                TopicPartition(b.topic, b.partition),
+                b.first_offset + (self._held_taken if i == 0 else 0),
+            )
         return first
 
     async def commit(self, offsets: Mapping[TopicPartition, int] | None = None) -> None:
@@ -202,7 +286,7 @@ class Consumer:
         """
         if self._group_id is None:
             raise InvalidArgumentError("commit needs a group_id: open the consumer with one")
-        if offsets is None and self._unread:
+        if offsets is None and (self._unread or self._held):
             # Records of the last poll not yet handed out by ``async for``
             # are not consumed: their partition's position is the first one.
             current = {tp: await self.position(tp.topic, tp.partition) for tp in self._assignment}
@@ -266,8 +350,14 @@ class Consumer:
         """Stop delivering records of these partitions (reading ahead stays bounded)."""
         for tp in partitions:
             self._check_tp(tp.topic, tp.partition)
-        self._drop_unread(partitions)
         await self._ask(lambda r: Pause(frozenset(partitions), True, r))
+        # Records delivered here but not handed out go back: the partition
+        # resumes from the first of them.
+        unread = self._unread_positions()
+        for tp in partitions:
+            if tp in unread:
+                await self._ask(lambda r, tp=tp: Seek(tp, unread[tp], r))
+        self._drop_unread(partitions)
 
     async def resume(self, *partitions: TopicPartition) -> None:
         """Deliver records of these partitions again."""
@@ -430,6 +520,7 @@ async def open_consumer(
                             frozenset(TopicPartition(s.topic, s.partition) for s in states),
                             group_id,
                             max_poll_records,
+                            auto_commit,
                         )
                         final = "current" if auto_commit else "none"
                         try:

@@ -56,6 +56,7 @@ class _Fetched:
     data: bytes | None
     error: BaseException | None
     write: int | None  # the write that will cache the bytes, if any
+    ended: anyio.Event | None = None  # set when that write has ended, either way
 
 
 @attrs.frozen
@@ -63,6 +64,13 @@ class _Written:
     ident: str
     write: int
     ok: bool
+
+
+@attrs.frozen
+class _Writing:
+    token: int
+    data: bytes
+    done: anyio.Event
 
 
 @attrs.frozen
@@ -196,7 +204,7 @@ async def run_cache(
         total += size
     inflight: dict[str, list[MemoryObjectSendStream[Data | BaseException]]] = {}
     reserved: dict[str, int] = {}  # bytes promised to fetches under way
-    writing: dict[str, tuple[int, bytes]] = {}  # files being written: (write, bytes)
+    writing: dict[str, _Writing] = {}  # files being written
     deferred: dict[str, list[Fetch]] = {}  # refreshes waiting for a write to end
     counters = collections.Counter[str]()
     writes = itertools.count()
@@ -205,19 +213,33 @@ async def run_cache(
     def path_of(ident: str) -> Path:
         return directory / f"{ident}.bin"
 
-    async def evict_until(room: int) -> None:
+    async def make_room(room: int) -> bool:
+        """Evict least recently used files until ``room`` more bytes fit; False if they cannot.
+
+        A file still being written is evicted once its write ends, so the
+        directory never holds more than the budget, not even for a moment.
+        """
         nonlocal total
+        if sum(reserved.values()) + room > budget:
+            return False
         while lru and total + sum(reserved.values()) + room > budget:
-            ident, size = lru.popitem(last=False)
-            total -= size
-            counters["evictions"] += 1
-            if ident not in writing:  # else the write's end removes the file
+            ident = next(iter(lru))
+            if ident in writing:
+                await writing[ident].done.wait()
+            if lru.get(ident) is not None and next(iter(lru)) == ident:
+                total -= lru.pop(ident)
+                counters["evictions"] += 1
                 await anyio.to_thread.run_sync(path_of(ident).unlink, True)
+        return True
 
     def write(ident: str, token: int, data: bytes) -> None:
         tmp = directory / f".tmp-{ident}-{token}"
-        tmp.write_bytes(data)
-        os.replace(tmp, path_of(ident))
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, path_of(ident))
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
 
     async def fetch(
         ident: str, msg: Fetch, cache_it: bool, done: MemoryObjectSendStream[object]
@@ -230,18 +252,21 @@ async def run_cache(
                 await done.send(_Fetched(ident, None, exc, None))
                 return
             token = next(writes) if cache_it and len(data) == msg.end - msg.start else None
+            ended = anyio.Event()
             # The askers get the bytes first; the file is written while they
             # decode them.
-            await done.send(_Fetched(ident, data, None, token))
+            await done.send(_Fetched(ident, data, None, token, ended))
             if token is not None:
+                ok = True
                 try:
                     await anyio.to_thread.run_sync(write, ident, token, data)
                 except OSError:
                     # A full or failing disk costs the cache, not the read:
                     # the bytes were handed over already.
-                    await done.send(_Written(ident, token, False))
-                else:
-                    await done.send(_Written(ident, token, True))
+                    ok = False
+                finally:
+                    ended.set()
+                await done.send(_Written(ident, token, ok))
 
     async def serve_file(ident: str, msg: Fetch, done: MemoryObjectSendStream[object]) -> None:
         handed_on = False
@@ -281,7 +306,7 @@ async def run_cache(
             if msg.reply is None:  # a prefetch of a cached range is done
                 pass
             elif ident in writing:
-                answer_with(msg.reply, writing[ident][1])
+                answer_with(msg.reply, writing[ident].data)
             else:
                 tg.start_soon(serve_file, ident, msg, own.clone())
         elif ident in inflight:
@@ -292,9 +317,8 @@ async def run_cache(
             counters["misses"] += 1
             inflight[ident] = [msg.reply] if msg.reply is not None else []
             size = msg.end - msg.start
-            cache_it = size <= budget
+            cache_it = await make_room(size)
             if cache_it:
-                await evict_until(size)
                 reserved[ident] = size
             tg.start_soon(fetch, ident, msg, cache_it, own.clone())
 
@@ -303,7 +327,8 @@ async def run_cache(
         waiters = inflight.pop(msg.ident, [])
         size = reserved.pop(msg.ident, 0)
         if msg.write is not None and msg.data is not None:
-            writing[msg.ident] = (msg.write, msg.data)
+            assert msg.ended is not None
+            writing[msg.ident] = _Writing(msg.write, msg.data, msg.ended)
             lru[msg.ident] = size
             total += size
         answer: Data | BaseException = (
@@ -315,12 +340,10 @@ async def run_cache(
     async def on_written(msg: _Written, tg: anyio.abc.TaskGroup) -> None:
         nonlocal total
         current = writing.get(msg.ident)
-        if current is None or current[0] != msg.write:
+        if current is None or current.token != msg.write:
             return  # a later fetch of the same range is being written
         del writing[msg.ident]
-        if msg.ident not in lru:  # evicted while it was being written
-            await anyio.to_thread.run_sync(path_of(msg.ident).unlink, True)
-        elif not msg.ok:
+        if msg.ident in lru and not msg.ok:
             total -= lru.pop(msg.ident)
         for later in deferred.pop(msg.ident, []):
             await on_fetch(later, tg)

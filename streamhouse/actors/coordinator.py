@@ -48,6 +48,7 @@ from .messages import (
     OutOfRange,
     Pause,
     Poll,
+    Progress,
     Query,
     Reply,
     Seek,
@@ -173,10 +174,14 @@ class Coordinator:
                 task_status.started()
                 closed = False
                 while not closed:
-                    deadline = min([p.deadline for p in self._polls] + [self._next_auto_commit])
                     msg: object = None
-                    with anyio.move_on_at(deadline):
-                        msg = await self._inbox.receive()
+                    try:
+                        # Without waiting, if a message is there already.
+                        msg = self._inbox.receive_nowait()
+                    except anyio.WouldBlock:
+                        deadline = min([p.deadline for p in self._polls], default=math.inf)
+                        with anyio.move_on_at(min(deadline, self._next_auto_commit)):
+                            msg = await self._inbox.receive()
                     if msg is not None:
                         closed = await self._handle(msg)
                     await self._answer_polls()
@@ -260,6 +265,11 @@ class Coordinator:
             self._polls.append(msg)
             if self._error is None:
                 self._last_poll_positions = {tp: p.position for tp, p in self._parts.items()}
+        elif isinstance(msg, Progress):
+            if self._error is None:
+                self._last_poll_positions = {
+                    tp: msg.unread.get(tp, p.position) for tp, p in self._parts.items()
+                }
         elif isinstance(msg, Close):
             try:
                 outcome = await self._close(msg.final, msg.unread)
@@ -355,7 +365,12 @@ class Coordinator:
         """Hand ``answer`` over; False when the asker has gone (was cancelled)."""
         with reply:
             try:
-                await reply.send(answer)
+                try:
+                    # The asker usually waits already: no trip through the
+                    # scheduler needed.
+                    reply.send_nowait(answer)
+                except anyio.WouldBlock:
+                    await reply.send(answer)
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 return False
         return True

@@ -96,6 +96,18 @@ class Poll:
 
 
 @attrs.frozen
+class Progress:
+    """The application came back for more (one-way, no reply).
+
+    Positions as of now are what auto-commit may commit, except that the
+    partitions in ``unread`` were consumed only up to the offset given: the
+    facade holds those records and has not handed them out.
+    """
+
+    unread: Mapping[TopicPartition, int]
+
+
+@attrs.frozen
 class Commit:
     """Commit the given offsets, or every changed position when None."""
 
