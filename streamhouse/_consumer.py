@@ -31,6 +31,7 @@ from ._errors import (
     TopicNotFoundError,
     raise_as_one,
 )
+from ._held import HeldRecords
 from ._metastore import MetadataStore, PartitionState, TopicPartition
 from ._names import check_group_id, check_topic_name
 from ._objectstore import ObjectStore
@@ -64,8 +65,7 @@ class Consumer:
         # for ``async for``, then whole runs of columns. Positions, commits
         # and seeks take both into account.
         self._unread: collections.deque[ConsumedRecord] = collections.deque()
-        self._held: collections.deque[RecordBatch] = collections.deque()
-        self._held_taken = 0  # records of _held[0] already handed out
+        self._held = HeldRecords()
 
     async def _ask(self, make: Any) -> Any:
         send, receive = anyio.create_memory_object_stream[Any](0)
@@ -95,9 +95,9 @@ class Consumer:
         """Wait up to ``timeout`` seconds for records; return as soon as some are ready.
 
         Returns at most ``max_records`` (default: ``max_poll_records``)
-        records, or ``[]`` after the timeout. Partitions take turns block by
-        block, as Kafka's fetches do. Cancelling a poll loses nothing:
-        records it did not return are returned by the next one.
+        records, shared fairly across partitions, or ``[]`` after the
+        timeout. Cancelling a poll loses nothing: records it did not return
+        are returned by the next one.
         """
         limit = self._max_poll_records if max_records is None else max_records
         if limit < 1:
@@ -109,10 +109,10 @@ class Consumer:
                 count = min(limit, len(self._unread))
                 return [self._unread.popleft() for _ in range(count)]
             if self._held:
-                return self._take_records(limit)
+                return self._held.take_records(limit)
         if not await self._fetch(timeout):
             return []
-        return self._take_records(limit)
+        return self._held.take_records(limit)
 
     async def _came_back(self) -> None:
         """Checkpoint; with auto-commit, tell the coordinator what has been consumed."""
@@ -135,35 +135,8 @@ class Consumer:
         found: list[RecordBatch] = await self._ask(
             lambda r: Poll(sys.maxsize, deadline, r, max_batches=sys.maxsize)
         )
-        self._held.extend(found)
+        self._held.add(found)
         return bool(found)
-
-    def _take_records(self, limit: int) -> list[ConsumedRecord]:
-        out: list[ConsumedRecord] = []
-        while self._held and len(out) < limit:
-            batch, start = self._held[0], self._held_taken
-            stop = min(len(batch), start + limit - len(out))
-            out += batch.records(start, stop)
-            self._advance_held(stop)
-        return out
-
-    def _take_batches(self, limit: int, max_batches: int) -> list[RecordBatch]:
-        out: list[RecordBatch] = []
-        while self._held and limit and len(out) < max_batches:
-            batch, start = self._held[0], self._held_taken
-            stop = min(len(batch), start + limit)
-            out.append(batch.slice(start, stop))
-            self._advance_held(stop)
-            limit -= len(out[-1])
-        return out
-
-    def _advance_held(self, taken: int) -> None:
-        """``_held[0]`` has been handed out up to record ``taken``."""
-        if taken == len(self._held[0]):
-            self._held.popleft()
-            self._held_taken = 0
-        else:
-            self._held_taken = taken
 
     async def poll_batches(
         self,
@@ -196,7 +169,7 @@ class Consumer:
         while self._held:
             await self._came_back()
             if self._held:
-                return self._take_batches(limit, batches)
+                return self._held.take_batches(limit, batches)
         deadline = anyio.current_time() + max(0.0, timeout)
         found: list[RecordBatch] = await self._ask(
             lambda r: Poll(limit, deadline, r, max_batches=batches)
@@ -260,22 +233,15 @@ class Consumer:
         self._unread = collections.deque(
             r for r in self._unread if TopicPartition(r.topic, r.partition) not in drop
         )
-        if self._held and TopicPartition(self._held[0].topic, self._held[0].partition) in drop:
-            self._held_taken = 0
-        self._held = collections.deque(
-            b for b in self._held if TopicPartition(b.topic, b.partition) not in drop
-        )
+        self._held.drop(drop)
 
     def _unread_positions(self) -> dict[TopicPartition, int]:
         """The first offset, per partition, of records delivered here but not handed out."""
         first: dict[TopicPartition, int] = {}
         for r in self._unread:
             first.setdefault(TopicPartition(r.topic, r.partition), r.offset)
-        for i, b in enumerate(self._held):
-            first.setdefault(
-                TopicPartition(b.topic, b.partition),
-                b.first_offset + (self._held_taken if i == 0 else 0),
-            )
+        for tp, offset in self._held.first_offsets().items():
+            first.setdefault(tp, offset)
         return first
 
     async def commit(self, offsets: Mapping[TopicPartition, int] | None = None) -> None:

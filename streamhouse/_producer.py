@@ -473,7 +473,7 @@ async def open_producer(
         compression: "lz4", "zstd" or "none".
         max_batch_bytes: a batch holding this much is flushed at once. 4 MiB
             keeps encoding and uploading overlapped (measured against 2, 8
-            and 16 MiB into SeaweedFS: scripts/bench_produce.py).
+            and 16 MiB into SeaweedFS; scripts/bench.py measures it).
         max_record_bytes: larger records are refused at send.
         max_in_flight: batches uploading at once.
         buffer_bytes: sends wait while this much is accepted but unwritten.

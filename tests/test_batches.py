@@ -141,3 +141,35 @@ async def test_records_left_by_async_for_come_first_as_batches(stores: Stores) -
             assert [list(b.offsets) for b in left] == [[6, 7, 8, 9]]
             rest = await consumer.poll_batches(timeout=5)
         assert rest[0].first_offset == 10
+
+
+def test_held_records_are_shared_fairly_and_handed_out_once() -> None:
+    """Polls answered from held blocks take equal shares; every record comes out once."""
+    from streamhouse._held import HeldRecords
+    from streamhouse._records import fair_shares
+
+    assert fair_shares([100, 100, 4, 0], 30) == [13, 13, 4, 0]
+    assert sum(fair_shares([5, 5], 3)) == 3
+    held = HeldRecords()
+    held.add(
+        RecordBatch("t", p, at, [0] * n, [None] * n, [b"%d" % o for o in range(at, at + n)])
+        for p, at, n in [(0, 0, 40), (1, 0, 10), (0, 40, 40), (2, 7, 3)]
+    )
+    assert held.first_offsets() == {
+        TopicPartition("t", 0): 0, TopicPartition("t", 1): 0, TopicPartition("t", 2): 7,
+    }  # fmt: skip
+    first = held.take_records(12)
+    offsets = {p: [r.offset for r in first if r.partition == p] for p in range(3)}
+    assert offsets[2] == [7, 8, 9]
+    assert sorted(map(len, (offsets[0], offsets[1]))) == [4, 5]
+    assert offsets[0] == list(range(len(offsets[0])))
+    assert offsets[1] == list(range(len(offsets[1])))
+    batches = held.take_batches(1000, 2)
+    assert len(batches) <= 2
+    rest = [r for b in batches for r in b] + held.take_records(1000)
+    seen = {(r.partition, r.offset) for r in first + rest}
+    assert seen == {(0, o) for o in range(80)} | {(1, o) for o in range(10)} | {
+        (2, o) for o in range(7, 10)
+    }
+    assert len(first) + len(rest) == 93
+    assert not held

@@ -36,7 +36,7 @@ from .._errors import (
     StreamHouseError,
 )
 from .._metastore import MetadataStore, PartitionState, TopicPartition
-from .._records import ConsumedRecord, RecordBatch
+from .._records import ConsumedRecord, RecordBatch, fair_shares
 from .cache import CacheClient
 from .messages import (
     CREDIT,
@@ -406,21 +406,8 @@ class Coordinator:
         if not ready:
             return []
         self._rotation = (self._rotation + 1) % len(self._order)
-        available = {id(p): p.buffered() for p in ready}
-        share = {id(p): 0 for p in ready}
-        left = max_records
-        while left > 0:
-            hungry = [p for p in ready if share[id(p)] < available[id(p)]]
-            if not hungry:
-                break
-            each = max(1, left // len(hungry))
-            for p in hungry:
-                take = min(each, available[id(p)] - share[id(p)], left)
-                share[id(p)] += take
-                left -= take
-                if left == 0:
-                    break
-        return [(p, share[id(p)]) for p in ready if share[id(p)]]
+        shares = fair_shares([p.buffered() for p in ready], max_records)
+        return [(p, n) for p, n in zip(ready, shares, strict=True) if n]
 
     @staticmethod
     def _records(plan: Iterable[tuple[_Partition, int]]) -> list[ConsumedRecord]:
