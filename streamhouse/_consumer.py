@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import math
 import shutil
 import sys
@@ -39,6 +40,7 @@ from ._records import ConsumedRecord, RecordBatch
 from .actors.cache import CacheClient, CacheStats, run_cache
 from .actors.coordinator import Coordinator, Settings, resolve_start
 from .actors.messages import Close, Commit, Pause, Poll, Progress, Query, Seek
+from .actors.reader import SEGMENTS_AHEAD
 
 __all__ = ["Consumer", "open_consumer"]
 
@@ -464,9 +466,14 @@ async def open_consumer(
             try:
                 inbox_send, inbox = anyio.create_memory_object_stream[object](64)
                 async with anyio.create_task_group() as tg, inbox_send:
-                    cache_inbox = await tg.start(
-                        run_cache, store, Path(cache_dir), cache_size_bytes
+                    run = functools.partial(
+                        run_cache,
+                        store,
+                        Path(cache_dir),
+                        cache_size_bytes,
+                        parked_limit=len(states) * SEGMENTS_AHEAD,
                     )
+                    cache_inbox = await tg.start(run)
                     cache = CacheClient(cache_inbox)
                     with cache_inbox:
                         coordinator = Coordinator(

@@ -178,7 +178,7 @@ async def test_read_ahead_is_bounded_however_large_the_backlog(tmp_path: Path) -
         await consumer.pause(tp)
         assert await consumer.poll(timeout=0.5) == []  # the reader runs ahead meanwhile
         # 2 batches held + the segment being sent + its prefetched successors
-        assert len(store.gets) <= 2 + 1 + reader._SEGMENTS_AHEAD
+        assert len(store.gets) <= 2 + 1 + reader.SEGMENTS_AHEAD
         await consumer.resume(tp)
         assert (await consumer.poll(timeout=5))[0].offset == 0
     await meta.aclose()
@@ -209,3 +209,24 @@ async def test_a_range_asked_for_again_at_once_is_not_fetched_again(tmp_path: Pa
         assert len(store.gets) == 1
         stats = await cache.stats()
         assert (stats.hits, stats.misses, stats.files, stats.bytes) == (1, 1, 1, 300)
+
+
+async def test_without_a_cache_budget_each_segment_is_fetched_once(tmp_path: Path) -> None:
+    """Read-ahead that the budget cannot cache is kept in memory, not fetched twice."""
+    store = CountingStore(LocalObjectStore(tmp_path / "objects"))
+    meta = SQLiteMetadataStore(tmp_path / "m.db")
+    await meta.create_topic("t", 1)
+    async with open_producer(storage=store, metadata=meta, linger=0) as producer:
+        for i in range(6):
+            await producer.send_batch("t", [b"%d" % i] * 100)
+    store.gets.clear()
+    async with open_consumer("t", storage=store, metadata=meta, offset_reset="earliest",
+                             cache_size_bytes=0) as consumer:  # fmt: skip
+        seen = 0
+        with anyio.fail_after(30):
+            while seen < 600:
+                seen += len(await consumer.poll(timeout=5))
+        stats = await consumer.cache_stats()
+    assert len(store.gets) == 6
+    assert (stats.files, stats.bytes) == (0, 0)
+    await meta.aclose()

@@ -188,9 +188,13 @@ async def run_cache(
     directory: Path,
     budget: int,
     *,
+    parked_limit: int = 8,
     task_status: TaskStatus[MemoryObjectSendStream[object]] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the cache actor until cancelled.
+
+    ``parked_limit`` bounds the prefetched ranges kept in memory when the
+    budget cannot hold them (the readers' read-ahead, in segments).
 
     Hands its inbox's send end to the starter through ``task_status``.
     """
@@ -206,6 +210,7 @@ async def run_cache(
     reserved: dict[str, int] = {}  # bytes promised to fetches under way
     writing: dict[str, _Writing] = {}  # files being written
     deferred: dict[str, list[Fetch]] = {}  # refreshes waiting for a write to end
+    parked: collections.OrderedDict[str, bytes] = collections.OrderedDict()
     counters = collections.Counter[str]()
     writes = itertools.count()
     inbox_send, inbox = anyio.create_memory_object_stream[object](16)
@@ -300,7 +305,11 @@ async def run_cache(
         if msg.refresh and ident in lru:
             total -= lru.pop(ident)
             await anyio.to_thread.run_sync(path_of(ident).unlink, True)
-        if ident in lru:
+        if ident in parked and not msg.refresh:
+            counters["hits"] += 1
+            if msg.reply is not None:
+                answer_with(msg.reply, parked.pop(ident))
+        elif ident in lru:
             counters["hits"] += 1
             lru.move_to_end(ident)
             if msg.reply is None:  # a prefetch of a cached range is done
@@ -336,6 +345,12 @@ async def run_cache(
         )
         for reply in waiters:
             answer_with(reply, answer)
+        if not waiters and msg.write is None and msg.data is not None:
+            # A prefetch that the budget could not cache: kept in memory for
+            # the read that follows it, instead of fetched twice.
+            parked[msg.ident] = msg.data
+            while len(parked) > parked_limit:
+                parked.popitem(last=False)
 
     async def on_written(msg: _Written, tg: anyio.abc.TaskGroup) -> None:
         nonlocal total

@@ -29,10 +29,10 @@ from .._segment import DecodedBlock, decode_block, iter_segment, read_index
 from .cache import CacheClient
 from .messages import CREDIT, WAKE, AtEnd, Batch, OutOfRange
 
-__all__ = ["run_reader"]
+__all__ = ["SEGMENTS_AHEAD", "run_reader"]
 
 _SEGMENTS_PER_LOOKUP = 16
-_SEGMENTS_AHEAD = 2
+SEGMENTS_AHEAD = 2
 _MAX_BACKOFF = 5.0
 
 
@@ -114,7 +114,7 @@ class _Reader:
                     await anyio.sleep_forever()
                 for i, seg in enumerate(segments):
                     # The next segments download while this one is decoded.
-                    for nxt in segments[i + 1 : i + 1 + _SEGMENTS_AHEAD]:
+                    for nxt in segments[i + 1 : i + 1 + SEGMENTS_AHEAD]:
                         await self.cache.prefetch(nxt.object_key, nxt.position,
                                                   nxt.position + nxt.length)  # fmt: skip
                     try:
