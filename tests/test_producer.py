@@ -78,8 +78,15 @@ async def test_concurrent_sends_share_one_object_per_flush(
 
 async def test_keyed_records_go_where_kafka_puts_them(stores: Stores) -> None:
     """A keyed record lands on (murmur2(key) & 0x7fffffff) % partitions."""
-    assert murmur2(b"21") == -973932308
-    assert murmur2(b"abc") == 479470107
+    kafka_vectors = {  # Kafka's own UtilsTest.testMurmur2
+        b"21": -973932308,
+        b"foobar": -790332482,
+        b"a-little-bit-long-string": -985981536,
+        b"a-little-bit-longer-string": -1486304829,
+        b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8": -58897971,
+        b"abc": 479470107,
+    }
+    assert {key: murmur2(key) for key in kafka_vectors} == kafka_vectors
     storage, meta = stores
     async with open_producer(storage=storage, metadata=meta, linger=0) as producer:
         for key in (b"21", b"abc", b"user-42", b""):

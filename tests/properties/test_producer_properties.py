@@ -137,3 +137,36 @@ def test_producers_in_two_processes_share_partitions_safely(counts: tuple[int, i
 
         trio.run(check)
         assert len(acked) == sum(counts)
+
+
+def _murmur2_as_in_kafka(data: bytes) -> int:
+    """Kafka's Utils.murmur2, transcribed line by line: the reference."""
+    m, mask = 0x5BD1E995, 0xFFFFFFFF
+    length = len(data)
+    h = (0x9747B28C ^ length) & mask
+    for i in range(0, length - length % 4, 4):
+        k = int.from_bytes(data[i : i + 4], "little")
+        k = (k * m) & mask
+        k ^= k >> 24
+        k = (k * m) & mask
+        h = (h * m) & mask
+        h ^= k
+    full = length - length % 4
+    if length % 4 == 3:
+        h ^= data[full + 2] << 16
+    if length % 4 >= 2:
+        h ^= data[full + 1] << 8
+    if length % 4 >= 1:
+        h ^= data[full]
+        h = (h * m) & mask
+    h ^= h >> 13
+    h = (h * m) & mask
+    h ^= h >> 15
+    return h - (1 << 32) if h & 0x80000000 else h
+
+
+@given(key=st.binary(max_size=64))
+def test_murmur2_matches_kafkas_transcription(key: bytes) -> None:
+    from streamhouse._partitioner import murmur2
+
+    assert murmur2(key) == _murmur2_as_in_kafka(key)
