@@ -21,7 +21,6 @@ import collections
 import contextlib
 import hashlib
 import itertools
-import mmap
 import os
 from pathlib import Path
 
@@ -46,7 +45,7 @@ class Fetch:
     key: str
     start: int
     end: int
-    reply: MemoryObjectSendStream[Data | BaseException] | None
+    reply: MemoryObjectSendStream[bytes | BaseException] | None
     refresh: bool = False
 
 
@@ -92,28 +91,6 @@ class _Stats:
     reply: MemoryObjectSendStream[CacheStats]
 
 
-# What the cache hands out: the fetched bytes, or a view of a cached file's
-# memory map, which no copy and no thread hand-over stand between the page
-# cache and the decoder.
-Data = bytes | memoryview
-
-
-def _map(path: Path) -> memoryview:
-    """Map a cached file read-only, its pages read in now (in the calling thread).
-
-    Cached files are never written again, only replaced or deleted, and a
-    mapping outlives the deletion of its file, so eviction cannot pull the
-    bytes from under a reader. The mapping is unmapped when the last view
-    of it is dropped.
-    """
-    with path.open("rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        if size == 0:
-            return memoryview(b"")
-        flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
-        return memoryview(mmap.mmap(f.fileno(), size, flags=flags, prot=mmap.PROT_READ))
-
-
 def _ident(key: str, start: int, end: int) -> str:
     return f"{hashlib.sha1(key.encode()).hexdigest()[:32]}-{start}-{end}"
 
@@ -149,9 +126,9 @@ class CacheClient:
     def __init__(self, inbox: MemoryObjectSendStream[object]) -> None:
         self._inbox = inbox
 
-    async def get(self, key: str, start: int, end: int, *, refresh: bool = False) -> Data:
+    async def get(self, key: str, start: int, end: int, *, refresh: bool = False) -> bytes:
         """The bytes ``[start, end)`` of ``key``: from the cache, or fetched and cached."""
-        send, receive = anyio.create_memory_object_stream[Data | BaseException](1)
+        send, receive = anyio.create_memory_object_stream[bytes | BaseException](1)
         with receive:
             try:
                 await self._inbox.send(Fetch(key, start, end, send, refresh))
@@ -206,7 +183,7 @@ async def run_cache(
     for ident, size, _ in files:
         lru[ident] = size
         total += size
-    inflight: dict[str, list[MemoryObjectSendStream[Data | BaseException]]] = {}
+    inflight: dict[str, list[MemoryObjectSendStream[bytes | BaseException]]] = {}
     reserved: dict[str, int] = {}  # bytes promised to fetches under way
     writing: dict[str, _Writing] = {}  # files being written
     deferred: dict[str, list[Fetch]] = {}  # refreshes waiting for a write to end
@@ -278,7 +255,7 @@ async def run_cache(
         try:
             with done:
                 try:
-                    data = await anyio.to_thread.run_sync(_map, path_of(ident))
+                    data = await anyio.to_thread.run_sync(path_of(ident).read_bytes)
                 except OSError:  # evicted meanwhile: fetch it again
                     await done.send(attrs.evolve(msg, refresh=True))
                     handed_on = True
@@ -291,7 +268,7 @@ async def run_cache(
             if msg.reply is not None and not handed_on:
                 msg.reply.close()
 
-    def answer_with(reply: MemoryObjectSendStream[Data | BaseException], answer: object) -> None:
+    def answer_with(reply: MemoryObjectSendStream[bytes | BaseException], answer: object) -> None:
         with reply, contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
             reply.send_nowait(answer)  # type: ignore[arg-type]
 
@@ -340,7 +317,7 @@ async def run_cache(
             writing[msg.ident] = _Writing(msg.write, msg.data, msg.ended)
             lru[msg.ident] = size
             total += size
-        answer: Data | BaseException = (
+        answer: bytes | BaseException = (
             msg.data if msg.data is not None else (msg.error or StreamHouseError("fetch failed"))
         )
         for reply in waiters:
