@@ -1,12 +1,12 @@
 """A stateful property: the consumer against a model of positions and commits.
 
 Hypothesis draws a program of operations (produce, poll, poll of batches,
-commit, seek, cancelled polls of both kinds, close and reopen); one trio run
-executes it against a real consumer on a local store and SQLite, checking
-every answer against a model.
-Per partition, delivered offsets are consecutive from the position, never
-skipped or repeated except where a seek or a reopen says so; after a reopen,
-delivery resumes at the committed offset.
+commit, seek, pause, resume, cancelled polls of both kinds, close and
+reopen); one trio run executes it against a real consumer on a local store
+and SQLite, checking every answer against a model. Per partition, delivered
+offsets are consecutive from the position, never skipped or repeated except
+where a seek or a reopen says so; after a reopen, delivery resumes at the
+committed offset; a paused partition delivers nothing until resumed.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from streamhouse import (
     LocalObjectStore,
     SQLiteMetadataStore,
+    TopicPartition,
     open_consumer,
     open_producer,
 )
@@ -39,6 +40,8 @@ operations = st.one_of(
     st.tuples(st.just("commit")),
     st.tuples(st.just("seek"), st.integers(0, PARTITIONS - 1), st.floats(0, 1)),
     st.tuples(st.just("reopen")),
+    st.tuples(st.just("pause"), st.integers(0, PARTITIONS - 1)),
+    st.tuples(st.just("resume"), st.integers(0, PARTITIONS - 1)),
 )
 
 
@@ -54,6 +57,10 @@ def test_the_consumer_behaves_like_its_model(program: list[tuple[Any, ...]]) -> 
         high = [0] * PARTITIONS  # the model: high watermarks,
         position = [0] * PARTITIONS  # positions (next offset to deliver)
         committed: list[int | None] = [None] * PARTITIONS  # and committed offsets
+        paused: set[int] = set()
+
+        def drained() -> bool:
+            return all(position[p] == high[p] or p in paused for p in range(PARTITIONS))
 
         def check_batches(batches: list[Any]) -> None:
             for batch in batches:
@@ -63,6 +70,7 @@ def test_the_consumer_behaves_like_its_model(program: list[tuple[Any, ...]]) -> 
 
         def check(records: list[Any]) -> None:
             for r in records:
+                assert r.partition not in paused, (r, paused)
                 assert r.offset == position[r.partition], (r, position)
                 assert r.value == b"%d-%d" % (r.partition, r.offset)
                 position[r.partition] += 1
@@ -92,7 +100,7 @@ def test_the_consumer_behaves_like_its_model(program: list[tuple[Any, ...]]) -> 
                         await prod.send_batch("t", values, partition=p)
                     high[p] += n
                 elif kind == "poll":
-                    if position == high:
+                    if drained():
                         assert await consumer.poll(timeout=0.01) == []
                     else:
                         records = await consumer.poll(timeout=10, max_records=op[1])
@@ -100,7 +108,7 @@ def test_the_consumer_behaves_like_its_model(program: list[tuple[Any, ...]]) -> 
                         check(records)
                 elif kind == "poll_batches":
                     _, most, max_batches = op
-                    if position == high:
+                    if drained():
                         assert await consumer.poll_batches(timeout=0.01) == []
                     else:
                         batches = await consumer.poll_batches(
@@ -127,9 +135,18 @@ def test_the_consumer_behaves_like_its_model(program: list[tuple[Any, ...]]) -> 
                     await stack.aclose()
                     consumer = await open_one()
                     position = [c if c is not None else 0 for c in committed]
+                    paused.clear()
+                elif kind == "pause":
+                    await consumer.pause(TopicPartition("t", op[1]))
+                    paused.add(op[1])
+                elif kind == "resume":
+                    await consumer.resume(TopicPartition("t", op[1]))
+                    paused.discard(op[1])
                 for p in range(PARTITIONS):
                     assert await consumer.position("t", p) == position[p]
             # Finally everything still owed is delivered, in order.
+            await consumer.resume(*(TopicPartition("t", p) for p in paused))
+            paused.clear()
             with anyio.fail_after(30):
                 while position != high:
                     check(await consumer.poll(timeout=5))
