@@ -32,7 +32,7 @@ from ._errors import (
     TopicNotFoundError,
     raise_as_one,
 )
-from ._held import HeldRecords
+from ._held import HeldRecords, take_runs
 from ._metastore import MetadataStore, PartitionState, TopicPartition
 from ._names import check_group_id, check_topic_name
 from ._objectstore import ObjectStore
@@ -163,13 +163,12 @@ class Consumer:
             raise InvalidArgumentError(
                 f"max_records and max_batches must be >= 1, not {max_records}, {max_batches}"
             )
-        if self._unread:
-            # Records ``async for`` has not handed out come first, as a batch
-            # per partition run, so that nothing is skipped or repeated.
+        while self._unread or self._held:
             await self._came_back()
-            return self._unread_batches(limit, batches)
-        while self._held:
-            await self._came_back()
+            if self._unread:
+                # Records ``async for`` has not handed out come first, a batch
+                # per partition run, so that nothing is skipped or repeated.
+                return take_runs(self._unread, limit, batches)
             if self._held:
                 return self._held.take_batches(limit, batches)
         deadline = anyio.current_time() + max(0.0, timeout)
@@ -177,32 +176,6 @@ class Consumer:
             lambda r: Poll(limit, deadline, r, max_batches=batches)
         )
         return found
-
-    def _unread_batches(self, limit: int, max_batches: int) -> list[RecordBatch]:
-        out: list[RecordBatch] = []
-        while self._unread and limit and len(out) < max_batches:
-            run = [self._unread.popleft()]
-            while (
-                self._unread
-                and len(run) < limit
-                and self._unread[0].topic == run[0].topic
-                and self._unread[0].partition == run[0].partition
-                and self._unread[0].offset == run[-1].offset + 1
-            ):
-                run.append(self._unread.popleft())
-            limit -= len(run)
-            out.append(
-                RecordBatch(
-                    run[0].topic,
-                    run[0].partition,
-                    run[0].offset,
-                    [r.timestamp for r in run],
-                    [r.key for r in run],
-                    [r.value for r in run],
-                    [r.headers for r in run],
-                )
-            )
-        return out
 
     def batches(self) -> AsyncIterator[RecordBatch]:
         """Iterate over RecordBatches as they arrive, one at a time; see :meth:`poll_batches`.

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from ._metastore import TopicPartition
 from ._records import ConsumedRecord, RecordBatch, fair_shares
 
-__all__ = ["HeldRecords"]
+__all__ = ["HeldRecords", "take_runs"]
 
 
 class HeldRecords:
@@ -93,3 +93,38 @@ class HeldRecords:
         if queue is not None and not queue:
             del self._queues[tp], self._count[tp]
         return runs
+
+
+def take_runs(
+    records: collections.deque[ConsumedRecord], limit: int, max_batches: int
+) -> list[RecordBatch]:
+    """Take up to ``limit`` records from the front of ``records`` as RecordBatches.
+
+    Each batch is a run of consecutive offsets of one partition; at most
+    ``max_batches`` of them.
+    """
+    out: list[RecordBatch] = []
+    while records and limit and len(out) < max_batches:
+        run = [records.popleft()]
+        while (
+            records
+            and len(run) < limit
+            and records[0].topic == run[0].topic
+            and records[0].partition == run[0].partition
+            and records[0].offset == run[-1].offset + 1
+        ):
+            run.append(records.popleft())
+        limit -= len(run)
+        first = run[0]
+        out.append(
+            RecordBatch(
+                first.topic,
+                first.partition,
+                first.offset,
+                [r.timestamp for r in run],
+                [r.key for r in run],
+                [r.value for r in run],
+                [r.headers for r in run],
+            )
+        )
+    return out
