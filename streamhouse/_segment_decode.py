@@ -201,7 +201,7 @@ def decode_block(
             # Into a buffer kept for the next block: a fresh 1 MiB bytes per
             # block cost 3x the decompression itself in page faults.
             raw = _scratch(raw_size)
-            got = cramjam.lz4.decompress_block_into(stored, raw)
+            got = cramjam.lz4.decompress_block_into(stored, raw, output_len=raw_size)
         elif codec == Codec.ZSTD:
             raw = _zstd_decompressor().decompress(stored, max_output_size=raw_size)
             got = len(raw)

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from typing import Final
 
 import attrs
+import cramjam
 import crc32c as _crc32c_mod
-import lz4.block
 import zstandard
 
 if sys.byteorder != "little":  # pragma: no cover - every supported platform is little-endian
@@ -104,7 +104,7 @@ def _zstd_decompressor() -> zstandard.ZstdDecompressor:
 
 def _compress(codec: Codec, raw: bytes) -> bytes:
     if codec is Codec.LZ4:
-        return bytes(lz4.block.compress(raw, store_size=False))
+        return bytes(cramjam.lz4.compress_block(raw, store_size=False))
     if codec is Codec.ZSTD:
         return bytes(_zstd_compressor().compress(raw))
     return raw
