@@ -230,3 +230,24 @@ async def test_without_a_cache_budget_each_segment_is_fetched_once(tmp_path: Pat
     assert len(store.gets) == 6
     assert (stats.files, stats.bytes) == (0, 0)
     await meta.aclose()
+
+
+async def test_a_refresh_never_serves_bytes_read_ahead_from_the_bad_file(tmp_path: Path) -> None:
+    """After a prefetch read a corrupted cache file, a refresh fetches from the store.
+
+    Whether the read ahead has ended when the refresh comes is up to the
+    threads, so the test goes round several times to meet both cases.
+    """
+    store = CountingStore(LocalObjectStore(tmp_path / "objects"))
+    await store.put("obj", b"g" * 300)
+    for _ in range(10):
+        async with cache_on(store, tmp_path / "cache", budget=10_000) as cache:
+            assert await cache.get("obj", 0, 300) == b"g" * 300
+        (cached,) = (tmp_path / "cache").glob("*.bin")
+        cached.write_bytes(b"X" * 300)  # the disk went bad
+        async with cache_on(store, tmp_path / "cache", budget=10_000) as cache:
+            await cache.prefetch("obj", 0, 300)  # reads the bad file ahead
+            for _ in range(3):
+                await trio.testing.wait_all_tasks_blocked()
+            assert await cache.get("obj", 0, 300, refresh=True) == b"g" * 300
+            assert await cache.get("obj", 0, 300) == b"g" * 300

@@ -59,6 +59,14 @@ class _Fetched:
 
 
 @attrs.frozen
+class _Read:
+    ident: str
+    token: int
+    fetch: Fetch
+    data: bytes | None  # None: the file was gone
+
+
+@attrs.frozen
 class _Written:
     ident: str
     write: int
@@ -170,10 +178,10 @@ async def run_cache(
 ) -> None:
     """Run the cache actor until cancelled.
 
-    ``parked_limit`` bounds the prefetched ranges kept in memory when the
-    budget cannot hold them (the readers' read-ahead, in segments).
-
     Hands its inbox's send end to the starter through ``task_status``.
+    ``parked_limit`` bounds the prefetched ranges held in memory for the
+    reads that follow them: read ahead from their files, or fetched when the
+    budget cannot cache them (the readers' read-ahead, in segments).
     """
     files = await anyio.to_thread.run_sync(_scan, directory)
     # The ranges cached, least recently used first, with their sizes; a range
@@ -187,7 +195,10 @@ async def run_cache(
     reserved: dict[str, int] = {}  # bytes promised to fetches under way
     writing: dict[str, _Writing] = {}  # files being written
     deferred: dict[str, list[Fetch]] = {}  # refreshes waiting for a write to end
-    parked: collections.OrderedDict[str, bytes] = collections.OrderedDict()
+    parked: collections.OrderedDict[str, bytes] = collections.OrderedDict()  # read ahead
+    # Files being read: (read, waiting replies); a refresh abandons a read.
+    reading: dict[str, tuple[int, list[MemoryObjectSendStream[bytes | BaseException]]]] = {}
+    reads = itertools.count()
     counters = collections.Counter[str]()
     writes = itertools.count()
     inbox_send, inbox = anyio.create_memory_object_stream[object](16)
@@ -250,23 +261,15 @@ async def run_cache(
                     ended.set()
                 await done.send(_Written(ident, token, ok))
 
-    async def serve_file(ident: str, msg: Fetch, done: MemoryObjectSendStream[object]) -> None:
-        handed_on = False
-        try:
-            with done:
-                try:
-                    data = await anyio.to_thread.run_sync(path_of(ident).read_bytes)
-                except OSError:  # evicted meanwhile: fetch it again
-                    await done.send(attrs.evolve(msg, refresh=True))
-                    handed_on = True
-                    return
-                if msg.reply is not None:
-                    answer_with(msg.reply, data)
-        finally:
-            # Answered, or cancelled with the actor: either way the asker's
-            # channel is closed here, unless the request went back to the inbox.
-            if msg.reply is not None and not handed_on:
-                msg.reply.close()
+    async def read_file(
+        ident: str, token: int, msg: Fetch, done: MemoryObjectSendStream[object]
+    ) -> None:
+        with done:
+            try:
+                data: bytes | None = await anyio.to_thread.run_sync(path_of(ident).read_bytes)
+            except OSError:  # evicted meanwhile
+                data = None
+            await done.send(_Read(ident, token, msg, data))
 
     def answer_with(reply: MemoryObjectSendStream[bytes | BaseException], answer: object) -> None:
         with reply, contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
@@ -282,19 +285,30 @@ async def run_cache(
         if msg.refresh and ident in lru:
             total -= lru.pop(ident)
             await anyio.to_thread.run_sync(path_of(ident).unlink, True)
-        if ident in parked and not msg.refresh:
-            counters["hits"] += 1
+        abandoned: list[MemoryObjectSendStream[bytes | BaseException]] = []
+        if msg.refresh:
+            # The bytes read or parked may be the bad ones: none is served.
+            parked.pop(ident, None)
+            abandoned = reading.pop(ident, (0, []))[1]
+        if ident in parked:
             if msg.reply is not None:
                 answer_with(msg.reply, parked.pop(ident))
         elif ident in lru:
             counters["hits"] += 1
             lru.move_to_end(ident)
-            if msg.reply is None:  # a prefetch of a cached range is done
-                pass
-            elif ident in writing:
-                answer_with(msg.reply, writing[ident].data)
+            if ident in writing:
+                if msg.reply is not None:
+                    answer_with(msg.reply, writing[ident].data)
+            elif ident in reading:
+                if msg.reply is not None:
+                    reading[ident][1].append(msg.reply)
             else:
-                tg.start_soon(serve_file, ident, msg, own.clone())
+                # Read in a thread; a prefetch's bytes are parked for the
+                # read that follows it, so the file is read while the reader
+                # decodes the segment before.
+                token = next(reads)
+                reading[ident] = (token, [msg.reply] if msg.reply is not None else [])
+                tg.start_soon(read_file, ident, token, msg, own.clone())
         elif ident in inflight:
             counters["joined"] += 1
             if msg.reply is not None:
@@ -307,6 +321,8 @@ async def run_cache(
             if cache_it:
                 reserved[ident] = size
             tg.start_soon(fetch, ident, msg, cache_it, own.clone())
+        if abandoned:  # a refresh always ends in a fetch: they wait for it too
+            inflight[ident] += abandoned
 
     async def on_fetched(msg: _Fetched) -> None:
         nonlocal total
@@ -325,9 +341,27 @@ async def run_cache(
         if not waiters and msg.write is None and msg.data is not None:
             # A prefetch that the budget could not cache: kept in memory for
             # the read that follows it, instead of fetched twice.
-            parked[msg.ident] = msg.data
-            while len(parked) > parked_limit:
-                parked.popitem(last=False)
+            park(msg.ident, msg.data)
+
+    def park(ident: str, data: bytes) -> None:
+        parked[ident] = data
+        while len(parked) > parked_limit:
+            parked.popitem(last=False)
+
+    async def on_read(msg: _Read, tg: anyio.abc.TaskGroup) -> None:
+        current = reading.get(msg.ident)
+        if current is None or current[0] != msg.token:
+            return  # abandoned by a refresh
+        waiters = reading.pop(msg.ident)[1]
+        if msg.data is None:
+            # The file went (evicted while it was read): fetch it again.
+            for reply in waiters:
+                await on_fetch(attrs.evolve(msg.fetch, reply=reply, refresh=True), tg)
+        elif waiters:
+            for reply in waiters:
+                answer_with(reply, msg.data)
+        else:
+            park(msg.ident, msg.data)
 
     async def on_written(msg: _Written, tg: anyio.abc.TaskGroup) -> None:
         nonlocal total
@@ -367,9 +401,11 @@ async def run_cache(
                     await on_fetched(msg)
                 elif isinstance(msg, _Written):
                     await on_written(msg, tg)
+                elif isinstance(msg, _Read):
+                    await on_read(msg, tg)
             tg.cancel_scope.cancel()
     finally:
-        for waiters in inflight.values():
+        for waiters in (*inflight.values(), *(w for _, w in reading.values())):
             for reply in waiters:
                 reply.close()
         drain(inbox)
