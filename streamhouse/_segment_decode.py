@@ -260,12 +260,9 @@ def _decode_payload(
     (shape_len,) = _U32.unpack_from(raw, p)
     shape = bytes(view[p + 4 : p + 4 + shape_len])
     p += 4 + shape_len
-    items = 2 * n if flags & FLAG_KEYS else n
-    # Only digits and "s": any other struct code would yield something other
-    # than bytes. The count and total size checks below close the rest.
-    if len(shape) != shape_len or shape.translate(None, _SHAPE_CHARS) or shape.count(b"s") != items:
-        raise ValueError("record length column is malformed")
-    cutter = _cutter(shape)
+    if len(shape) != shape_len:
+        raise ValueError("record length column is cut short")
+    cutter = _cutter(shape, 2 * n if flags & FLAG_KEYS else n)
     if cutter.size != len(raw) - p:
         raise ValueError(f"record lengths sum to {cutter.size}, data holds {len(raw) - p} bytes")
     fields = cutter.unpack_from(raw, p)
@@ -313,15 +310,21 @@ def _bounded_by(timestamps: list[int], low: int, high: int) -> bool:
 # The last shape's compiled Struct: blocks of fixed-size records repeat their
 # shape, and compiling one costs about 20 ns a field. One entry bounds the
 # memory (a compiled shape takes 32 bytes a field).
-_last_cutter: tuple[bytes, struct.Struct] = (b"", struct.Struct(""))
+_last_cutter: tuple[bytes, int, struct.Struct] = (b"", 0, struct.Struct(""))
 
 
-def _cutter(shape: bytes) -> struct.Struct:
+def _cutter(shape: bytes, items: int) -> struct.Struct:
+    """The Struct that cuts ``items`` fields as ``shape`` says, checked once per shape."""
     global _last_cutter
-    last_shape, cutter = _last_cutter
-    if shape != last_shape:
+    last_shape, last_items, cutter = _last_cutter
+    if shape != last_shape or items != last_items:
+        # Only digits and "s": any other struct code would yield something
+        # other than bytes. The count here and the total size check after
+        # close the rest.
+        if shape.translate(None, _SHAPE_CHARS) or shape.count(b"s") != items:
+            raise ValueError("record length column is malformed")
         cutter = struct.Struct(shape.decode("ascii"))
-        _last_cutter = (shape, cutter)
+        _last_cutter = (shape, items, cutter)
     return cutter
 
 
