@@ -134,9 +134,7 @@ class Consumer:
         columns only as each poll asks for them.
         """
         deadline = anyio.current_time() + max(0.0, timeout)
-        found: list[RecordBatch] = await self._ask(
-            lambda r: Poll(sys.maxsize, deadline, r, max_batches=sys.maxsize)
-        )
+        found: list[RecordBatch] = await self._ask(lambda r: Poll(deadline, r))
         self._held.add(found)
         return bool(found)
 
@@ -171,11 +169,9 @@ class Consumer:
                 return take_runs(self._unread, limit, batches)
             if self._held:
                 return self._held.take_batches(limit, batches)
-        deadline = anyio.current_time() + max(0.0, timeout)
-        found: list[RecordBatch] = await self._ask(
-            lambda r: Poll(limit, deadline, r, max_batches=batches)
-        )
-        return found
+        if not await self._fetch(timeout):
+            return []
+        return self._held.take_batches(limit, batches)
 
     def batches(self) -> AsyncIterator[RecordBatch]:
         """Iterate over RecordBatches as they arrive, one at a time; see :meth:`poll_batches`.

@@ -8,12 +8,12 @@ held and building record objects only for what it returns.
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from ._metastore import TopicPartition
-from ._records import ConsumedRecord, RecordBatch, fair_shares
+from ._records import ConsumedRecord, RecordBatch
 
-__all__ = ["HeldRecords", "take_runs"]
+__all__ = ["HeldRecords", "fair_shares", "take_runs"]
 
 
 class HeldRecords:
@@ -128,3 +128,25 @@ def take_runs(
             )
         )
     return out
+
+
+def fair_shares(available: Sequence[int], limit: int) -> list[int]:
+    """Split ``limit`` records fairly among sources holding ``available`` each.
+
+    Every source gets an equal share; what one cannot use goes to those with
+    more, earlier sources first.
+    """
+    share = [0] * len(available)
+    left = limit
+    while left > 0:
+        hungry = [i for i, n in enumerate(available) if share[i] < n]
+        if not hungry:
+            break
+        each = max(1, left // len(hungry))
+        for i in hungry:
+            take = min(each, available[i] - share[i], left)
+            share[i] += take
+            left -= take
+            if left == 0:
+                break
+    return share

@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 import attrs
 
-__all__ = ["ConsumedRecord", "RecordBatch", "fair_shares"]
+__all__ = ["ConsumedRecord", "RecordBatch"]
 
 Headers = Sequence[tuple[str, bytes]]
 
@@ -134,25 +134,3 @@ class RecordBatch:
             self.values[start:stop],
             None if self._headers is None else self._headers[start:stop],
         )
-
-
-def fair_shares(available: Sequence[int], limit: int) -> list[int]:
-    """Split ``limit`` records fairly among sources holding ``available`` each.
-
-    Every source gets an equal share; what one cannot use goes to those with
-    more, earlier sources first.
-    """
-    share = [0] * len(available)
-    left = limit
-    while left > 0:
-        hungry = [i for i, n in enumerate(available) if share[i] < n]
-        if not hungry:
-            break
-        each = max(1, left // len(hungry))
-        for i in hungry:
-            take = min(each, available[i] - share[i], left)
-            share[i] += take
-            left -= take
-            if left == 0:
-                break
-    return share

@@ -145,8 +145,7 @@ async def test_records_left_by_async_for_come_first_as_batches(stores: Stores) -
 
 def test_held_records_are_shared_fairly_and_handed_out_once() -> None:
     """Polls answered from held blocks take equal shares; every record comes out once."""
-    from streamhouse._held import HeldRecords
-    from streamhouse._records import fair_shares
+    from streamhouse._held import HeldRecords, fair_shares
 
     assert fair_shares([100, 100, 4, 0], 30) == [13, 13, 4, 0]
     assert sum(fair_shares([5, 5], 3)) == 3

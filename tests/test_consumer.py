@@ -170,26 +170,23 @@ async def test_poll_is_bounded_and_delivers_every_partition_in_order(stores: Sto
 
 def test_a_poll_shares_its_records_fairly() -> None:
     """Partitions with records share a poll equally; leftovers go to those with more."""
-    from streamhouse.actors.coordinator import Coordinator, _Partition
-    from streamhouse.actors.messages import Batch
+    from streamhouse._held import HeldRecords
 
-    def part(p: int, count: int) -> _Partition:
-        tp = TopicPartition("t", p)
-        state = _Partition(tp, 0, None, 0, count)
-        records = streamhouse.RecordBatch("t", p, 0, [0] * count, [None] * count, [b""] * count)
-        state.pending.append(Batch(tp, 0, records, count))
-        return state
+    def shares(held: HeldRecords, limit: int) -> dict[int, int]:
+        taken: dict[int, int] = {}
+        for r in held.take_records(limit):
+            taken[r.partition] = taken.get(r.partition, 0) + 1
+        return taken
 
-    coordinator = Coordinator.__new__(Coordinator)
-    parts = {TopicPartition("t", p): part(p, n) for p, n in enumerate([100, 100, 100, 4, 0])}
-    coordinator._parts = parts
-    coordinator._order = list(parts)
-    coordinator._rotation = 0
-    shares = {p.tp.partition: n for p, n in coordinator._plan(30)}
-    assert shares == {0: 9, 1: 9, 2: 8, 3: 4} or sorted(shares.values()) == [4, 8, 9, 9]
-    shares = {p.tp.partition: n for p, n in coordinator._plan(3)}
-    assert sorted(shares.values()) == [1, 1, 1]
-    assert sum(n for _, n in coordinator._plan(1000)) == 304
+    held = HeldRecords()
+    held.add(
+        streamhouse.RecordBatch("t", p, 0, [0] * n, [None] * n, [b""] * n)
+        for p, n in enumerate([100, 100, 100, 4])
+    )
+    first = shares(held, 30)
+    assert first == {0: 9, 1: 9, 2: 8, 3: 4} or sorted(first.values()) == [4, 8, 9, 9]
+    assert sorted(shares(held, 3).values()) == [1, 1, 1]
+    assert sum(shares(held, 1000).values()) == 304 - 30 - 3
 
 
 async def test_cancelled_polls_lose_and_repeat_nothing(stores: Stores) -> None:

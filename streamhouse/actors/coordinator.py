@@ -6,10 +6,11 @@ delivered, and whether it is paused. It answers every request of the facade
 and receives every message of the readers, from one inbox, one at a time, so
 no state is ever shared.
 
-Delivery: a poll is answered with up to ``max_records`` records taken fairly
-across partitions that have some. The answer goes over a capacity-0 channel:
-positions move only once the facade has taken the records. If the facade was
-cancelled, the send fails and the records stay for the next poll.
+Delivery: a poll is answered with every block waiting for a partition that
+is not paused; the facade holds them and shares them out to the
+application's polls (``_held``). The answer goes over a capacity-0 channel:
+positions move only once the facade has taken the blocks. If the facade was
+cancelled, the send fails and the blocks stay for the next poll.
 
 Commits: ``commit()`` writes every position that differs from its committed
 offset (backwards too, after a seek). Auto-commit writes, at each interval,
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import collections
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -36,7 +37,6 @@ from .._errors import (
     StreamHouseError,
 )
 from .._metastore import MetadataStore, PartitionState, TopicPartition
-from .._records import ConsumedRecord, RecordBatch, fair_shares
 from .cache import CacheClient
 from .messages import (
     CREDIT,
@@ -79,14 +79,10 @@ class _Partition:
     high_watermark: int
     epoch: int = 0
     pending: collections.deque[Batch] = attrs.Factory(collections.deque)
-    taken: int = 0  # records of pending[0] already delivered
     paused: bool = False
     waiting_at: int | None = None  # the reader waits at this offset for data
     scope: anyio.CancelScope | None = None
     control: MemoryObjectSendStream[str] | None = None
-
-    def buffered(self) -> int:
-        return sum(len(b.records) for b in self.pending) - self.taken
 
 
 def resolve_start(
@@ -149,8 +145,6 @@ class Coordinator:
             )
             for s in states
         }
-        self._order = list(self._parts)
-        self._rotation = 0
         self._polls: collections.deque[Poll] = collections.deque()
         self._last_poll_positions: dict[TopicPartition, int] | None = None
         self._next_auto_commit = math.inf
@@ -206,7 +200,6 @@ class Coordinator:
             part.control.close()
         part.epoch += 1
         part.pending.clear()
-        part.taken = 0
         part.waiting_at = None
         depth = self._settings.prefetch_batches
         control, control_receive = anyio.create_memory_object_stream[str](depth + 2)
@@ -384,81 +377,18 @@ class Coordinator:
                 self._polls.popleft()
                 await self._reply(poll.reply, self._error)
                 continue
-            plan = self._plan(poll.max_records)
-            if not plan and anyio.current_time() < poll.deadline:
+            ready = [p for p in self._parts.values() if p.pending and not p.paused]
+            if not ready and anyio.current_time() < poll.deadline:
                 return
             self._polls.popleft()
-            answer: list[ConsumedRecord] | list[RecordBatch]
-            if poll.max_batches is None:
-                answer = self._records(plan)
-            else:
-                answer, plan = self._batches(plan, poll.max_batches)
-            if await self._reply(poll.reply, answer):
-                self._advance(plan)
-
-    def _plan(self, max_records: int) -> list[tuple[_Partition, int]]:
-        """How many records to take from which partitions: fair shares."""
-        ready = [
-            self._parts[tp]
-            for tp in self._order[self._rotation :] + self._order[: self._rotation]
-            if not self._parts[tp].paused and self._parts[tp].pending
-        ]
-        if not ready:
-            return []
-        self._rotation = (self._rotation + 1) % len(self._order)
-        shares = fair_shares([p.buffered() for p in ready], max_records)
-        return [(p, n) for p, n in zip(ready, shares, strict=True) if n]
-
-    @staticmethod
-    def _records(plan: Iterable[tuple[_Partition, int]]) -> list[ConsumedRecord]:
-        out: list[ConsumedRecord] = []
-        for part, count in plan:
-            index, taken = 0, part.taken
-            while count:
-                batch = part.pending[index].records
-                chunk = batch.records(taken, taken + count)
-                out += chunk
-                count -= len(chunk)
-                index, taken = index + 1, 0
-        return out
-
-    @staticmethod
-    def _batches(
-        plan: Iterable[tuple[_Partition, int]], max_batches: int
-    ) -> tuple[list[RecordBatch], list[tuple[_Partition, int]]]:
-        """The plan's records as RecordBatches, at most ``max_batches`` of them.
-
-        Returns the batches and the plan cut down to what they hold.
-        """
-        out: list[RecordBatch] = []
-        kept: list[tuple[_Partition, int]] = []
-        for part, count in plan:
-            index, taken, given = 0, part.taken, 0
-            while count and len(out) < max_batches:
-                chunk = part.pending[index].records.slice(taken, taken + count)
-                out.append(chunk)
-                count -= len(chunk)
-                given += len(chunk)
-                index, taken = index + 1, 0
-            if given:
-                kept.append((part, given))
-        return out, kept
-
-    @staticmethod
-    def _advance(plan: Iterable[tuple[_Partition, int]]) -> None:
-        for part, count in plan:
-            while count:
-                batch = part.pending[0]
-                take = min(count, len(batch.records) - part.taken)
-                part.taken += take
-                count -= take
-                part.position = batch.records.first_offset + part.taken
-                if part.taken == len(batch.records):
-                    part.pending.popleft()
-                    part.taken = 0
-                    part.position = batch.next_offset
+            blocks = [batch.records for p in ready for batch in p.pending]
+            if await self._reply(poll.reply, blocks):
+                for part in ready:
+                    part.position = part.pending[-1].records.next_offset
                     assert part.control is not None
-                    part.control.send_nowait(CREDIT)
+                    for _ in part.pending:
+                        part.control.send_nowait(CREDIT)
+                    part.pending.clear()
 
     # -- commits -----------------------------------------------------------------
 

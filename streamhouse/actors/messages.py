@@ -44,12 +44,11 @@ def drain(inbox: MemoryObjectReceiveStream[Any]) -> None:
 
 @attrs.frozen
 class Batch:
-    """One block of one partition, as columns; the reader continues at ``next_offset``."""
+    """One block of one partition, as columns; the reader continues after it."""
 
     tp: TopicPartition
     epoch: int
     records: RecordBatch
-    next_offset: int
 
 
 @attrs.frozen
@@ -87,12 +86,10 @@ WAKE = "wake"  # the high watermark moved past where the reader waits
 
 @attrs.frozen
 class Poll:
-    """Deliver up to ``max_records`` records, or ``max_batches`` RecordBatches if set."""
+    """Deliver every waiting block, as RecordBatches; wait until ``deadline`` for one."""
 
-    max_records: int
     deadline: float
     reply: Reply
-    max_batches: int | None = None
 
 
 @attrs.frozen

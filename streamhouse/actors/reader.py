@@ -93,7 +93,7 @@ class _Reader:
             block.timestamps, block.keys, block.values, block.headers,
         )  # fmt: skip
         await self.take_credit()
-        await self.out.send(Batch(self.tp, self.epoch, records, records.next_offset))
+        await self.out.send(Batch(self.tp, self.epoch, records))
         return records.next_offset
 
     async def run(self, offset: int) -> None:
