@@ -143,14 +143,26 @@ async def test_a_start_inside_a_large_segment_fetches_the_index_and_needed_block
     await meta.aclose()
 
 
-async def test_sequential_reads_prefetch_the_next_segment(tmp_path: Path) -> None:
-    """Each segment is fetched once, and every one after the first was asked for ahead."""
+async def segments_in(
+    tmp_path: Path, count: int, records: int
+) -> tuple[CountingStore, SQLiteMetadataStore]:
+    """Topic "t" of one partition holding ``count`` segments of ``records`` records each.
+
+    The store's GET log starts empty.
+    """
     store = CountingStore(LocalObjectStore(tmp_path / "objects"))
     meta = SQLiteMetadataStore(tmp_path / "m.db")
     await meta.create_topic("t", 1)
     async with open_producer(storage=store, metadata=meta, linger=0) as producer:
-        for i in range(5):
-            await producer.send_batch("t", [b"%d" % i] * 100)
+        for i in range(count):
+            await producer.send_batch("t", [b"%d" % i] * records)
+    store.gets.clear()
+    return store, meta
+
+
+async def test_sequential_reads_prefetch_the_next_segment(tmp_path: Path) -> None:
+    """Each segment is fetched once, and every one after the first was asked for ahead."""
+    store, meta = await segments_in(tmp_path, 5, 100)
     async with open_consumer("t", storage=store, metadata=meta, offset_reset="earliest") as c:
         records = []
         with anyio.fail_after(10):
@@ -165,13 +177,7 @@ async def test_sequential_reads_prefetch_the_next_segment(tmp_path: Path) -> Non
 
 async def test_read_ahead_is_bounded_however_large_the_backlog(tmp_path: Path) -> None:
     """With nothing delivered, a reader fetches only its prefetch depth ahead."""
-    store = CountingStore(LocalObjectStore(tmp_path / "objects"))
-    meta = SQLiteMetadataStore(tmp_path / "m.db")
-    await meta.create_topic("t", 1)
-    async with open_producer(storage=store, metadata=meta, linger=0) as producer:
-        for i in range(30):
-            await producer.send_batch("t", [b"%d" % i] * 50)
-    store.gets.clear()
+    store, meta = await segments_in(tmp_path, 30, 50)
     tp = TopicPartition("t", 0)
     async with open_consumer(tp, storage=store, metadata=meta, offset_reset="earliest",
                              prefetch_batches=2) as consumer:  # fmt: skip
@@ -213,13 +219,7 @@ async def test_a_range_asked_for_again_at_once_is_not_fetched_again(tmp_path: Pa
 
 async def test_without_a_cache_budget_each_segment_is_fetched_once(tmp_path: Path) -> None:
     """Read-ahead that the budget cannot cache is kept in memory, not fetched twice."""
-    store = CountingStore(LocalObjectStore(tmp_path / "objects"))
-    meta = SQLiteMetadataStore(tmp_path / "m.db")
-    await meta.create_topic("t", 1)
-    async with open_producer(storage=store, metadata=meta, linger=0) as producer:
-        for i in range(6):
-            await producer.send_batch("t", [b"%d" % i] * 100)
-    store.gets.clear()
+    store, meta = await segments_in(tmp_path, 6, 100)
     async with open_consumer("t", storage=store, metadata=meta, offset_reset="earliest",
                              cache_size_bytes=0) as consumer:  # fmt: skip
         seen = 0
