@@ -45,6 +45,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import _repo  # noqa: F401  (puts tests/ on the path)
 import anyio
 import httpx
 import httpx_auth
@@ -62,7 +63,7 @@ from streamhouse import (
     open_consumer,
     open_producer,
 )
-from streamhouse._seaweed import S3Server, running_seaweedfs
+from tests.servers.seaweed import S3Server, running_seaweedfs
 
 MB = 1e6
 SEND_BATCH = 20_000

@@ -29,7 +29,7 @@ from typing import Any
 
 from aiokafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
 
-from streamhouse._segment import Codec, encode_segment, iter_segment
+from streamhouse._codec import Codec, encode_segment, iter_segment
 
 AIOKAFKA_CODEC = {Codec.NONE: 0, Codec.LZ4: 3, Codec.ZSTD: 4}
 BLOCK_BYTES = 1 << 20

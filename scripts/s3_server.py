@@ -14,7 +14,9 @@ import tempfile
 import threading
 from pathlib import Path
 
-from streamhouse._seaweed import running_seaweedfs
+import _repo  # noqa: F401  (puts tests/ on the path)
+
+from tests.servers.seaweed import running_seaweedfs
 
 
 def main() -> None:

@@ -6,10 +6,12 @@ private ``_*`` modules and may change without notice.
 
 from ._admin import Admin as Admin
 from ._admin import GroupPartitionLag as GroupPartitionLag
-from ._admin import OffsetReset as OffsetReset
 from ._admin import PartitionDescription as PartitionDescription
 from ._admin import TopicDescription as TopicDescription
 from ._admin import open_admin as open_admin
+from ._config import metadata_store_from_url as metadata_store_from_url
+from ._config import object_store_from_url as object_store_from_url
+from ._consumer import CacheStats as CacheStats
 from ._consumer import Consumer as Consumer
 from ._consumer import open_consumer as open_consumer
 from ._errors import ClosedError as ClosedError
@@ -31,27 +33,27 @@ from ._errors import StorageUnavailableError as StorageUnavailableError
 from ._errors import StreamHouseError as StreamHouseError
 from ._errors import TopicExistsError as TopicExistsError
 from ._errors import TopicNotFoundError as TopicNotFoundError
-from ._metastore import MetadataStore as MetadataStore
-from ._metastore import TopicInfo as TopicInfo
-from ._metastore import TopicPartition as TopicPartition
-from ._metastore import metadata_store_from_url as metadata_store_from_url
-from ._metastore_sqlite import SQLiteMetadataStore as SQLiteMetadataStore
-from ._objectstore import LocalObjectStore as LocalObjectStore
-from ._objectstore import ObjectInfo as ObjectInfo
-from ._objectstore import ObjectStore as ObjectStore
-from ._objectstore import object_store_from_url as object_store_from_url
+from ._metadata.protocol import MetadataStore as MetadataStore
+from ._metadata.protocol import TopicInfo as TopicInfo
+from ._metadata.sqlite import SQLiteMetadataStore as SQLiteMetadataStore
 from ._producer import Producer as Producer
 from ._producer import open_producer as open_producer
-from ._producer_batch import RecordMetadata as RecordMetadata
-from ._producer_batch import SendBatchResult as SendBatchResult
-from ._records import ConsumedRecord as ConsumedRecord
-from ._records import RecordBatch as RecordBatch
-from ._s3 import RetryPolicy as RetryPolicy
-from ._s3 import S3ObjectStore as S3ObjectStore
+from ._retry import RetryPolicy as RetryPolicy
+from ._storage.local import LocalObjectStore as LocalObjectStore
+from ._storage.protocol import ObjectInfo as ObjectInfo
+from ._storage.protocol import ObjectStore as ObjectStore
+from ._storage.s3 import S3ObjectStore as S3ObjectStore
+from ._types import ConsumedRecord as ConsumedRecord
+from ._types import OffsetReset as OffsetReset
+from ._types import RecordBatch as RecordBatch
+from ._types import RecordMetadata as RecordMetadata
+from ._types import SendBatchResult as SendBatchResult
+from ._types import TopicPartition as TopicPartition
 from ._version import __version__ as __version__
 
 __all__ = [
     "Admin",
+    "CacheStats",
     "ClosedError",
     "ConfigurationError",
     "ConsumedRecord",

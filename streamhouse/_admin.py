@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import enum
 import time
 from collections.abc import AsyncIterator, Sequence
 
@@ -11,38 +10,19 @@ import attrs
 
 from ._config import open_stores
 from ._errors import InvalidArgumentError
-from ._metastore import MetadataStore, PartitionState, TopicInfo, TopicPartition
+from ._metadata.protocol import MetadataStore, PartitionState, TopicInfo
 from ._names import check_group_id, check_topic_name
-from ._objectstore import ObjectStore
-from ._producer_batch import OBJECT_PREFIX, object_key_time
+from ._storage.keys import OBJECT_PREFIX, object_key_time
+from ._storage.protocol import ObjectStore
+from ._types import OffsetReset, TopicPartition
 
 __all__ = [
     "Admin",
     "GroupPartitionLag",
-    "OffsetReset",
     "PartitionDescription",
     "TopicDescription",
     "open_admin",
 ]
-
-
-class OffsetReset(enum.Enum):
-    """Where to start when there is no valid position: Kafka's auto.offset.reset."""
-
-    EARLIEST = "earliest"
-    LATEST = "latest"
-    NONE = "none"
-
-    @classmethod
-    def parse(cls, value: OffsetReset | str) -> OffsetReset:
-        if isinstance(value, OffsetReset):
-            return value
-        try:
-            return cls(str(value).lower())
-        except ValueError:
-            raise InvalidArgumentError(
-                f"offset reset must be 'earliest', 'latest' or 'none', not {value!r}"
-            ) from None
 
 
 @attrs.frozen

@@ -1,4 +1,8 @@
-"""Where the stores come from when the user does not say: the embedded default.
+"""URLs -> stores: the one module that knows every backend.
+
+``object_store_from_url`` and ``metadata_store_from_url`` turn URLs into
+stores; protocol modules never import their implementations, so the
+factories live here, above both.
 
 ``storage=`` takes an ObjectStore or a URL, ``metadata=`` a MetadataStore or
 a URL. With neither given, both live in one local data directory,
@@ -11,14 +15,18 @@ from __future__ import annotations
 
 import contextlib
 import os
+import urllib.parse
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from ._metastore import MetadataStore, metadata_store_from_url
-from ._metastore_sqlite import SQLiteMetadataStore
-from ._objectstore import LocalObjectStore, ObjectStore, object_store_from_url
+from ._errors import ConfigurationError
+from ._metadata.protocol import MetadataStore
+from ._metadata.sqlite import SQLiteMetadataStore
+from ._storage.local import LocalObjectStore
+from ._storage.protocol import ObjectStore
+from ._storage.s3 import S3ObjectStore
 
-__all__ = ["data_home", "open_stores"]
+__all__ = ["data_home", "metadata_store_from_url", "object_store_from_url", "open_stores"]
 
 
 def data_home() -> Path:
@@ -49,3 +57,80 @@ async def open_stores(
     finally:
         for store in reversed(owned):
             await store.aclose()
+
+
+def object_store_from_url(
+    url: str,
+    *,
+    endpoint: str | None = None,
+    region: str | None = None,
+    access_key: str | None = None,
+    secret_key: str | None = None,
+) -> ObjectStore:
+    """Build a store from ``s3://bucket/prefix`` or ``file:///path``.
+
+    For S3, arguments win over the environment variables AWS's own SDKs read:
+    ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``, ``AWS_REGION`` /
+    ``AWS_DEFAULT_REGION``, ``AWS_ACCESS_KEY_ID`` and ``AWS_SECRET_ACCESS_KEY``.
+
+    Raises:
+        ConfigurationError: the URL or a credential is missing or malformed.
+    """
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme == "file":
+        if parsed.netloc not in ("", "localhost"):
+            raise ConfigurationError(f"file URL {url!r} must be file:///absolute/path")
+        path = urllib.parse.unquote(parsed.path)
+        if not path:
+            raise ConfigurationError(f"file URL {url!r} has no path")
+        return LocalObjectStore(Path(path))
+    if parsed.scheme == "s3":
+        bucket = parsed.netloc
+        if not bucket:
+            raise ConfigurationError(f"S3 URL {url!r} has no bucket; use s3://bucket/prefix")
+        env = os.environ
+        endpoint = endpoint or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+        region = region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1"
+        access_key = access_key or env.get("AWS_ACCESS_KEY_ID")
+        secret_key = secret_key or env.get("AWS_SECRET_ACCESS_KEY")
+        if not access_key or not secret_key:
+            raise ConfigurationError(
+                "S3 needs credentials: pass access_key and secret_key, or set "
+                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+            )
+        if not endpoint:
+            endpoint = f"https://s3.{region}.amazonaws.com"
+        return S3ObjectStore(
+            bucket=bucket,
+            prefix=parsed.path.strip("/"),
+            endpoint=endpoint,
+            region=region,
+            access_key=access_key,
+            secret_key=secret_key,
+        )
+    raise ConfigurationError(
+        f"unsupported storage URL {url!r}; use s3://bucket/prefix or file:///path"
+    )
+
+
+def metadata_store_from_url(url: str) -> MetadataStore:
+    """Build a store from ``sqlite:///relative.db`` or ``sqlite:////absolute.db``.
+
+    Raises:
+        ConfigurationError: the URL is malformed or of an unknown kind.
+    """
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme == "sqlite":
+        if parsed.netloc:
+            raise ConfigurationError(
+                f"SQLite URL {url!r} has a host; use sqlite:///relative.db or sqlite:////abs.db"
+            )
+        path = urllib.parse.unquote(parsed.path)[1:]  # the third slash separates
+        if not path:
+            raise ConfigurationError(f"SQLite URL {url!r} has no path")
+        return SQLiteMetadataStore(Path(path))
+    if parsed.scheme in ("postgres", "postgresql"):
+        raise ConfigurationError(
+            "the PostgreSQL metadata store is not available yet; use sqlite:///"
+        )
+    raise ConfigurationError(f"unsupported metadata URL {url!r}; use sqlite:///path/to/meta.db")

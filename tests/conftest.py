@@ -1,29 +1,33 @@
-"""Fixtures shared by the test suite: the S3 server, stores on it, clients.
+"""Fixtures shared by the whole suite: the backend, the S3 server, stores.
 
 The S3 server is a private SeaweedFS started once per session on free
 loopback ports and stopped by its pid. Setting STREAMHOUSE_TEST_S3_ENDPOINT
 (with STREAMHOUSE_TEST_S3_ACCESS_KEY and STREAMHOUSE_TEST_S3_SECRET_KEY) runs
 the same tests against any other S3 server, MinIO for one, instead.
+
+Backends: the public API (the consumer, producer and admin folders) runs
+under trio and asyncio alike, every test of it twice; a test on virtual time
+(``autojump_clock``) runs under trio, whose MockClock it needs; the lower
+layers run under trio, StreamHouse's primary backend.
 """
 
 from __future__ import annotations
 
 import os
-import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import httpx
 import hypothesis
 import minio
 import pytest
 import trio
 import trio.testing
 
-from streamhouse import LocalObjectStore, ObjectStore, S3ObjectStore, SQLiteMetadataStore
-from streamhouse._s3 import RetryPolicy
-from streamhouse._seaweed import S3Server, running_seaweedfs
+from streamhouse import LocalObjectStore, ObjectStore, SQLiteMetadataStore
+
+from .helpers import BUCKET, Stores, make_s3_store, minio_client
+from .servers.seaweed import S3Server, running_seaweedfs
 
 # Generating large examples can be slow on a loaded 2-core machine; that is
 # not what the properties test, so the health check that fails on it is off,
@@ -35,8 +39,16 @@ hypothesis.settings.register_profile(
 )
 hypothesis.settings.load_profile("streamhouse")
 
-BUCKET = "streamhouse-test"
-FAST_RETRY = RetryPolicy(attempts=3, base_delay=0.01)
+_BOTH_BACKENDS = frozenset({"consumer", "producer", "admin"})
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Choose each async test's backends (see the module docstring)."""
+    if "anyio_backend" not in metafunc.fixturenames:
+        return
+    layer = Path(str(metafunc.definition.path)).parent.name
+    both = layer in _BOTH_BACKENDS and "autojump_clock" not in metafunc.fixturenames
+    metafunc.parametrize("anyio_backend", ["trio", "asyncio"] if both else ["trio"], indirect=True)
 
 
 @pytest.fixture
@@ -47,13 +59,12 @@ def autojump_clock() -> trio.testing.MockClock:
 
 @pytest.fixture
 def anyio_backend(request: pytest.FixtureRequest) -> object:
-    """Run async tests under trio, StreamHouse's primary backend.
-
-    A test that asks for ``autojump_clock`` runs on that virtual clock.
-    """
-    if "autojump_clock" in request.fixturenames:
+    """The backend chosen by ``pytest_generate_tests``; trio runs on the
+    virtual clock when the test asks for ``autojump_clock``."""
+    backend = str(getattr(request, "param", "trio"))
+    if backend == "trio" and "autojump_clock" in request.fixturenames:
         return ("trio", {"clock": request.getfixturevalue("autojump_clock")})
-    return "trio"
+    return backend
 
 
 @pytest.fixture(scope="session")
@@ -74,17 +85,6 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         yield server
 
 
-def minio_client(server: S3Server) -> minio.Minio:
-    parsed = urllib.parse.urlsplit(server.endpoint)
-    return minio.Minio(
-        parsed.netloc,
-        access_key=server.access_key,
-        secret_key=server.secret_key,
-        secure=parsed.scheme == "https",
-        region=server.region,
-    )
-
-
 def _ensure_bucket(server: S3Server) -> None:
     client = minio_client(server)
     if not client.bucket_exists(BUCKET):
@@ -95,27 +95,6 @@ def _ensure_bucket(server: S3Server) -> None:
 def minio_s3(s3_server: S3Server) -> minio.Minio:
     """The independent S3 client that checks what the project wrote."""
     return minio_client(s3_server)
-
-
-def make_s3_store(
-    server: S3Server,
-    prefix: str,
-    *,
-    retry: RetryPolicy = FAST_RETRY,
-    transport: httpx.AsyncBaseTransport | None = None,
-    secret_key: str | None = None,
-    bucket: str = BUCKET,
-) -> S3ObjectStore:
-    return S3ObjectStore(
-        bucket=bucket,
-        prefix=prefix,
-        endpoint=server.endpoint,
-        region=server.region,
-        access_key=server.access_key,
-        secret_key=secret_key or server.secret_key,
-        retry=retry,
-        transport=transport,
-    )
 
 
 @pytest.fixture
@@ -145,3 +124,9 @@ async def meta(tmp_path: Path) -> AsyncIterator[SQLiteMetadataStore]:
     store = SQLiteMetadataStore(tmp_path / "meta.db")
     yield store
     await store.aclose()
+
+
+@pytest.fixture
+def stores(store: ObjectStore, meta: SQLiteMetadataStore) -> Stores:
+    """An object store (local and S3) and a metadata store."""
+    return Stores(store, meta)

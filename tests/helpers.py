@@ -1,15 +1,108 @@
-"""Test helpers: a reference reader and scripted doubles at the I/O seams."""
+"""Test helpers: stores on the test servers, a reference reader, scripted
+doubles at the I/O seams, and the few steps many tests share."""
 
 from __future__ import annotations
 
+import contextlib
+import urllib.parse
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
-from streamhouse import MetadataStore, ObjectStore, StorageUnavailableError
+import anyio
+import httpx
+import minio
+
+from streamhouse import (
+    ConsumedRecord,
+    Consumer,
+    MetadataStore,
+    ObjectStore,
+    Producer,
+    S3ObjectStore,
+    StorageUnavailableError,
+    open_consumer,
+    open_producer,
+)
+from streamhouse._codec import iter_segment
 from streamhouse._errors import MetadataUnavailableError
-from streamhouse._metastore import SegmentInfo, SegmentSpec
-from streamhouse._objectstore import ObjectInfo
-from streamhouse._segment import iter_segment
+from streamhouse._metadata.protocol import SegmentInfo, SegmentSpec
+from streamhouse._retry import RetryPolicy
+from streamhouse._storage.protocol import ObjectInfo
+
+from .servers.seaweed import S3Server
+
+BUCKET = "streamhouse-test"
+FAST_RETRY = RetryPolicy(attempts=3, base_delay=0.01)
+
+
+def minio_client(server: S3Server) -> minio.Minio:
+    """The independent S3 client that checks what the project wrote."""
+    parsed = urllib.parse.urlsplit(server.endpoint)
+    return minio.Minio(
+        parsed.netloc,
+        access_key=server.access_key,
+        secret_key=server.secret_key,
+        secure=parsed.scheme == "https",
+        region=server.region,
+    )
+
+
+def make_s3_store(
+    server: S3Server,
+    prefix: str,
+    *,
+    retry: RetryPolicy = FAST_RETRY,
+    transport: httpx.AsyncBaseTransport | None = None,
+    secret_key: str | None = None,
+    bucket: str = BUCKET,
+) -> S3ObjectStore:
+    return S3ObjectStore(
+        bucket=bucket,
+        prefix=prefix,
+        endpoint=server.endpoint,
+        region=server.region,
+        access_key=server.access_key,
+        secret_key=secret_key or server.secret_key,
+        retry=retry,
+        transport=transport,
+    )
+
+
+class Stores(NamedTuple):
+    """An object store and a metadata store, and clients opened on both."""
+
+    storage: ObjectStore
+    meta: MetadataStore
+
+    def consumer(
+        self, topics: Any, **kwargs: Any
+    ) -> contextlib.AbstractAsyncContextManager[Consumer]:
+        return open_consumer(topics, storage=self.storage, metadata=self.meta, **kwargs)
+
+    def producer(self, **kwargs: Any) -> contextlib.AbstractAsyncContextManager[Producer]:
+        return open_producer(storage=self.storage, metadata=self.meta, **kwargs)
+
+
+async def produce(stores: Stores, topic: str, partition: int, count: int, start: int = 0) -> None:
+    """Write ``count`` records ``<topic>-<partition>-<i>`` (keys ``k<i>``) to a partition."""
+    async with stores.producer(linger=0) as producer:
+        numbers = range(start, start + count)
+        await producer.send_batch(
+            topic,
+            [b"%s-%d-%d" % (topic.encode(), partition, i) for i in numbers],
+            keys=[b"k%d" % i for i in numbers],
+            partition=partition,
+        )
+
+
+async def poll_until(consumer: Consumer, count: int) -> list[ConsumedRecord]:
+    """Poll until ``count`` records came, within 30 s."""
+    got: list[ConsumedRecord] = []
+    with anyio.fail_after(30):
+        while len(got) < count:
+            got += await consumer.poll(timeout=5)
+    return got
+
 
 Row = tuple[int, int, bytes | None, bytes | None, tuple[tuple[str, bytes], ...]]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from streamhouse._segment import Codec
+from streamhouse._codec import Codec
 
 timestamps = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 fields = st.one_of(st.none(), st.binary(max_size=64), st.binary(min_size=4000, max_size=6000))

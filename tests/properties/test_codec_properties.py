@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from streamhouse import CorruptDataError
-from streamhouse._segment import (
+from streamhouse._codec import (
     BLOCK_HEADER_SIZE,
     decode_block,
     decode_segment,

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamhouse import SQLiteMetadataStore
-from streamhouse._metastore import SegmentInfo, SegmentSpec
+from streamhouse._metadata.protocol import SegmentInfo, SegmentSpec
 
 from .strategies import segment_plans
 
@@ -72,7 +72,7 @@ _WRITER = textwrap.dedent(
     """
     import json, sys, trio
     from streamhouse import SQLiteMetadataStore
-    from streamhouse._metastore import SegmentSpec
+    from streamhouse._metadata.protocol import SegmentSpec
 
     async def main(path, name, plan):
         store = SQLiteMetadataStore(path)

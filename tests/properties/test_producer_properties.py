@@ -167,6 +167,6 @@ def _murmur2_as_in_kafka(data: bytes) -> int:
 
 @given(key=st.binary(max_size=64))
 def test_murmur2_matches_kafkas_transcription(key: bytes) -> None:
-    from streamhouse._partitioner import murmur2
+    from streamhouse._producer.partitioner import murmur2
 
     assert murmur2(key) == _murmur2_as_in_kafka(key)

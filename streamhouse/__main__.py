@@ -1,0 +1,7 @@
+"""``python -m streamhouse``: the ``streamhouse`` command."""
+
+import sys
+
+from ._cli import main
+
+sys.exit(main())

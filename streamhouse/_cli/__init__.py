@@ -1,0 +1,3 @@
+"""The ``streamhouse`` command."""
+
+from .main import main as main

@@ -1,0 +1,93 @@
+"""The ObjectStore protocol: what StreamHouse needs of an object store.
+
+An object store holds immutable objects under string keys. StreamHouse needs
+five operations of it and nothing else: get (whole or a byte range), put
+(optionally only if the key is free), head, list by prefix, delete. Both
+implementations (``local`` and ``s3``) give them the same semantics, and one test suite runs against
+both:
+
+- ``get(key, start, end)`` returns bytes ``[start, end)``, clipped at the end
+  of the object; a missing key raises ObjectNotFoundError; a ``start`` at or
+  past the end of a non-empty object raises StorageError.
+- ``put(key, data, if_absent=True)`` creates the key only if it is free and
+  raises ObjectExistsError otherwise; without ``if_absent`` it replaces.
+- ``delete`` of a missing key is not an error (S3 semantics).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Protocol, TypeVar, runtime_checkable
+
+import attrs
+
+from .._errors import (
+    InvalidArgumentError,
+)
+
+__all__ = ["MAX_KEY_LENGTH", "ObjectInfo", "ObjectStore", "check_key", "check_range"]
+
+MAX_KEY_LENGTH = 1024
+
+T = TypeVar("T")
+
+
+@attrs.frozen
+class ObjectInfo:
+    """What a head or list tells about one object."""
+
+    key: str
+    size: int
+    etag: str | None = None
+
+
+@runtime_checkable
+class ObjectStore(Protocol):
+    """Immutable objects under string keys (see the module docstring)."""
+
+    async def get(self, key: str, start: int = 0, end: int | None = None) -> bytes:
+        """Return bytes ``[start, end)`` of the object (clipped at its end)."""
+        ...
+
+    async def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
+        """Store ``data`` under ``key``; with ``if_absent``, only if it is free."""
+        ...
+
+    async def head(self, key: str) -> ObjectInfo:
+        """Return the object's size and etag."""
+        ...
+
+    def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+        """Yield every object whose key starts with ``prefix``, in key order."""
+        ...
+
+    async def delete(self, key: str) -> None:
+        """Delete the object; a missing key is not an error."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections and threads."""
+        ...
+
+
+def check_key(key: object) -> str:
+    """Return ``key`` if it is a safe object key, else raise InvalidArgumentError.
+
+    Keys are relative, '/'-separated, with no empty, ``.`` or ``..`` parts, so
+    that no key can escape a local store's directory or an S3 prefix.
+    """
+    if not isinstance(key, str) or not key:
+        raise InvalidArgumentError(f"object key must be a non-empty str, not {key!r}")
+    if len(key) > MAX_KEY_LENGTH:
+        raise InvalidArgumentError(f"object key is {len(key)} characters; the limit is 1024")
+    parts = key.split("/")
+    if any(p in ("", ".", "..") for p in parts) or "\\" in key or "\x00" in key:
+        raise InvalidArgumentError(f"object key {key!r} has an empty, '.' or '..' part")
+    if parts[-1].startswith(".tmp-"):
+        raise InvalidArgumentError(f"object key {key!r} uses the reserved prefix '.tmp-'")
+    return key
+
+
+def check_range(key: str, start: int, end: int | None) -> None:
+    if start < 0 or (end is not None and end < start):
+        raise InvalidArgumentError(f"bad byte range [{start}, {end}) for {key!r}")

@@ -1,1 +1,0 @@
-"""The consumer's runtime: coordinator, reader and cache actors on one nursery."""
