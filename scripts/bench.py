@@ -1,7 +1,7 @@
 """StreamHouse's speed beside the anchors, in one run, against a private SeaweedFS.
 
-    python scripts/bench.py [--records N] [--json]     # the targets (about 2 min)
-    python scripts/bench.py --scaling [--json]         # how cost grows (about 3 min)
+    python scripts/bench.py [--records N] [--json]     # the targets (75 s here)
+    python scripts/bench.py --scaling [--json]         # how cost grows (55 s here)
 
 Needs the bench extra: ``pip install -e '.[bench]'``. Every figure comes
 from this run, on the same records: 16-byte keys, 100-byte values, lz4, one
@@ -29,24 +29,25 @@ line of JSON with every figure.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import inspect
 import json
 import math
+import multiprocessing
 import os
 import platform
 import random
 import shutil
 import statistics
 import struct
-import subprocess
-import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import _repo  # noqa: F401  (puts tests/ on the path)
-import anyio
+import attrs
 import httpx
 import httpx_auth
 import trio
@@ -85,18 +86,26 @@ def percentile(samples: list[float], q: float) -> float:
 
 def s3_store(server: S3Server, prefix: str) -> S3ObjectStore:
     return S3ObjectStore(
-        bucket="bench", prefix=prefix, endpoint=server.endpoint, region=server.region,
-        access_key=server.access_key, secret_key=server.secret_key,
-    )  # fmt: skip
+        bucket="bench",
+        prefix=prefix,
+        endpoint=server.endpoint,
+        region=server.region,
+        access_key=server.access_key,
+        secret_key=server.secret_key,
+    )
 
 
 # -- produce ------------------------------------------------------------------------
 
 
 async def produce(
-    store: S3ObjectStore, meta: SQLiteMetadataStore, topic: str, partitions: int,
-    keys: list[bytes], values: list[bytes],
-) -> float:  # fmt: skip
+    store: S3ObjectStore,
+    meta: SQLiteMetadataStore,
+    topic: str,
+    partitions: int,
+    keys: list[bytes],
+    values: list[bytes],
+) -> float:
     """Write every record with send_batch from many tasks; return the seconds taken."""
     await meta.create_topic(topic, partitions)
     chunks = [
@@ -159,9 +168,20 @@ async def send_one_by_one(
 
 # -- consume ------------------------------------------------------------------------
 
+Consume = Callable[[Consumer, int], Awaitable[float]]
 
-async def consume(consumer: Consumer, count: int, *, batches: bool = False) -> float:
-    """Seconds to take ``count`` records through poll(), or poll_batches() if ``batches``."""
+
+async def consume_records(consumer: Consumer, count: int) -> float:
+    """Seconds to take ``count`` records through poll()."""
+    return await _consume(consumer, count, batches=False)
+
+
+async def consume_batches(consumer: Consumer, count: int) -> float:
+    """Seconds to take ``count`` records through poll_batches()."""
+    return await _consume(consumer, count, batches=True)
+
+
+async def _consume(consumer: Consumer, count: int, *, batches: bool) -> float:
     start = time.perf_counter()
     seen = 0
     while seen < count:
@@ -175,12 +195,24 @@ async def consume(consumer: Consumer, count: int, *, batches: bool = False) -> f
     return time.perf_counter() - start
 
 
-async def consume_records(consumer: Consumer, count: int) -> float:
-    return await consume(consumer, count)
+@attrs.frozen
+class WarmReads:
+    """Best warm rates, every segment in the disk cache."""
+
+    records_per_s: int
+    batches_per_s: int
 
 
-async def consume_batches(consumer: Consumer, count: int) -> float:
-    return await consume(consumer, count, batches=True)
+async def warm_reads(topic: str, n: int, options: dict[str, Any], rounds: int) -> WarmReads:
+    """The one warm-read loop: poll() and poll_batches() over a filled cache, best of rounds."""
+    best = {consume_records: math.inf, consume_batches: math.inf}
+    for _ in range(rounds):
+        for consume in best:
+            async with open_consumer(topic, **options) as consumer:
+                best[consume] = min(best[consume], await consume(consumer, n))
+                stats = await consumer.cache_stats()
+            assert stats.gets == 0, "warm runs read the cache only"
+    return WarmReads(round(n / best[consume_records]), round(n / best[consume_batches]))
 
 
 def aiokafka_batches(keys: list[bytes], values: list[bytes]) -> list[bytes]:
@@ -189,9 +221,14 @@ def aiokafka_batches(keys: list[bytes], values: list[bytes]) -> list[bytes]:
     batches = []
     for lo in range(0, len(values), per_batch):
         builder = DefaultRecordBatchBuilder(
-            magic=2, compression_type=3, is_transactional=0, producer_id=-1,
-            producer_epoch=-1, base_sequence=-1, batch_size=1 << 30,
-        )  # fmt: skip
+            magic=2,
+            compression_type=3,
+            is_transactional=0,
+            producer_id=-1,
+            producer_epoch=-1,
+            base_sequence=-1,
+            batch_size=1 << 30,
+        )
         for i in range(lo, min(lo + per_batch, len(values))):
             builder.append(
                 i - lo, timestamp=1_700_000_000_000 + i, key=keys[i], value=values[i], headers=[]
@@ -218,8 +255,12 @@ def aiokafka_consumer_path(batches: list[bytes], count: int, rounds: int = 3) ->
 
 async def raw_get(server: S3Server, prefix: str, keys: list[str]) -> tuple[float, int]:
     """A streamed httpx GET of each object, one after another."""
-    auth = httpx_auth.AWS4Auth(access_id=server.access_key, secret_key=server.secret_key,
-                               region=server.region, service="s3")  # fmt: skip
+    auth = httpx_auth.AWS4Auth(
+        access_id=server.access_key,
+        secret_key=server.secret_key,
+        region=server.region,
+        service="s3",
+    )
     total = 0
     async with httpx.AsyncClient(base_url=server.endpoint, auth=auth, timeout=60) as client:
         start = time.perf_counter()
@@ -231,49 +272,64 @@ async def raw_get(server: S3Server, prefix: str, keys: list[str]) -> tuple[float
         return time.perf_counter() - start, total
 
 
+@attrs.frozen
+class ColdReads:
+    """Best cold rates in MB/s, beside the raw GET of the same objects."""
+
+    batches_mb_per_s: float
+    nocache_mb_per_s: float
+    records_mb_per_s: float
+    raw_get_mb_per_s: float
+    stored_bytes: int
+
+
+@attrs.frozen
+class ColdSetup:
+    """What a cold read needs: the stores, the objects and where caches go."""
+
+    server: S3Server
+    prefix: str
+    store: S3ObjectStore
+    meta: SQLiteMetadataStore
+    object_keys: list[str]
+    root: Path
+
+
 async def cold_reads(
-    server: S3Server,
-    prefix: str,
-    store: S3ObjectStore,
-    meta: SQLiteMetadataStore,
-    topic: str,
-    n: int,
-    object_keys: list[str],
-    root: Path,
-    rounds: int,
-    keep: Path | None = None,
-) -> dict[str, float]:
-    """Cold reads beside a raw GET, interleaved, best of ``rounds`` each (MB/s).
+    setup: ColdSetup, topic: str, n: int, rounds: int, keep: Path | None = None
+) -> ColdReads:
+    """Cold reads beside a raw GET, interleaved, best of ``rounds`` each.
 
     With the disk cache (the default) and without (``cache_size_bytes=0``),
     through ``poll_batches()``; and through ``poll()`` with the cache. The
     first cached run's directory becomes ``keep``, warm for later runs.
     """
-    best: dict[str, float] = {}
+    runs: list[tuple[str, Consume, int]] = [
+        ("batches", consume_batches, 1 << 40),
+        ("nocache", consume_batches, 0),
+        ("records", consume_records, 1 << 40),
+    ]
+    best = dict.fromkeys([name for name, _, _ in runs] + ["get"], math.inf)
     stored = 0
     for i in range(rounds):
-        runs = {
-            "consume_cold_mb_per_s": (consume_batches, None),
-            "consume_cold_nocache_mb_per_s": (consume_batches, 0),
-            "consume_cold_records_mb_per_s": (consume_records, None),
-        }
-        for name, (consume, budget) in runs.items():
-            directory = keep if (keep is not None and i == 0 and name == "consume_cold_mb_per_s") \
-                else root / f"cold-{topic}-{i}-{name}"  # fmt: skip
-            options: dict[str, Any] = {
-                "storage": store, "metadata": meta, "offset_reset": "earliest",
-                "cache_dir": directory, "cache_size_bytes": 1 << 40 if budget is None else budget,
-            }  # fmt: skip
-            async with open_consumer(topic, **options) as consumer:
-                seconds = await consume(consumer, n)
-            if directory != keep:
+        for name, consume, budget in runs:
+            keeping = keep is not None and i == 0 and name == "batches"
+            directory = keep if keep is not None and keeping else setup.root / f"cold-{i}-{name}"
+            async with open_consumer(
+                topic,
+                storage=setup.store,
+                metadata=setup.meta,
+                offset_reset="earliest",
+                cache_dir=directory,
+                cache_size_bytes=budget,
+            ) as consumer:
+                best[name] = min(best[name], await consume(consumer, n))
+            if not keeping:
                 shutil.rmtree(directory, ignore_errors=True)
-            best[name] = min(best.get(name, math.inf), seconds)
-        get_s, stored = await raw_get(server, prefix, object_keys)
-        best["raw_get_mb_per_s"] = min(best.get("raw_get_mb_per_s", math.inf), get_s)
-    out = {name: round(stored / seconds / MB, 1) for name, seconds in best.items()}
-    out["bytes"] = stored
-    return out
+        get_s, stored = await raw_get(setup.server, setup.prefix, setup.object_keys)
+        best["get"] = min(best["get"], get_s)
+    mb = {name: round(stored / seconds / MB, 1) for name, seconds in best.items()}
+    return ColdReads(mb["batches"], mb["nocache"], mb["records"], mb["get"], stored)
 
 
 # -- latency ------------------------------------------------------------------------
@@ -286,9 +342,14 @@ async def commit_and_poll_latency(
     commits: list[float] = []
     buffered: list[float] = []
     async with open_consumer(
-        "bench", group_id="bench-commit", storage=store, metadata=meta,
-        offset_reset="earliest", cache_dir=cache, cache_size_bytes=cache_bytes,
-    ) as consumer:  # fmt: skip
+        "bench",
+        group_id="bench-commit",
+        storage=store,
+        metadata=meta,
+        offset_reset="earliest",
+        cache_dir=cache,
+        cache_size_bytes=cache_bytes,
+    ) as consumer:
         await consumer.poll(timeout=30, max_records=1)  # the first block is buffered
         for _ in range(polls):
             start = time.perf_counter()
@@ -343,70 +404,118 @@ def rss_mb(field: str = "VmHWM") -> float:
     raise RuntimeError(f"no {field} in /proc/self/status")
 
 
-def peak_rss_of_consumer(
-    server: S3Server, prefix: str, meta_path: Path, topic: str, records: int, cache_bytes: int
-) -> dict[str, float]:
-    """Run a consumer in a process of its own over ``topic``; return its RSS figures."""
-    env = dict(os.environ)
-    env["BENCH_S3"] = json.dumps(
-        {"endpoint": server.endpoint, "access_key": server.access_key,
-         "secret_key": server.secret_key, "region": server.region}
-    )  # fmt: skip
-    args = [sys.executable, __file__, "--rss-child", prefix, str(meta_path), topic, str(records),
-            str(cache_bytes)]  # fmt: skip
-    out = subprocess.run(args, env=env, check=True, capture_output=True, text=True, timeout=600)
-    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
-    return result
+@attrs.frozen
+class RssJob:
+    """A consumer to run in a fresh process: what it reads, with what cache."""
+
+    server: S3Server
+    prefix: str
+    meta_path: Path
+    topic: str
+    records: int
+    cache_bytes: int
 
 
-async def rss_child(prefix: str, meta_path: str, topic: str, records: int, cache: int) -> None:
-    config = json.loads(os.environ["BENCH_S3"])
-    store = S3ObjectStore(bucket="bench", prefix=prefix, **config)
-    meta = SQLiteMetadataStore(meta_path)
+@attrs.frozen
+class RssResult:
+    baseline_rss_mb: float
+    peak_rss_mb: float
+    cache_budget_mb: float
+
+
+def consumer_rss(job: RssJob) -> RssResult:
+    """Run a consumer in a fresh process (spawned, not forked): its own RSS figures."""
+    with concurrent.futures.ProcessPoolExecutor(
+        max_workers=1, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1
+    ) as pool:
+        return pool.submit(_rss_in_child, job).result(timeout=600)
+
+
+def _rss_in_child(job: RssJob) -> RssResult:
+    return trio.run(_rss_consumer, job)
+
+
+async def _rss_consumer(job: RssJob) -> RssResult:
+    store = s3_store(job.server, job.prefix)
+    meta = SQLiteMetadataStore(job.meta_path)
     with tempfile.TemporaryDirectory() as tmp:
         baseline = rss_mb()
         async with open_consumer(
-            topic, storage=store, metadata=meta, offset_reset="earliest",
-            cache_dir=Path(tmp), cache_size_bytes=cache,
-        ) as consumer:  # fmt: skip
-            await consume_records(consumer, records)
+            job.topic,
+            storage=store,
+            metadata=meta,
+            offset_reset="earliest",
+            cache_dir=Path(tmp),
+            cache_size_bytes=job.cache_bytes,
+        ) as consumer:
+            await consume_records(consumer, job.records)
             stats = await consumer.cache_stats()
         peak = rss_mb()
     await meta.aclose()
     await store.aclose()
-    print(json.dumps({"baseline_rss_mb": round(baseline, 1), "peak_rss_mb": round(peak, 1),
-                      "cache_bytes_max_mb": round(stats.budget / MB, 1)}))  # fmt: skip
+    return RssResult(round(baseline, 1), round(peak, 1), round(stats.budget / MB, 1))
 
 
-# -- the run --------------------------------------------------------------------------
+# -- the targets ----------------------------------------------------------------------
 
 
-async def targets(args: argparse.Namespace) -> dict[str, Any]:
+@attrs.define
+class Targets:
+    """Every figure of a targets run; ``--json`` prints them by these names."""
+
+    records: int = 0
+    objects: int = 0
+    stored_mb: float = 0.0
+    produce_records_per_s: int = 0
+    produce_mb_per_s: float = 0.0
+    produce_stored_mb_per_s: float = 0.0
+    raw_put_mb_per_s: float = 0.0
+    send_records_per_s: int = 0
+    consume_cold_mb_per_s: float = 0.0
+    consume_cold_nocache_mb_per_s: float = 0.0
+    consume_cold_records_mb_per_s: float = 0.0
+    raw_get_mb_per_s: float = 0.0
+    consume_warm_records_per_s: int = 0
+    consume_batch_records_per_s: int = 0
+    aiokafka_consumer_path_records_per_s: int = 0
+    commit_p50_ms: float = 0.0
+    commit_p99_ms: float = 0.0
+    poll_buffered_p50_us: float = 0.0
+    poll_buffered_p99_us: float = 0.0
+    linger_ms: int = 0
+    e2e_p50_ms: float = 0.0
+    e2e_p99_ms: float = 0.0
+    consumer_cache_budget_mb: float = 0.0
+    consumer_backlog_mb: float = 0.0
+    consumer_baseline_rss_mb: float = 0.0
+    consumer_peak_rss_mb: float = 0.0
+    consumer_half_backlog_peak_rss_mb: float = 0.0
+    seconds: float = 0.0
+
+
+async def targets(args: argparse.Namespace) -> Targets:
     n = args.records
     keys, values = make_records(n)
     payload = sum(map(len, keys)) + sum(map(len, values))
-    r: dict[str, Any] = {"records": n}
+    r = Targets(records=n)
     with tempfile.TemporaryDirectory() as tmp, running_seaweedfs(Path(tmp) / "s3") as server:
         root = Path(tmp)
         store = s3_store(server, "main")
         await store.create_bucket()
         meta = SQLiteMetadataStore(root / "meta.db")
 
-        # produce
         produce_s = await produce(store, meta, "bench", 1, keys, values)
         segments = await meta.list_segments("bench", 0, 0, limit=1_000_000)
         object_keys = sorted({s.object_key for s in segments})
         stored = sum(s.length for s in segments)
         sizes = [info.size async for info in store.list("data/")]
         put_s = await raw_put(store, sizes)
-        r["produce_records_per_s"] = round(n / produce_s)
-        r["produce_mb_per_s"] = round(payload / produce_s / MB, 1)
-        r["produce_stored_mb_per_s"] = round(stored / produce_s / MB, 1)
-        r["raw_put_mb_per_s"] = round(sum(sizes) / put_s / MB, 1)
-        r["send_records_per_s"] = round(
-            await send_one_by_one(store, meta, keys[: args.send_records],
-                                  values[: args.send_records])
-        )  # fmt: skip
+        r.produce_records_per_s = round(n / produce_s)
+        r.produce_mb_per_s = round(payload / produce_s / MB, 1)
+        r.produce_stored_mb_per_s = round(stored / produce_s / MB, 1)
+        r.raw_put_mb_per_s = round(sum(sizes) / put_s / MB, 1)
+        some = args.send_records
+        r.send_records_per_s = round(await send_one_by_one(store, meta, keys[:some], values[:some]))
         # The anchor's batches are made now: the 3M key and value objects
         # need not stay alive (and spread over the heap) while both sides
         # consume.
@@ -415,118 +524,180 @@ async def targets(args: argparse.Namespace) -> dict[str, Any]:
 
         # cold, then warm from the cache the first cold batch run filled
         cache = root / "cache"
+        setup = ColdSetup(server, "main", store, meta, object_keys, root)
+        cold = await cold_reads(setup, "bench", n, args.rounds, keep=cache)
+        assert cold.stored_bytes == stored
+        r.consume_cold_mb_per_s = cold.batches_mb_per_s
+        r.consume_cold_nocache_mb_per_s = cold.nocache_mb_per_s
+        r.consume_cold_records_mb_per_s = cold.records_mb_per_s
+        r.raw_get_mb_per_s = cold.raw_get_mb_per_s
         budget = stored + (64 << 20)
         options: dict[str, Any] = {
-            "storage": store, "metadata": meta, "offset_reset": "earliest",
+            "storage": store,
+            "metadata": meta,
+            "offset_reset": "earliest",
             "cache_size_bytes": budget,
-        }  # fmt: skip
-        cold = await cold_reads(server, "main", store, meta, "bench", n, object_keys, root,
-                                args.rounds, cache)  # fmt: skip
-        assert cold.pop("bytes") == stored
-        r.update(cold)
-        warm_records, warm_batches = [], []
-        for _ in range(args.rounds):
-            async with open_consumer("bench", cache_dir=cache, **options) as consumer:
-                warm_records.append(await consume_records(consumer, n))
-            async with open_consumer("bench", cache_dir=cache, **options) as consumer:
-                warm_batches.append(await consume_batches(consumer, n))
-                assert (await consumer.cache_stats()).gets == 0, "warm runs read the cache only"
-        r["consume_warm_records_per_s"] = round(n / min(warm_records))
-        r["consume_batch_records_per_s"] = round(n / min(warm_batches))
-        r["aiokafka_consumer_path_records_per_s"] = round(
-            n / aiokafka_consumer_path(anchor_batches, n, args.rounds)
-        )
+            "cache_dir": cache,
+        }
+        warm = await warm_reads("bench", n, options, args.rounds)
+        r.consume_warm_records_per_s = warm.records_per_s
+        r.consume_batch_records_per_s = warm.batches_per_s
+        anchor_s = aiokafka_consumer_path(anchor_batches, n, args.rounds)
+        r.aiokafka_consumer_path_records_per_s = round(n / anchor_s)
 
-        # latency
         commits, buffered = await commit_and_poll_latency(store, meta, cache, budget, args.polls)
-        r["commit_p50_ms"] = round(statistics.median(commits) * 1e3, 2)
-        r["commit_p99_ms"] = round(percentile(commits, 99) * 1e3, 2)
-        r["poll_buffered_p50_us"] = round(statistics.median(buffered) * 1e6, 1)
-        r["poll_buffered_p99_us"] = round(percentile(buffered, 99) * 1e6, 1)
+        r.commit_p50_ms = round(statistics.median(commits) * 1e3, 2)
+        r.commit_p99_ms = round(percentile(commits, 99) * 1e3, 2)
+        r.poll_buffered_p50_us = round(statistics.median(buffered) * 1e6, 1)
+        r.poll_buffered_p99_us = round(percentile(buffered, 99) * 1e6, 1)
         e2e, linger = await end_to_end_latency(store, meta, root / "cache3", args.e2e_records)
-        r["linger_ms"] = round(linger * 1e3)
-        r["e2e_p50_ms"] = round(statistics.median(e2e) * 1e3, 1)
-        r["e2e_p99_ms"] = round(percentile(e2e, 99) * 1e3, 1)
+        r.linger_ms = round(linger * 1e3)
+        r.e2e_p50_ms = round(statistics.median(e2e) * 1e3, 1)
+        r.e2e_p99_ms = round(percentile(e2e, 99) * 1e3, 1)
 
-        # memory: a backlog ten times the cache budget
-        # the same reader over half that backlog: memory must not follow it
+        # memory: a backlog ten times the cache budget, then the same reader
+        # over half that backlog: memory must not follow the backlog
         rss_cache = min(args.rss_cache_mb << 20, stored // 10)
-        rss = peak_rss_of_consumer(server, "main", root / "meta.db", "bench", n, rss_cache)
-        half = peak_rss_of_consumer(server, "main", root / "meta.db", "bench", n // 2, rss_cache)
-        r["consumer_cache_budget_mb"] = round(rss_cache / MB, 1)
-        r["consumer_backlog_mb"] = round(stored / MB, 1)
-        r["consumer_baseline_rss_mb"] = rss["baseline_rss_mb"]
-        r["consumer_peak_rss_mb"] = rss["peak_rss_mb"]
-        r["consumer_half_backlog_peak_rss_mb"] = half["peak_rss_mb"]
+        job = RssJob(server, "main", root / "meta.db", "bench", n, rss_cache)
+        rss = consumer_rss(job)
+        half = consumer_rss(attrs.evolve(job, records=n // 2))
+        r.consumer_cache_budget_mb = round(rss_cache / MB, 1)
+        r.consumer_backlog_mb = round(stored / MB, 1)
+        r.consumer_baseline_rss_mb = rss.baseline_rss_mb
+        r.consumer_peak_rss_mb = rss.peak_rss_mb
+        r.consumer_half_backlog_peak_rss_mb = half.peak_rss_mb
 
-        r["objects"] = len(object_keys)
-        r["stored_mb"] = round(stored / MB, 1)
+        r.objects = len(object_keys)
+        r.stored_mb = round(stored / MB, 1)
         await meta.aclose()
         await store.aclose()
     return r
 
 
-def target_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str, str, bool | None]]:
+Row = tuple[str, str, str, str, str, bool | None]
+
+
+def target_rows(r: Targets) -> list[Row]:
     """(measure, ours, anchor, ratio, target, met) for each row of the table."""
-    warm = r["consume_warm_records_per_s"] / r["aiokafka_consumer_path_records_per_s"]
-    cold = r["consume_cold_mb_per_s"] / r["raw_get_mb_per_s"]
-    cold_records = r["consume_cold_records_mb_per_s"] / r["raw_get_mb_per_s"]
-    nocache = r["consume_cold_nocache_mb_per_s"] / r["raw_get_mb_per_s"]
-    put = r["produce_stored_mb_per_s"] / r["raw_put_mb_per_s"]
-    get = f"raw streamed GET {r['raw_get_mb_per_s']} MB/s"
-    e2e_target = r["linger_ms"] + 100
+    warm = r.consume_warm_records_per_s / r.aiokafka_consumer_path_records_per_s
+    get = f"raw streamed GET {r.raw_get_mb_per_s} MB/s"
+    e2e_target = r.linger_ms + 100
     # RSS bought by twice the backlog: under a tenth of the extra bytes
-    backlog_growth = r["consumer_peak_rss_mb"] - r["consumer_half_backlog_peak_rss_mb"]
-    return [
-        ("warm `poll()` into records", f"{r['consume_warm_records_per_s']:,} rec/s",
-         f"aiokafka consumer path {r['aiokafka_consumer_path_records_per_s']:,} rec/s",
-         f"{warm:.2f}x", ">= 2x", warm >= 2),
-        ("warm `poll_batches()`, columns", f"{r['consume_batch_records_per_s']:,} rec/s", "",
-         "", ">= 5,000,000 rec/s", r["consume_batch_records_per_s"] >= 5e6),
-        ("cold `poll_batches()` from S3", f"{r['consume_cold_mb_per_s']} MB/s", get,
-         f"{cold:.2f}x", ">= 0.7x", cold >= 0.7),
-        ("cold `poll_batches()`, no disk cache", f"{r['consume_cold_nocache_mb_per_s']} MB/s",
-         get, f"{nocache:.2f}x", "", None),
-        ("cold `poll()` from S3", f"{r['consume_cold_records_mb_per_s']} MB/s", get,
-         f"{cold_records:.2f}x", "", None),
-        ("produce, `send_batch`",
-         f"{r['produce_records_per_s']:,} rec/s ({r['produce_stored_mb_per_s']} MB/s)",
-         f"raw PUT {r['raw_put_mb_per_s']} MB/s", f"{put:.2f}x", ">= 500,000 rec/s",
-         r["produce_records_per_s"] >= 5e5),
-        ("produce, `send()` 1 per call, 2,000 tasks", f"{r['send_records_per_s']:,} rec/s",
-         "", "", "", None),
-        ("`commit()` p50 / p99", f"{r['commit_p50_ms']} / {r['commit_p99_ms']} ms", "", "",
-         "p99 < 10 ms", r["commit_p99_ms"] < 10),
-        ("`poll()` of a held record p50 / p99",
-         f"{r['poll_buffered_p50_us']} / {r['poll_buffered_p99_us']} us", "", "", "", None),
-        (f"`send()` to `poll()` p50 / p99, linger {r['linger_ms']} ms",
-         f"{r['e2e_p50_ms']} / {r['e2e_p99_ms']} ms", "", "", f"p99 < {e2e_target} ms",
-         r["e2e_p99_ms"] < e2e_target),
-        (f"consumer peak RSS, backlog {r['consumer_backlog_mb']} MB (half of it), "
-         f"cache {r['consumer_cache_budget_mb']} MB",
-         f"{r['consumer_peak_rss_mb']} MB ({r['consumer_half_backlog_peak_rss_mb']} MB; "
-         f"{r['consumer_baseline_rss_mb']} MB at start)", "", "",
-         "bounded by configuration",
-         r["consumer_backlog_mb"] >= 10 * r["consumer_cache_budget_mb"]
-         and backlog_growth < 0.1 * 0.5 * r["consumer_backlog_mb"]),
-    ]  # fmt: skip
-
-
-def print_targets(r: dict[str, Any]) -> None:
-    print(
-        f"{r['records']:,} records (16-byte keys, 100-byte values, lz4), one partition, "
-        f"{r['objects']} objects, {r['stored_mb']} MB stored; SeaweedFS on loopback; "
-        f"{platform.python_implementation()} {platform.python_version()}, "
-        f"{os.cpu_count()} cores\n"
+    growth = r.consumer_peak_rss_mb - r.consumer_half_backlog_peak_rss_mb
+    bounded = r.consumer_backlog_mb >= 10 * r.consumer_cache_budget_mb and growth < (
+        0.1 * 0.5 * r.consumer_backlog_mb
     )
+
+    def cold(what: str, mb_per_s: float, target: float | None) -> Row:
+        ratio = mb_per_s / r.raw_get_mb_per_s
+        met = None if target is None else ratio >= target
+        goal = "" if target is None else f">= {target}x"
+        return (what, f"{mb_per_s} MB/s", get, f"{ratio:.2f}x", goal, met)
+
+    return [
+        (
+            "warm `poll()` into records",
+            f"{r.consume_warm_records_per_s:,} rec/s",
+            f"aiokafka consumer path {r.aiokafka_consumer_path_records_per_s:,} rec/s",
+            f"{warm:.2f}x",
+            ">= 2x",
+            warm >= 2,
+        ),
+        (
+            "warm `poll_batches()`, columns",
+            f"{r.consume_batch_records_per_s:,} rec/s",
+            "",
+            "",
+            ">= 5,000,000 rec/s",
+            r.consume_batch_records_per_s >= 5e6,
+        ),
+        cold("cold `poll_batches()` from S3", r.consume_cold_mb_per_s, 0.7),
+        cold("cold `poll_batches()`, no disk cache", r.consume_cold_nocache_mb_per_s, None),
+        cold("cold `poll()` from S3", r.consume_cold_records_mb_per_s, None),
+        (
+            "produce, `send_batch`",
+            f"{r.produce_records_per_s:,} rec/s ({r.produce_stored_mb_per_s} MB/s)",
+            f"raw PUT {r.raw_put_mb_per_s} MB/s",
+            f"{r.produce_stored_mb_per_s / r.raw_put_mb_per_s:.2f}x",
+            ">= 500,000 rec/s",
+            r.produce_records_per_s >= 5e5,
+        ),
+        (
+            "produce, `send()` 1 per call, 2,000 tasks",
+            f"{r.send_records_per_s:,} rec/s",
+            "",
+            "",
+            "",
+            None,
+        ),
+        (
+            "`commit()` p50 / p99",
+            f"{r.commit_p50_ms} / {r.commit_p99_ms} ms",
+            "",
+            "",
+            "p99 < 10 ms",
+            r.commit_p99_ms < 10,
+        ),
+        (
+            "`poll()` of a held record p50 / p99",
+            f"{r.poll_buffered_p50_us} / {r.poll_buffered_p99_us} us",
+            "",
+            "",
+            "",
+            None,
+        ),
+        (
+            f"`send()` to `poll()` p50 / p99, linger {r.linger_ms} ms",
+            f"{r.e2e_p50_ms} / {r.e2e_p99_ms} ms",
+            "",
+            "",
+            f"p99 < {e2e_target} ms",
+            r.e2e_p99_ms < e2e_target,
+        ),
+        (
+            f"consumer peak RSS, backlog {r.consumer_backlog_mb} MB (half of it), "
+            f"cache {r.consumer_cache_budget_mb} MB",
+            f"{r.consumer_peak_rss_mb} MB ({r.consumer_half_backlog_peak_rss_mb} MB; "
+            f"{r.consumer_baseline_rss_mb} MB at start)",
+            "",
+            "",
+            "bounded by configuration",
+            bounded,
+        ),
+    ]
+
+
+def print_table(head: str, rows: list[Row]) -> None:
+    print(head + "\n")
     print("| measure | StreamHouse | anchor | ratio | target | met |")
     print("|---|---|---|---|---|---|")
-    for what, ours, anchor, ratio, target, met in target_rows(r):
+    for what, ours, anchor, ratio, target, met in rows:
         verdict = "" if met is None else ("yes" if met else "**no**")
         print(f"| {what} | {ours} | {anchor} | {ratio} | {target} | {verdict} |")
 
 
+def print_targets(r: Targets) -> None:
+    print_table(
+        f"{r.records:,} records (16-byte keys, 100-byte values, lz4), one partition, "
+        f"{r.objects} objects, {r.stored_mb} MB stored; SeaweedFS on loopback; "
+        f"{platform.python_implementation()} {platform.python_version()}, "
+        f"{os.cpu_count()} cores",
+        target_rows(r),
+    )
+
+
 # -- scaling ----------------------------------------------------------------------------
+
+
+@attrs.frozen
+class ScalingRow:
+    """Cold and warm rates of one topic shape."""
+
+    records: int
+    stored_mb: float
+    objects: int
+    cold: ColdReads
+    warm: WarmReads
 
 
 async def scaling(args: argparse.Namespace) -> dict[str, Any]:
@@ -538,7 +709,7 @@ async def scaling(args: argparse.Namespace) -> dict[str, Any]:
         await store.create_bucket()
         meta = SQLiteMetadataStore(root / "meta.db")
 
-        async def measure(topic: str, partitions: int, n: int) -> dict[str, Any]:
+        async def measure(topic: str, partitions: int, n: int) -> ScalingRow:
             segments = [
                 seg
                 for p in range(partitions)
@@ -547,32 +718,17 @@ async def scaling(args: argparse.Namespace) -> dict[str, Any]:
             stored = sum(seg.length for seg in segments)
             object_keys = sorted({seg.object_key for seg in segments})
             cache = root / f"cache-{topic}"
-            cold = await cold_reads(server, "scale", store, meta, topic, n, object_keys, root,
-                                    args.rounds, cache)  # fmt: skip
+            setup = ColdSetup(server, "scale", store, meta, object_keys, root)
+            cold = await cold_reads(setup, topic, n, args.rounds, keep=cache)
             options: dict[str, Any] = {
-                "storage": store, "metadata": meta, "offset_reset": "earliest",
-                "cache_size_bytes": stored + (64 << 20), "cache_dir": cache,
-            }  # fmt: skip
-            warm_r, warm_b = [], []
-            for _ in range(args.rounds):
-                async with open_consumer(topic, **options) as consumer:
-                    warm_r.append(await consume_records(consumer, n))
-                async with open_consumer(topic, **options) as consumer:
-                    warm_b.append(await consume_batches(consumer, n))
-            return {
-                "records": n, "stored_mb": round(stored / MB, 1), "objects": len(object_keys),
-                "cold_batch_mb_per_s": cold["consume_cold_mb_per_s"],
-                "cold_nocache_mb_per_s": cold["consume_cold_nocache_mb_per_s"],
-                "raw_get_mb_per_s": cold["raw_get_mb_per_s"],
-                "warm_poll_records_per_s": round(n / min(warm_r)),
-                "warm_batch_records_per_s": round(n / min(warm_b)),
-            }  # fmt: skip
-
-        async def stored_bytes(topic: str, partitions: int) -> int:
-            total = 0
-            for p in range(partitions):
-                total += sum(s.length for s in await meta.list_segments(topic, p, 0, limit=10**6))
-            return total
+                "storage": store,
+                "metadata": meta,
+                "offset_reset": "earliest",
+                "cache_size_bytes": stored + (64 << 20),
+                "cache_dir": cache,
+            }
+            warm = await warm_reads(topic, n, options, args.rounds)
+            return ScalingRow(n, round(stored / MB, 1), len(object_keys), cold, warm)
 
         n = args.scaling_records
         keys, values = make_records(n)
@@ -585,32 +741,27 @@ async def scaling(args: argparse.Namespace) -> dict[str, Any]:
             keys, values = make_records(count, size)
             topic = f"size{size}"
             await produce(store, meta, topic, 1, keys, values)
-            result = await measure(topic, 1, count)
-            result["payload_mb_per_s_warm_poll"] = round(
-                result["warm_poll_records_per_s"] * (16 + size) / MB, 1
-            )
-            out["value_bytes"][size] = result
+            out["value_bytes"][size] = await measure(topic, 1, count)
         cache = 8 << 20
         for backlog in (10, 30, 100):
             count = backlog * n // 10
             keys, values = make_records(count)
             topic = f"backlog{backlog}"
             await produce(store, meta, topic, 1, keys, values)
-            stored = await stored_bytes(topic, 1)
-            rss = peak_rss_of_consumer(server, "scale", root / "meta.db", topic, count, cache)
-            out["backlog"][count] = {"stored_mb": round(stored / MB, 1),
-                                     "cache_budget_mb": round(cache / MB, 1), **rss}  # fmt: skip
+            segments = await meta.list_segments(topic, 0, 0, limit=10**6)
+            job = RssJob(server, "scale", root / "meta.db", topic, count, cache)
+            out["backlog"][count] = (sum(s.length for s in segments), consumer_rss(job))
         await meta.aclose()
         await store.aclose()
     return out
 
 
 def print_scaling(s: dict[str, Any]) -> None:
-    def cold(m: dict[str, Any]) -> str:
-        get = m["raw_get_mb_per_s"]
+    def cold(c: ColdReads) -> str:
+        get = c.raw_get_mb_per_s
         return (
-            f"{m['cold_batch_mb_per_s']} ({m['cold_batch_mb_per_s'] / get:.2f}x) "
-            f"| {m['cold_nocache_mb_per_s']} ({m['cold_nocache_mb_per_s'] / get:.2f}x) | {get}"
+            f"{c.batches_mb_per_s} ({c.batches_mb_per_s / get:.2f}x) "
+            f"| {c.nocache_mb_per_s} ({c.nocache_mb_per_s / get:.2f}x) | {get}"
         )
 
     head = (
@@ -619,28 +770,42 @@ def print_scaling(s: dict[str, Any]) -> None:
     )
     print(f"| partitions | records {head}")
     print("|---|---|---|---|---|---|---|")
+    m: ScalingRow
     for p, m in s["partitions"].items():
         print(
-            f"| {p} | {m['records']:,} | {m['warm_poll_records_per_s']:,} "
-            f"| {m['warm_batch_records_per_s']:,} | {cold(m)} |"
+            f"| {p} | {m.records:,} | {m.warm.records_per_s:,} "
+            f"| {m.warm.batches_per_s:,} | {cold(m.cold)} |"
         )
     print()
     print(f"| value bytes | records {head} payload MB/s via `poll()` |")
     print("|---|---|---|---|---|---|---|---|")
     for size, m in s["value_bytes"].items():
+        payload = round(m.warm.records_per_s * (16 + size) / MB, 1)
         print(
-            f"| {size} | {m['records']:,} | {m['warm_poll_records_per_s']:,} "
-            f"| {m['warm_batch_records_per_s']:,} | {cold(m)} "
-            f"| {m['payload_mb_per_s_warm_poll']} |"
+            f"| {size} | {m.records:,} | {m.warm.records_per_s:,} "
+            f"| {m.warm.batches_per_s:,} | {cold(m.cold)} | {payload} |"
         )
     print()
     print("| backlog records | stored MB | cache budget MB | RSS at start MB | peak RSS MB |")
     print("|---|---|---|---|---|")
-    for count, m in s["backlog"].items():
+    for count, (stored, rss) in s["backlog"].items():
         print(
-            f"| {count:,} | {m['stored_mb']} | {m['cache_budget_mb']} "
-            f"| {m['baseline_rss_mb']} | {m['peak_rss_mb']} |"
+            f"| {count:,} | {round(stored / MB, 1)} | {rss.cache_budget_mb} "
+            f"| {rss.baseline_rss_mb} | {rss.peak_rss_mb} |"
         )
+
+
+def as_json(value: Any) -> Any:
+    """attrs results (nested in dicts and tuples) as plain JSON values."""
+    if attrs.has(type(value)):
+        return {k: as_json(v) for k, v in attrs.asdict(value, recurse=False).items()}
+    if isinstance(value, dict):
+        return {str(k): as_json(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [as_json(v) for v in value]
+    if isinstance(value, Path | S3Server):
+        return None
+    return value
 
 
 def main() -> None:
@@ -654,24 +819,21 @@ def main() -> None:
     parser.add_argument("--scaling", action="store_true", help="measure how cost grows")
     parser.add_argument("--scaling-records", type=int, default=400_000)
     parser.add_argument("--json", action="store_true", help="end with a line of JSON")
-    parser.add_argument("--rss-child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.rss_child:
-        prefix, meta_path, topic, records, cache = args.rss_child
-        anyio.run(rss_child, prefix, meta_path, topic, int(records), int(cache),
-                  backend="trio")  # fmt: skip
-        return
     started = time.perf_counter()
     if args.scaling:
         result = trio.run(scaling, args)
         print_scaling(result)
+        seconds = round(time.perf_counter() - started, 1)
+        output = {**as_json(result), "seconds": seconds}
     else:
-        result = trio.run(targets, args)
-        print_targets(result)
-    result["seconds"] = round(time.perf_counter() - started, 1)
-    print(f"\n(took {result['seconds']} s)")
+        r = trio.run(targets, args)
+        print_targets(r)
+        r.seconds = seconds = round(time.perf_counter() - started, 1)
+        output = as_json(r)
+    print(f"\n(took {seconds} s)")
     if args.json:
-        print(json.dumps(result, sort_keys=True))
+        print(json.dumps(output, sort_keys=True))
 
 
 if __name__ == "__main__":
