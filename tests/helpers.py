@@ -147,6 +147,9 @@ class FlakyStore:
     async def delete(self, key: str) -> None:
         await self.inner.delete(key)
 
+    async def check(self) -> None:
+        await self.inner.check()
+
     async def aclose(self) -> None:
         await self.inner.aclose()
 
