@@ -6,6 +6,13 @@ Backoff: attempt ``i`` (from 0) that fails waits a random time in
 exponential backoff with "full jitter", which spreads the retries of many
 clients that failed at once instead of synchronising them.
 
+Deadlines: a caller that must be done by a time (the producer's delivery
+timeout) runs its calls inside :func:`deadline_at`; every :func:`retry_call`
+below it stops retrying at that time, and stores that bound their own
+requests (S3) shorten the last request to fit. It is a context variable, so
+it reaches through the ObjectStore protocol without a parameter on every
+method, and a task's deadline is its own.
+
 Logging: an outage is one *burst* of failures, logged as two WARNING lines,
 one when the first failure comes (with its cause) and one when the first
 success after it comes (how many failures, over how long), never a line per
@@ -16,10 +23,12 @@ together during one outage make two lines, not two per request.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import math
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 
 import anyio
@@ -27,9 +36,33 @@ import attrs
 
 from ._errors import InvalidArgumentError, RetriableError
 
-__all__ = ["RetryBurst", "RetryPolicy", "retry_call"]
+__all__ = ["RetryBurst", "RetryPolicy", "current_deadline", "deadline_at", "retry_call"]
 
 T = TypeVar("T")
+
+_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "streamhouse_deadline", default=None
+)
+
+
+@contextlib.contextmanager
+def deadline_at(when: float) -> Iterator[None]:
+    """Bound the retries and requests of the calls made in this block by ``when``.
+
+    ``when`` is in ``anyio.current_time()`` seconds; an outer, earlier
+    deadline still applies.
+    """
+    outer = _deadline.get()
+    token = _deadline.set(when if outer is None else min(outer, when))
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
+
+def current_deadline() -> float | None:
+    """The deadline of the innermost :func:`deadline_at` around the caller, if any."""
+    return _deadline.get()
 
 
 def _check_attempts(_instance: object, _attribute: object, value: object) -> None:
@@ -125,17 +158,24 @@ async def retry_call(
     burst: RetryBurst,
     retriable: type[BaseException] | tuple[type[BaseException], ...] = RetriableError,
     deadline: float | None = None,
+    expired: Callable[[BaseException], BaseException] | None = None,
 ) -> T:
     """Await ``call()`` until it succeeds, retrying ``retriable`` errors.
 
     Gives up, raising the last error as it is, after ``policy.attempts``
-    attempts, or when the next attempt would start at or after ``deadline``
-    (``anyio.current_time()`` seconds). The deadline only stops retries: an
-    attempt in flight is never cancelled here, so a caller that may abandon
-    one wraps this call in a cancel scope, and a caller that must not (a
-    commit whose outcome it has to know) does not. Other errors propagate at
-    once. Failures and the recovery are logged through ``burst``.
+    attempts, or when the next attempt would start at or after the deadline
+    (``deadline`` or the :func:`deadline_at` around the caller, whichever
+    comes first, in ``anyio.current_time()`` seconds); then ``expired``, if
+    given, makes the error to raise instead (chained to the last one). The
+    deadline only stops retries: an attempt in flight is never cancelled
+    here, so a caller that may abandon one wraps this call in a cancel scope,
+    and a caller that must not (a commit whose outcome it has to know) does
+    not. Other errors propagate at once. Failures and the recovery are logged
+    through ``burst``.
     """
+    outer = current_deadline()
+    if outer is not None:
+        deadline = outer if deadline is None else min(outer, deadline)
     attempt = 0
     while True:
         try:
@@ -146,7 +186,9 @@ async def retry_call(
                 raise
             delay = policy.delay(attempt)
             if deadline is not None and anyio.current_time() + delay >= deadline:
-                raise
+                if expired is None:
+                    raise
+                raise expired(exc) from exc
             await anyio.sleep(delay)
             attempt += 1
         else:

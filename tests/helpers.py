@@ -154,6 +154,18 @@ class FlakyStore:
         await self.inner.aclose()
 
 
+class NeverAnswers(httpx.AsyncBaseTransport):
+    """An httpx transport that takes every request and never answers."""
+
+    def __init__(self) -> None:
+        self.requests: list[float] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(anyio.current_time())
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+
 class LostAnswerMetadata:
     """A MetadataStore whose first segment commits succeed but report failure.
 

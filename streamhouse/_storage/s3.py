@@ -48,7 +48,7 @@ from .._errors import (
     StorageUnavailableError,
 )
 from .._log import get_logger
-from .._retry import RetryBurst, RetryPolicy, retry_call
+from .._retry import RetryBurst, RetryPolicy, current_deadline, retry_call
 from .credentials import CredentialProvider, Credentials, StaticCredentials
 from .protocol import ObjectInfo, check_key
 
@@ -301,14 +301,20 @@ class S3ObjectStore:
         auth = await self._signer()
         async with self._slots:
             start = anyio.current_time()
+            limit = self.timeout
+            deadline = current_deadline()
+            if deadline is not None:  # the caller's: the last attempt ends by it
+                limit = min(limit, deadline - start)
+                if limit <= 0:
+                    raise StorageUnavailableError(f"{method} {where}: the caller's deadline passed")
             try:
-                with anyio.fail_after(self.timeout):
+                with anyio.fail_after(limit):
                     response = await self._client.request(
                         method, url, params=params, headers=headers, content=content, auth=auth
                     )
             except TimeoutError as exc:
                 raise StorageUnavailableError(
-                    f"{method} {where}: no answer from {self.endpoint} within {self.timeout} s"
+                    f"{method} {where}: no answer from {self.endpoint} within {limit:.3g} s"
                 ) from exc
             except httpx.TimeoutException as exc:
                 raise StorageUnavailableError(f"{method} {where}: timed out ({exc!r})") from exc

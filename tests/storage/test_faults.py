@@ -21,19 +21,9 @@ import trio.testing
 from streamhouse import S3ObjectStore, StorageError, StorageUnavailableError
 from streamhouse._retry import RetryBurst, RetryPolicy, retry_call
 
+from ..helpers import NeverAnswers
+
 pytestmark = pytest.mark.anyio
-
-
-class NeverAnswers(httpx.AsyncBaseTransport):
-    """A transport that takes every request and never answers."""
-
-    def __init__(self) -> None:
-        self.requests: list[float] = []
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(trio.current_time())
-        await anyio.sleep_forever()
-        raise AssertionError("unreachable")
 
 
 def _store(transport: httpx.AsyncBaseTransport, policy: RetryPolicy, **kw: float) -> S3ObjectStore:
@@ -56,8 +46,9 @@ async def test_an_endpoint_that_never_answers_times_out_per_attempt(
     policy = RetryPolicy(attempts=3, base_delay=1.0, max_delay=1.5, rng=random.Random(7))
     store = _store(transport, policy, timeout=30.0)
     start = trio.current_time()
-    with pytest.raises(StorageUnavailableError, match=r"no answer .* within 30\.0 s") as caught:
+    with pytest.raises(StorageUnavailableError) as caught:
         await store.put("k", b"x")
+    assert "no answer from http://s3.test within 30 s" in str(caught.value)
     assert "gave up after 3 attempts" in str(caught.value)
     d0, d1 = _expected_delays(7, [1.0, 1.5])
     sent = [t - start for t in transport.requests]
