@@ -8,10 +8,11 @@ addressing (``endpoint/bucket/prefix/key``, which every S3-compatible server
 accepts) and share one connection pool.
 
 Time limits: each attempt has ``timeout`` seconds in all (30 by default:
-Kafka's request.timeout.ms), of which at most ``connect_timeout`` (5) to
-connect. httpx's own timeouts bound each socket operation, not a request:
-an endpoint that trickles a byte now and then, or a slow body, would never
-trip them, so a cancel scope bounds the whole attempt. An endpoint that
+Kafka's request.timeout.ms) plus one second per MiB of body it sends or
+expects, of which at most ``connect_timeout`` (5) to connect. httpx's own
+timeouts bound each socket operation, not a request: an endpoint that
+trickles a byte now and then, or a slow body, would never trip them, so a
+cancel scope bounds the whole attempt. An endpoint that
 accepts and never answers thus costs ``timeout`` per attempt, not 30 s per
 socket read.
 
@@ -57,6 +58,10 @@ __all__ = ["S3ObjectStore", "check_endpoint"]
 _log = get_logger("storage")
 
 _NS: Final = "{http://s3.amazonaws.com/doc/2006-03-01/}"
+# Bytes per second below which a transfer counts as stalled: an attempt gets
+# ``timeout`` plus one second per MiB of body it sends or expects, so a
+# 128 MiB object on a slow link is not cut off at 30 s.
+_SLOWEST_TRANSFER: Final = 2**20
 _RETRIABLE_STATUS: Final = frozenset({408, 429, 500, 502, 503, 504})
 _RETRIABLE_CODES: Final = frozenset(
     {
@@ -145,7 +150,8 @@ class S3ObjectStore:
         credentials: where to get (and refresh) credentials instead, e.g.
             an :class:`~.credentials.AwsCredentialChain`.
         retry: the retry policy for transient failures.
-        timeout: seconds one attempt of a request may take in all.
+        timeout: seconds one attempt of a request may take in all, plus one
+            second per MiB of body sent or expected.
         connect_timeout: seconds an attempt may spend connecting.
         max_connections: requests in flight at once (more wait their turn).
         list_page_size: keys asked for per LIST request (S3 allows 1,000).
@@ -262,10 +268,12 @@ class S3ObjectStore:
         headers: Mapping[str, str] | None = None,
         content: bytes | None = None,
         ok: frozenset[int] = frozenset({200, 204, 206}),
+        transfer: int = 0,
     ) -> httpx.Response:
         """Send one request, retrying transient failures; map errors.
 
-        ``key`` None addresses the bucket itself.
+        ``key`` None addresses the bucket itself; ``transfer`` is the body
+        size expected either way, which earns the attempt more time.
         """
         if self._closed:
             raise ClosedError("the object store is closed")
@@ -276,7 +284,7 @@ class S3ObjectStore:
         async def attempt() -> httpx.Response:
             nonlocal attempts
             attempts += 1
-            return await self._attempt(method, url, where, params, headers, content, ok)
+            return await self._attempt(method, url, where, params, headers, content, ok, transfer)
 
         try:
             return await retry_call(
@@ -296,12 +304,13 @@ class S3ObjectStore:
         headers: Mapping[str, str] | None,
         content: bytes | None,
         ok: frozenset[int],
+        transfer: int,
     ) -> httpx.Response:
         """One attempt: sign, send within the time limit, map the answer."""
         auth = await self._signer()
         async with self._slots:
             start = anyio.current_time()
-            limit = self.timeout
+            limit = self.timeout + transfer / _SLOWEST_TRANSFER
             deadline = current_deadline()
             if deadline is not None:  # the caller's: the last attempt ends by it
                 limit = min(limit, deadline - start)
@@ -375,7 +384,9 @@ class S3ObjectStore:
         if start or end is not None:
             headers["Range"] = f"bytes={start}-" + ("" if end is None else str(end - 1))
         try:
-            response = await self._request("GET", key, headers=headers)
+            response = await self._request(
+                "GET", key, headers=headers, transfer=0 if end is None else end - start
+            )
         except StorageError as exc:
             if "InvalidRange" in str(exc):
                 raise StorageError(f"range [{start}, {end}) is outside {self._where(key)}") from exc
@@ -387,7 +398,9 @@ class S3ObjectStore:
         if if_absent:
             headers["If-None-Match"] = "*"
         try:
-            await self._request("PUT", key, headers=headers, content=bytes(data))
+            await self._request(
+                "PUT", key, headers=headers, content=bytes(data), transfer=len(data)
+            )
         except ObjectExistsError:
             # A retried conditional PUT can meet its own first attempt, which
             # succeeded but whose answer was lost: the object then holds

@@ -47,13 +47,24 @@ async def test_an_endpoint_that_never_answers_times_out_per_attempt(
     store = _store(transport, policy, timeout=30.0)
     start = trio.current_time()
     with pytest.raises(StorageUnavailableError) as caught:
-        await store.put("k", b"x")
+        await store.put("k", b"")
     assert "no answer from http://s3.test within 30 s" in str(caught.value)
     assert "gave up after 3 attempts" in str(caught.value)
     d0, d1 = _expected_delays(7, [1.0, 1.5])
     sent = [t - start for t in transport.requests]
     assert sent == pytest.approx([0, 30 + d0, 60 + d0 + d1], abs=1e-9)
     assert trio.current_time() - start == pytest.approx(90 + d0 + d1, abs=1e-9)
+    await store.aclose()
+
+
+async def test_a_large_body_earns_more_time(autojump_clock: trio.testing.MockClock) -> None:
+    """An attempt gets one more second per MiB it sends, so big objects survive slow links."""
+    transport = NeverAnswers()
+    store = _store(transport, RetryPolicy(attempts=1), timeout=30.0)
+    start = trio.current_time()
+    with pytest.raises(StorageUnavailableError, match="within 94 s"):
+        await store.put("k", bytes(64 * 2**20))
+    assert trio.current_time() - start == pytest.approx(94, abs=1e-9)
     await store.aclose()
 
 
