@@ -438,6 +438,8 @@ async def open_producer(
     Raises:
         InvalidArgumentError: an option is out of range, NaN or infinite (the
             message names it).
+        StorageError: the object store cannot be used (``ObjectStore.check``:
+            an unreachable endpoint, a missing bucket, refused credentials).
     """
     options = producer_options(
         linger=linger, compression=compression, max_batch_bytes=max_batch_bytes,
@@ -449,6 +451,9 @@ async def open_producer(
     body_error: Exception | None = None
     try:
         async with open_stores(storage, metadata) as (store, meta), anyio.create_task_group() as tg:
+            # A wrong endpoint, bucket or key fails here, at once and clearly,
+            # rather than as every send's DeliveryError delivery_timeout later.
+            await store.check()
             producer = Producer(store, meta, tg, options)
             try:
                 yield producer

@@ -356,7 +356,11 @@ class S3ObjectStore:
         raise StorageError(what)
 
     async def check(self) -> None:
-        """Check that the endpoint answers and the bucket exists (HEAD bucket).
+        """Check that the endpoint answers, the credentials work and the bucket exists.
+
+        One LIST of at most one key under the prefix: unlike a HEAD of the
+        bucket, its error answer has a body, so the message can say
+        SignatureDoesNotMatch or AccessDenied rather than only 403.
 
         Raises:
             ObjectNotFoundError: the bucket does not exist (the message names
@@ -364,8 +368,10 @@ class S3ObjectStore:
             StorageAuthError: the credentials are refused.
             StorageUnavailableError: the endpoint did not answer.
         """
+        prefix = f"{self.prefix}/" if self.prefix else ""
+        params = {"list-type": "2", "max-keys": "1", "prefix": prefix}
         try:
-            await self._request("HEAD", None, ok=frozenset({200}))
+            await self._request("GET", None, params=params, ok=frozenset({200}))
         except ObjectNotFoundError as exc:
             raise ObjectNotFoundError(
                 f"bucket {self.bucket!r} does not exist at {self.endpoint}; create it first "

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import socket
+import socketserver
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ from streamhouse import (
     RecordMetadata,
     S3ObjectStore,
     SQLiteMetadataStore,
+    StorageUnavailableError,
     open_producer,
 )
 from streamhouse._errors import MetadataUnavailableError
@@ -90,7 +93,7 @@ async def test_a_store_that_never_answers_fails_sends_at_the_delivery_timeout(
     """Fault: every PUT is accepted and never answered. The batch's sends fail with
     DeliveryError exactly delivery_timeout after the flush, and nothing is committed."""
     await meta.create_topic("t", 1)
-    transport = NeverAnswers()
+    transport = NeverAnswers(silent=frozenset({"PUT"}))
     store = _silent_s3(transport)
     failures: list[tuple[float, DeliveryError]] = []
     async with open_producer(storage=store, metadata=meta, linger=0, delivery_timeout=120) as p:
@@ -115,17 +118,47 @@ async def test_a_store_that_never_answers_fails_sends_at_the_delivery_timeout(
     await store.aclose()
 
 
-async def test_a_loopback_socket_that_never_answers_fails_sends_in_time(
+class _PutsNeverAnswered(socketserver.StreamRequestHandler):
+    """Answers a LIST (the store's check) and never answers anything else."""
+
+    server: _HalfSilentServer
+
+    def handle(self) -> None:
+        while True:
+            request = self.rfile.readline()
+            if not request:
+                return
+            length = 0
+            while (line := self.rfile.readline()) not in (b"\r\n", b""):
+                name, _, value = line.decode("latin-1").partition(":")
+                if name.lower() == "content-length":
+                    length = int(value)
+            self.rfile.read(length)
+            if not request.startswith(b"GET "):
+                self.server.stop.wait()  # accepted, read, never answered
+                return
+            body = b"<ListBucketResult/>"
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+
+
+class _HalfSilentServer(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    stop = threading.Event()
+
+
+async def test_a_loopback_server_that_never_answers_puts_fails_sends_in_time(
     meta: SQLiteMetadataStore,
 ) -> None:
-    """Fault: a real server accepts and never answers. send() fails with DeliveryError
-    about delivery_timeout later, not minutes later."""
+    """Fault: a real server answers the store's check, then takes every PUT and never
+    answers. send() fails with DeliveryError about delivery_timeout later, not minutes."""
     await meta.create_topic("t", 1)
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(16)
+    server = _HalfSilentServer(("127.0.0.1", 0), _PutsNeverAnswered)
+    server.stop = threading.Event()
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
+    thread.start()
+    try:
         store = S3ObjectStore(
-            bucket="b", prefix="", endpoint=f"http://127.0.0.1:{listener.getsockname()[1]}",
+            bucket="b", prefix="", endpoint=f"http://127.0.0.1:{server.server_address[1]}",
             region="us-east-1", access_key="a", secret_key="s", timeout=0.4,
         )  # fmt: skip
         async with open_producer(
@@ -136,8 +169,29 @@ async def test_a_loopback_socket_that_never_answers_fails_sends_in_time(
                 await producer.send("t", b"lost")
             elapsed = anyio.current_time() - start
         await store.aclose()
+    finally:
+        server.stop.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
     assert 0.9 <= elapsed < 10
     assert await _hw(meta) == 0
+
+
+async def test_an_unreachable_store_fails_at_open(meta: SQLiteMetadataStore) -> None:
+    """Fault: nothing listens at the endpoint. Opening the producer fails at once with
+    StorageUnavailableError naming it, instead of every send failing later."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    store = S3ObjectStore(
+        bucket="b", prefix="", endpoint=f"http://127.0.0.1:{port}", region="us-east-1",
+        access_key="a", secret_key="s", retry=RetryPolicy(attempts=2, base_delay=0.01),
+    )  # fmt: skip
+    with pytest.raises(StorageUnavailableError, match=f"cannot reach http://127.0.0.1:{port}"):
+        async with open_producer(storage=store, metadata=meta):
+            pass  # pragma: no cover
+    await store.aclose()
 
 
 async def test_a_commit_in_flight_at_the_deadline_is_reported_as_it_ends(

@@ -219,8 +219,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if self.command == "PUT":
             fake.objects[path] = seen.body
             self._answer(200)
-        elif path == "/bkt" and self.command == "HEAD":
-            self._answer(200)
+        elif path == "/bkt":
+            self._answer(200, b"<ListBucketResult></ListBucketResult>", "application/xml")
         elif path in fake.objects:
             self._answer(200, fake.objects[path], "application/octet-stream")
         else:
