@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import AsyncIterator, Sequence
 
@@ -13,7 +14,7 @@ from ._errors import InvalidArgumentError
 from ._metadata.protocol import MetadataStore, PartitionState, TopicInfo
 from ._names import check_group_id, check_topic_name
 from ._storage.keys import OBJECT_PREFIX, object_key_time
-from ._storage.protocol import ObjectStore
+from ._storage.protocol import HasTemporaries, ObjectStore
 from ._types import OffsetReset, TopicPartition
 
 __all__ = [
@@ -60,7 +61,15 @@ class Admin:
         self._metadata = metadata
 
     async def create_topic(self, name: str, partitions: int = 1) -> TopicInfo:
-        """Create a topic. Raises TopicExistsError, InvalidNameError."""
+        """Create a topic, once the object store is known to be usable.
+
+        Raises:
+            StorageError: the object store cannot be used (a bucket that does
+                not exist, an unreachable endpoint, a directory that cannot be
+                written); nothing was recorded.
+            TopicExistsError, InvalidNameError: as the metadata store says.
+        """
+        await self._storage.check()
         return await self._metadata.create_topic(name, partitions)
 
     async def delete_topic(self, name: str) -> None:
@@ -172,10 +181,23 @@ class Admin:
 
         A producer that crashed between its PUT and its commit leaves such an
         object behind; readers never see it. Objects younger than ``grace``
-        may still be on their way to a commit and are left alone.
+        may still be on their way to a commit and are left alone. A store
+        that writes through temporary files (the local directory) also loses
+        those older than ``grace``: a process killed mid-write leaves them.
+
+        Returns:
+            The keys of the deleted objects, then the paths of the deleted
+            temporary files (``.../.tmp-*``, relative to the store).
         """
-        if grace < 0:
-            raise InvalidArgumentError(f"grace must be >= 0 seconds, not {grace}")
+        if (
+            isinstance(grace, bool)
+            or not isinstance(grace, int | float)
+            or not math.isfinite(grace)
+            or grace < 0
+        ):
+            raise InvalidArgumentError(
+                f"grace must be a finite number of seconds >= 0, not {grace!r}"
+            )
         cutoff = time.time() - grace
         candidates = []
         async for info in self._storage.list(OBJECT_PREFIX):
@@ -190,6 +212,8 @@ class Admin:
                 if key not in committed:
                     await self._storage.delete(key)
                     deleted.append(key)
+        if isinstance(self._storage, HasTemporaries):
+            deleted += await self._storage.delete_stale_temporaries(grace)
         return deleted
 
 

@@ -22,6 +22,13 @@ from pathlib import Path
 from ._errors import ConfigurationError
 from ._metadata.protocol import MetadataStore
 from ._metadata.sqlite import SQLiteMetadataStore
+from ._storage.credentials import (
+    AwsCredentialChain,
+    CredentialProvider,
+    Credentials,
+    StaticCredentials,
+    botocore_available,
+)
 from ._storage.local import LocalObjectStore
 from ._storage.protocol import ObjectStore
 from ._storage.s3 import S3ObjectStore
@@ -66,17 +73,29 @@ def object_store_from_url(
     region: str | None = None,
     access_key: str | None = None,
     secret_key: str | None = None,
+    session_token: str | None = None,
 ) -> ObjectStore:
     """Build a store from ``s3://bucket/prefix`` or ``file:///path``.
 
     For S3, arguments win over the environment variables AWS's own SDKs read:
     ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``, ``AWS_REGION`` /
-    ``AWS_DEFAULT_REGION``, ``AWS_ACCESS_KEY_ID`` and ``AWS_SECRET_ACCESS_KEY``.
+    ``AWS_DEFAULT_REGION``. Credentials are found in the SDKs' order: the
+    arguments; ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY`` and
+    ``AWS_SESSION_TOKEN``; then, with the ``streamhouse[aws]`` extra, the rest
+    of AWS's chain (``AWS_PROFILE`` and the shared files, web identity,
+    container credentials, the instance metadata service), looked up at the
+    first request and refreshed before they expire.
 
     Raises:
-        ConfigurationError: the URL or a credential is missing or malformed.
+        ConfigurationError: the URL, the endpoint or a credential is missing or
+            malformed.
     """
-    parsed = urllib.parse.urlsplit(url)
+    if not isinstance(url, str):
+        raise ConfigurationError(f"storage URL must be a str, not {type(url).__name__}")
+    try:
+        parsed = urllib.parse.urlsplit(url)
+    except ValueError as exc:
+        raise ConfigurationError(f"storage URL {url!r} is malformed: {exc}") from exc
     if parsed.scheme == "file":
         if parsed.netloc not in ("", "localhost"):
             raise ConfigurationError(f"file URL {url!r} must be file:///absolute/path")
@@ -91,13 +110,6 @@ def object_store_from_url(
         env = os.environ
         endpoint = endpoint or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
         region = region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1"
-        access_key = access_key or env.get("AWS_ACCESS_KEY_ID")
-        secret_key = secret_key or env.get("AWS_SECRET_ACCESS_KEY")
-        if not access_key or not secret_key:
-            raise ConfigurationError(
-                "S3 needs credentials: pass access_key and secret_key, or set "
-                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
-            )
         if not endpoint:
             endpoint = f"https://s3.{region}.amazonaws.com"
         return S3ObjectStore(
@@ -105,12 +117,45 @@ def object_store_from_url(
             prefix=parsed.path.strip("/"),
             endpoint=endpoint,
             region=region,
-            access_key=access_key,
-            secret_key=secret_key,
+            credentials=_credentials(access_key, secret_key, session_token),
         )
     raise ConfigurationError(
         f"unsupported storage URL {url!r}; use s3://bucket/prefix or file:///path"
     )
+
+
+def _credentials(
+    access_key: str | None, secret_key: str | None, session_token: str | None
+) -> CredentialProvider:
+    """The first source of AWS's chain that has credentials, as far as known now.
+
+    Arguments and AWS_* variables make fixed credentials with no dependency;
+    anything further down the chain needs botocore and is resolved lazily.
+    """
+    env = os.environ
+    if not (access_key and secret_key):
+        # A session token belongs to the keys it came with: the variable's
+        # only goes with keys from the variables.
+        session_token = session_token or env.get("AWS_SESSION_TOKEN")
+    access_key = access_key or env.get("AWS_ACCESS_KEY_ID")
+    secret_key = secret_key or env.get("AWS_SECRET_ACCESS_KEY")
+    if access_key and secret_key:
+        return StaticCredentials(Credentials(access_key, secret_key, session_token or None))
+    if access_key or secret_key:
+        given, missing = (
+            ("an access key", "a secret key") if access_key else ("a secret key", "an access key")
+        )
+        raise ConfigurationError(
+            f"S3 credentials are incomplete: {given} without {missing} (arguments or "
+            "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
+        )
+    if not botocore_available():
+        raise ConfigurationError(
+            "S3 needs credentials: pass access_key and secret_key, set AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY, or install streamhouse[aws] to find them as AWS's SDKs do "
+            "(AWS_PROFILE, web identity, container and instance roles)"
+        )
+    return AwsCredentialChain()
 
 
 def metadata_store_from_url(url: str) -> MetadataStore:

@@ -147,8 +147,30 @@ class FlakyStore:
     async def delete(self, key: str) -> None:
         await self.inner.delete(key)
 
+    async def check(self) -> None:
+        await self.inner.check()
+
     async def aclose(self) -> None:
         await self.inner.aclose()
+
+
+class NeverAnswers(httpx.AsyncBaseTransport):
+    """An httpx transport that takes requests and never answers.
+
+    Requests whose method is not in ``silent`` get an empty 200 answer (so a
+    store's ``check()`` passes while its PUTs hang).
+    """
+
+    def __init__(self, silent: frozenset[str] | None = None) -> None:
+        self.silent = silent or frozenset({"GET", "PUT", "HEAD", "DELETE"})
+        self.requests: list[float] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method not in self.silent:
+            return httpx.Response(200, content=b"<ListBucketResult/>")
+        self.requests.append(anyio.current_time())
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
 
 
 class LostAnswerMetadata:

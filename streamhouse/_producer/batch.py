@@ -1,7 +1,8 @@
-"""What the producer accumulates: batches of per-partition columns, and the
-checks a record passes before it joins one.
+"""What the producer accumulates: batches of per-partition columns.
 
-The flow that fills, seals and flushes these lives in ``producer``.
+The flow that fills and seals these lives in ``producer``; the checks a
+record passes before it joins one in ``checks``; writing a sealed one in
+``writer``.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ import anyio
 import attrs
 
 from .._codec import Headers
-from .._errors import DeliveryError, InvalidArgumentError
+from .._errors import DeliveryError
 
-__all__ = ["Batch", "Columns", "check_bytes", "check_headers", "headers_size"]
+__all__ = ["Batch", "Columns", "append_records", "extend_columns", "record_sizes"]
 
 
 @attrs.define(eq=False)
@@ -37,6 +38,7 @@ class Batch:
     seq: int
     parts: dict[tuple[str, int], Columns] = attrs.Factory(dict)
     size: int = 0
+    records: int = 0
     done: anyio.Event = attrs.Factory(anyio.Event)
     previous: Batch | None = None
     bases: dict[tuple[str, int], int] = attrs.Factory(dict)
@@ -49,33 +51,76 @@ class Batch:
         return cols
 
     def outcome(self) -> dict[tuple[str, int], int]:
-        if self.error is not None:
-            raise DeliveryError(f"records not written: {self.error}") from self.error
-        return self.bases
+        """The base offsets, or a fresh DeliveryError for each caller that asks."""
+        error = self.error
+        if error is None:
+            return self.bases
+        if isinstance(error, DeliveryError):
+            raise DeliveryError(str(error)) from (error.__cause__ or error)
+        raise DeliveryError(f"records not written: {error}") from error
 
 
-def check_bytes(what: str, value: object) -> None:
-    if value is not None and type(value) is not bytes:
-        raise InvalidArgumentError(f"{what} must be bytes or None, not {type(value).__name__}")
+def record_sizes(
+    values: Sequence[bytes | None],
+    keys: list[bytes | None] | None,
+    header_sizes: list[int] | None,
+) -> list[int]:
+    """Each record's key + value + headers bytes, as batches count them."""
+    sizes: list[int]
+    if None in values or keys is not None:
+        ks = keys or [None] * len(values)
+        sizes = [len(v or b"") + len(k or b"") for v, k in zip(values, ks, strict=True)]
+    else:
+        sizes = list(map(len, values))  # type: ignore[arg-type]
+    if header_sizes is not None:
+        sizes = list(map(int.__add__, sizes, header_sizes))
+    return sizes
 
 
-def check_headers(headers: object) -> Headers:
-    if headers is None:
-        return ()
-    try:
-        pairs = tuple((k, v) for k, v in headers)  # type: ignore[attr-defined]
-    except (TypeError, ValueError):
-        raise InvalidArgumentError("headers must be a sequence of (str, bytes) pairs") from None
-    for k, v in pairs:
-        if type(k) is not str or type(v) is not bytes:
-            raise InvalidArgumentError(
-                f"header ({k!r}, ...) must be a (str, bytes) pair, not "
-                f"({type(k).__name__}, {type(v).__name__})"
-            )
-        if len(k.encode()) > 0xFFFF:
-            raise InvalidArgumentError(f"header name {k[:20]!r}... is longer than 65535 bytes")
-    return pairs
+def extend_columns(
+    cols: Columns,
+    timestamps: list[int],
+    keys: list[bytes | None],
+    values: list[bytes | None],
+    headers: list[Headers | None] | None,
+) -> None:
+    """Append records to one partition's columns."""
+    start = len(cols.values)
+    cols.timestamps += timestamps
+    cols.keys += keys
+    cols.values += values
+    if headers is not None:
+        cols.add_headers(start, headers)
+    elif cols.headers is not None:
+        cols.headers += [None] * len(values)
 
 
-def headers_size(headers: Headers) -> int:
-    return sum(len(k) + len(v) + 6 for k, v in headers)
+def append_records(
+    batch: Batch,
+    topic: str,
+    targets: list[int],
+    timestamps: list[int],
+    keys: list[bytes | None],
+    values: Sequence[bytes | None],
+    headers: list[Headers | None] | None,
+) -> list[int]:
+    """Append a send_batch call's records; return each one's position in its partition."""
+    if len(set(targets)) == 1:
+        cols = batch.columns(topic, targets[0])
+        start = len(cols.values)
+        extend_columns(cols, timestamps, keys, list(values), headers)
+        return range(start, start + len(targets))  # type: ignore[return-value]
+    positions = [0] * len(targets)
+    groups: dict[int, list[int]] = {}
+    for i, p in enumerate(targets):
+        groups.setdefault(p, []).append(i)
+    for p, idx in groups.items():
+        cols = batch.columns(topic, p)
+        start = len(cols.values)
+        for j, i in enumerate(idx):
+            positions[i] = start + j
+        extend_columns(
+            cols, [timestamps[i] for i in idx], [keys[i] for i in idx], [values[i] for i in idx],
+            None if headers is None else [headers[i] for i in idx],
+        )  # fmt: skip
+    return positions

@@ -2,25 +2,28 @@
 
 How a record travels
 --------------------
-``send()`` validates the record, picks its partition and appends it to the
-*open batch*: per-partition columns of timestamps, keys, values and headers.
-The open batch is sealed when ``linger`` seconds have passed since its first
-record, or when it holds ``max_batch_bytes``. A sealed batch is flushed by
-its own task: every partition's records are encoded into a segment, all the
-segments go into one object (one PUT), and one metadata transaction commits
-them, which assigns their base offsets. Only then do the ``send()`` calls of
-that batch return, each with its record's real offset.
+``send()`` validates the record (``checks``: everything the encoder or the
+commit could refuse is refused here, to its caller alone), picks its
+partition and appends it to the *open batch*: per-partition columns of
+timestamps, keys, values and headers. The open batch is sealed when
+``linger`` seconds have passed since its first record, or when it holds
+``max_batch_bytes``. A sealed batch is written by its own task (``writer``):
+every partition's records are encoded into a segment, all the segments go
+into one object (one PUT), and one metadata transaction commits them, which
+assigns their base offsets. Only then do the ``send()`` calls of that batch
+return, each with its record's real offset.
 
 Uploads of several batches overlap (``max_in_flight``), but commits happen
 in the order the batches were sealed, so records sent later never get lower
 offsets in a partition than records sent earlier by the same producer.
 
-Failure: upload and commit are retried with backoff; both are idempotent
-(the object key is unique to the batch, and committing an object key again
-returns the offsets assigned the first time). A failure that outlasts the
-retries fails exactly the sends of that batch, with DeliveryError; since the
-commit is one transaction, nothing of the batch becomes visible. Its object,
-if uploaded, is an orphan that ``admin.delete_orphans()`` removes later.
+Failure: upload and commit are retried with backoff until the batch's
+``delivery_timeout``; both are idempotent (the object key is unique to the
+batch, and committing an object key again returns the offsets assigned the
+first time). A failure that outlasts them fails exactly the sends of that
+batch, with DeliveryError, and nothing of the batch becomes visible, then or
+later (``writer`` says why that holds). Its object, if uploaded, is an orphan
+that ``admin.delete_orphans()`` removes later.
 
 Cancelling ``send()`` abandons the wait, not the record: a record appended to
 a batch is written with it, and the other records of that batch are not
@@ -32,35 +35,46 @@ from __future__ import annotations
 import contextlib
 import itertools
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import TypeVar
+from collections.abc import AsyncIterator, Sequence
 
 import anyio
 import anyio.abc
-import anyio.to_thread
 
-from .._codec import Codec, Headers, encode_segment
+from .._codec import Codec, Headers
 from .._config import open_stores
 from .._errors import (
     ClosedError,
+    DeliveryError,
     InvalidArgumentError,
     PartitionNotFoundError,
-    RetriableError,
     raise_as_one,
 )
-from .._metadata.protocol import MetadataStore, SegmentInfo, SegmentSpec
+from .._metadata.protocol import MetadataStore
 from .._names import check_topic_name
-from .._storage.keys import new_object_key
 from .._storage.protocol import ObjectStore
 from .._types import RecordMetadata, SendBatchResult
-from .batch import Batch, Columns, check_bytes, check_headers, headers_size
+from .batch import Batch, append_records, record_sizes
+from .checks import (
+    MAX_BATCH_BYTES,
+    MAX_BATCH_RECORDS,
+    ProducerOptions,
+    check_bytes,
+    check_headers,
+    check_sequence,
+    check_timestamp,
+    check_timestamps,
+    producer_options,
+)
 from .partitioner import StickyPartitioner, keyed_partition
+from .writer import BatchWriter
 
 __all__ = ["Producer", "open_producer"]
 
-T = TypeVar("T")
-
 _TOPIC_CACHE_SECONDS = 30.0
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 class Producer:
@@ -71,32 +85,12 @@ class Producer:
         storage: ObjectStore,
         metadata: MetadataStore,
         task_group: anyio.abc.TaskGroup,
-        *,
-        linger: float,
-        compression: Codec,
-        max_batch_bytes: int,
-        max_record_bytes: int,
-        max_in_flight: int,
-        buffer_bytes: int,
-        retries: int,
-        retry_backoff: float,
+        options: ProducerOptions,
     ) -> None:
-        self._storage = storage
         self._metadata = metadata
         self._tg = task_group
-        self._linger = linger
-        self._codec = compression
-        self._max_batch_bytes = max_batch_bytes
-        self._max_record_bytes = max_record_bytes
-        self._in_flight = anyio.Semaphore(max_in_flight)
-        # Encoding is CPU work under the GIL: one thread at a time does it
-        # fastest; more threads only fight over the lock (measured: a 4 MiB
-        # batch took 175 ms with 8 encoding at once, against 20 ms alone),
-        # while the uploads, which wait on the network, overlap freely.
-        self._encoders = anyio.CapacityLimiter(1)
-        self._buffer_bytes = buffer_bytes
-        self._retries = retries
-        self._retry_backoff = retry_backoff
+        self._options = options
+        self._writer = BatchWriter(storage, metadata, options)
         self._sticky = StickyPartitioner()
         self._topics: dict[str, tuple[int, float]] = {}
         self._open: Batch | None = None
@@ -127,26 +121,27 @@ class Producer:
                 partition for the key.
             partition: the partition, overriding the key.
             headers: ``(str, bytes)`` pairs.
-            timestamp: milliseconds since the epoch; now when omitted.
+            timestamp: milliseconds since the epoch, ``0 <= t < 2**63``; now
+                when omitted.
 
         Raises:
             TopicNotFoundError, PartitionNotFoundError, InvalidArgumentError:
-                the record was refused; nothing was written.
-            DeliveryError: the batch holding the record could not be written.
+                the record was refused; nothing was written, and no other
+                record was affected.
+            DeliveryError: the batch holding the record could not be written
+                within ``delivery_timeout``; none of it will become visible.
         """
         self._check_open()
         check_bytes("value", value)
         check_bytes("key", key)
-        hdrs = check_headers(headers)
-        size = len(value or b"") + len(key or b"") + headers_size(hdrs)
-        if size > self._max_record_bytes:
+        hdrs, headers_size = check_headers(headers)
+        size = len(value or b"") + len(key or b"") + headers_size
+        if size > self._options.max_record_bytes:
             raise InvalidArgumentError(
-                f"record of {size} bytes is larger than max_record_bytes={self._max_record_bytes}"
+                f"record of {size} bytes is larger than "
+                f"max_record_bytes={self._options.max_record_bytes}"
             )
-        if timestamp is None:
-            timestamp = time.time_ns() // 1_000_000
-        elif isinstance(timestamp, bool) or not isinstance(timestamp, int):
-            raise InvalidArgumentError(f"timestamp must be an int of ms, not {timestamp!r}")
+        timestamp = _now_ms() if timestamp is None else check_timestamp(timestamp)
         count = await self._partition_count(topic)
         if partition is None:
             partition = (
@@ -157,7 +152,7 @@ class Producer:
         else:
             self._check_partition(topic, partition, count)
         await self._wait_for_space()
-        batch = self._batch_for(size)
+        batch = self._batch_for(size, 1)
         cols = batch.columns(topic, partition)
         position = len(cols.values)
         cols.timestamps.append(timestamp)
@@ -167,7 +162,7 @@ class Producer:
             cols.add_headers(position, [hdrs])
         elif cols.headers is not None:
             cols.headers.append(None)
-        self._added(batch, size)
+        self._added(batch, size, 1)
         await batch.done.wait()
         return RecordMetadata(
             topic, partition, batch.outcome()[(topic, partition)] + position, timestamp
@@ -189,78 +184,60 @@ class Producer:
         the returned sequence makes RecordMetadata objects only on demand
         (``result.offsets`` gives every offset at once). All records of one
         call go into the same flush. Keyless records of one call all go to
-        one partition (sticky), keyed ones to their murmur2 partitions.
+        one partition (sticky), keyed ones to their murmur2 partitions. One
+        call holds at most 4,194,304 records and 128 MiB.
 
         Raises:
             The same errors as :meth:`send`, for the whole call: either every
             record is accepted, or none is.
         """
         self._check_open()
-        n = len(values)
+        n = check_sequence("values", values)
         if n == 0:
             return SendBatchResult(topic, [], [], {}, [])
+        if n > MAX_BATCH_RECORDS:
+            raise InvalidArgumentError(
+                f"send_batch of {n} records; one call may hold at most {MAX_BATCH_RECORDS}"
+            )
         if not set(map(type, values)) <= {bytes, type(None)}:
             bad = next(v for v in values if v is not None and type(v) is not bytes)
             raise InvalidArgumentError(f"values must be bytes or None, not {type(bad).__name__}")
-        key_list: list[bytes | None] = [None] * n if keys is None else list(keys)
-        if len(key_list) != n:
-            raise InvalidArgumentError(f"{len(key_list)} keys for {n} values")
-        if keys is not None and not set(map(type, key_list)) <= {bytes, type(None)}:
-            bad = next(k for k in key_list if k is not None and type(k) is not bytes)
-            raise InvalidArgumentError(f"keys must be bytes or None, not {type(bad).__name__}")
+        key_list: list[bytes | None] = [None] * n
+        if keys is not None:
+            if check_sequence("keys", keys) != n:
+                raise InvalidArgumentError(f"{len(keys)} keys for {n} values")
+            key_list = list(keys)
+            if not set(map(type, key_list)) <= {bytes, type(None)}:
+                bad = next(k for k in key_list if k is not None and type(k) is not bytes)
+                raise InvalidArgumentError(f"keys must be bytes or None, not {type(bad).__name__}")
         header_list: list[Headers | None] | None = None
+        header_sizes: list[int] | None = None
         if headers is not None:
-            if len(headers) != n:
+            if check_sequence("headers", headers) != n:
                 raise InvalidArgumentError(f"{len(headers)} headers for {n} values")
-            header_list = [check_headers(h) or None for h in headers]
-        ts_list = self._timestamps(timestamps, n)
-        sizes: list[int]
-        if None in values or keys is not None:
-            sizes = [len(v or b"") + len(k or b"") for v, k in zip(values, key_list, strict=True)]
-        else:
-            sizes = list(map(len, values))  # type: ignore[arg-type]
-        if header_list is not None:
-            sizes = [s + headers_size(h or ()) for s, h in zip(sizes, header_list, strict=True)]
+            checked = [check_headers(h) for h in headers]
+            header_list = [pairs or None for pairs, _ in checked]
+            header_sizes = [size for _, size in checked]
+        ts_list = check_timestamps(timestamps, n, _now_ms())
+        sizes = record_sizes(values, key_list if keys is not None else None, header_sizes)
         biggest = max(sizes)
-        if biggest > self._max_record_bytes:
+        if biggest > self._options.max_record_bytes:
             raise InvalidArgumentError(
                 f"record {sizes.index(biggest)} of {biggest} bytes is larger than "
-                f"max_record_bytes={self._max_record_bytes}"
+                f"max_record_bytes={self._options.max_record_bytes}"
+            )
+        total = sum(sizes)
+        if total > MAX_BATCH_BYTES:
+            raise InvalidArgumentError(
+                f"send_batch of {total} bytes; one call may hold at most {MAX_BATCH_BYTES} "
+                "(split it)"
             )
         count = await self._partition_count(topic)
-        if partition is not None:
-            self._check_partition(topic, partition, count)
-            targets: list[int] = [partition] * n
-        elif count == 1 or keys is None or key_list.count(None) == n:
-            # One partition needs no hashing (murmur2 is ~1 us a key).
-            targets = [self._sticky.partition(topic, count)] * n
-        else:
-            sticky = self._sticky.partition(topic, count)
-            targets = [sticky if k is None else keyed_partition(k, count) for k in key_list]
+        targets = self._targets(topic, count, partition, keys, key_list, n)
         await self._wait_for_space()
-        batch = self._batch_for(sum(sizes))
-        positions: list[int]
-        if len(set(targets)) == 1:
-            cols = batch.columns(topic, targets[0])
-            start = len(cols.values)
-            positions = range(start, start + n)  # type: ignore[assignment]
-            self._extend(cols, ts_list, key_list, list(values), header_list)
-        else:
-            positions = [0] * n
-            groups: dict[int, list[int]] = {}
-            for i, p in enumerate(targets):
-                groups.setdefault(p, []).append(i)
-            for p, idx in groups.items():
-                cols = batch.columns(topic, p)
-                start = len(cols.values)
-                for j, i in enumerate(idx):
-                    positions[i] = start + j
-                self._extend(
-                    cols, [ts_list[i] for i in idx], [key_list[i] for i in idx],
-                    [values[i] for i in idx],
-                    None if header_list is None else [header_list[i] for i in idx],
-                )  # fmt: skip
-        self._added(batch, sum(sizes))
+        batch = self._batch_for(total, n)
+        positions = append_records(batch, topic, targets, ts_list, key_list, values, header_list)
+        self._added(batch, total, n)
         await batch.done.wait()
         return SendBatchResult(topic, targets, positions, batch.outcome(), ts_list)
 
@@ -291,26 +268,33 @@ class Producer:
 
     @staticmethod
     def _check_partition(topic: str, partition: object, count: int) -> None:
-        if (
-            isinstance(partition, bool)
-            or not isinstance(partition, int)
-            or not 0 <= partition < count
-        ):
+        if isinstance(partition, bool) or not isinstance(partition, int):
+            raise InvalidArgumentError(
+                f"partition must be an int or None, not {type(partition).__name__}"
+            )
+        if not 0 <= partition < count:
             raise PartitionNotFoundError(
                 f"topic {topic!r} has partitions 0..{count - 1}; "
                 f"there is no partition {partition!r}"
             )
 
-    @staticmethod
-    def _timestamps(timestamps: Sequence[int] | int | None, n: int) -> list[int]:
-        if timestamps is None:
-            return [time.time_ns() // 1_000_000] * n
-        if isinstance(timestamps, int) and not isinstance(timestamps, bool):
-            return [timestamps] * n
-        ts = list(timestamps)  # type: ignore[arg-type]
-        if len(ts) != n or not set(map(type, ts)) <= {int}:
-            raise InvalidArgumentError(f"timestamps must be {n} ints of ms since the epoch")
-        return ts
+    def _targets(
+        self,
+        topic: str,
+        count: int,
+        partition: int | None,
+        keys: Sequence[bytes | None] | None,
+        key_list: list[bytes | None],
+        n: int,
+    ) -> list[int]:
+        if partition is not None:
+            self._check_partition(topic, partition, count)
+            return [partition] * n
+        if count == 1 or keys is None or key_list.count(None) == n:
+            # One partition needs no hashing (murmur2 is ~1 us a key).
+            return [self._sticky.partition(topic, count)] * n
+        sticky = self._sticky.partition(topic, count)
+        return [sticky if k is None else keyed_partition(k, count) for k in key_list]
 
     async def _partition_count(self, topic: str) -> int:
         cached = self._topics.get(topic)
@@ -323,13 +307,30 @@ class Producer:
         return info.partitions
 
     async def _wait_for_space(self) -> None:
-        while self._buffered >= self._buffer_bytes:
-            await self._space.wait()
+        if self._buffered >= self._options.buffer_bytes:
+            # Bounded like the rest of a send: space comes back as earlier
+            # batches end, each within its own delivery timeout.
+            with anyio.move_on_after(self._options.delivery_timeout) as waited:
+                while self._buffered >= self._options.buffer_bytes:
+                    await self._space.wait()
+            if waited.cancelled_caught:
+                raise DeliveryError(
+                    f"record not accepted: buffer_bytes={self._options.buffer_bytes} stayed "
+                    f"full of unwritten records for delivery_timeout="
+                    f"{self._options.delivery_timeout} s"
+                )
         self._check_open()
 
-    def _batch_for(self, size: int) -> Batch:
+    def _batch_for(self, size: int, records: int) -> Batch:
         batch = self._open
-        if batch is not None and batch.size + size > self._max_batch_bytes and batch.size:
+        if (
+            batch is not None
+            and batch.records
+            and (
+                batch.size + size > self._options.max_batch_bytes
+                or batch.records + records > MAX_BATCH_RECORDS
+            )
+        ):
             self._seal()
             batch = None
         if batch is None:
@@ -337,31 +338,15 @@ class Producer:
             self._tg.start_soon(self._linger_then_seal, batch)
         return batch
 
-    def _added(self, batch: Batch, size: int) -> None:
+    def _added(self, batch: Batch, size: int, records: int) -> None:
         batch.size += size
+        batch.records += records
         self._buffered += size
-        if batch.size >= self._max_batch_bytes:
+        if batch.size >= self._options.max_batch_bytes or batch.records >= MAX_BATCH_RECORDS:
             self._seal()
 
-    @staticmethod
-    def _extend(
-        cols: Columns,
-        timestamps: list[int],
-        keys: list[bytes | None],
-        values: list[bytes | None],
-        headers: list[Headers | None] | None,
-    ) -> None:
-        start = len(cols.values)
-        cols.timestamps += timestamps
-        cols.keys += keys
-        cols.values += values
-        if headers is not None:
-            cols.add_headers(start, headers)
-        elif cols.headers is not None:
-            cols.headers += [None] * len(values)
-
     async def _linger_then_seal(self, batch: Batch) -> None:
-        await anyio.sleep(self._linger)
+        await anyio.sleep(self._options.linger)
         if self._open is batch:
             self._seal()
 
@@ -375,31 +360,9 @@ class Producer:
         self._last_sealed = batch
         self._tg.start_soon(self._flush, batch)
 
-    async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
-        for attempt in itertools.count():
-            try:
-                return await call()
-            except RetriableError:
-                if attempt + 1 >= self._retries:
-                    raise
-            await anyio.sleep(self._retry_backoff * 2**attempt)
-        raise AssertionError("unreachable")  # pragma: no cover
-
     async def _flush(self, batch: Batch) -> None:
-        key = new_object_key()
         try:
-            async with self._in_flight:
-                data, specs = await anyio.to_thread.run_sync(
-                    self._encode, batch, limiter=self._encoders
-                )
-                await self._retrying(lambda: self._storage.put(key, data))
-            # Commit in seal order, so a partition's offsets follow send order.
-            if batch.previous is not None:
-                await batch.previous.done.wait()
-            infos: list[SegmentInfo] = await self._retrying(
-                lambda: self._metadata.commit_segments(key, specs)
-            )
-            batch.bases = {(s.topic, s.partition): s.base_offset for s in infos}
+            batch.bases = await self._writer.write(batch)
         except Exception as exc:
             batch.error = exc
         except BaseException:
@@ -412,24 +375,6 @@ class Producer:
             self._space = anyio.Event()
             batch.parts.clear()
             batch.done.set()
-
-    def _encode(self, batch: Batch) -> tuple[bytes, list[SegmentSpec]]:
-        chunks: list[bytes] = []
-        specs: list[SegmentSpec] = []
-        position = 0
-        for (topic, partition), cols in sorted(batch.parts.items()):
-            segment = encode_segment(
-                cols.timestamps, cols.keys, cols.values, cols.headers, codec=self._codec
-            )
-            chunks.append(segment.data)
-            specs.append(
-                SegmentSpec(
-                    topic, partition, segment.record_count, position, len(segment.data),
-                    segment.index_length, segment.min_timestamp, segment.max_timestamp,
-                )
-            )  # fmt: skip
-            position += len(segment.data)
-        return b"".join(chunks), specs
 
     async def _close(self) -> None:
         self._closed = True
@@ -451,8 +396,10 @@ async def open_producer(
     max_record_bytes: int = 8 * 2**20,
     max_in_flight: int = 8,
     buffer_bytes: int = 128 * 2**20,
-    retries: int = 5,
+    delivery_timeout: float = 120.0,
+    retries: int | None = None,
     retry_backoff: float = 0.1,
+    retry_backoff_max: float = 1.0,
     close_timeout: float = 60.0,
 ) -> AsyncIterator[Producer]:
     """Open a producer; leaving the block writes every accepted record.
@@ -462,35 +409,52 @@ async def open_producer(
             ``file:///path``); the embedded default when omitted.
         metadata: a MetadataStore or a URL (``sqlite:///path``); the embedded
             default when omitted.
-        linger: seconds a batch waits for more records before it is flushed.
+        linger: seconds a batch waits for more records before it is flushed;
+            0 sends at once (records sent in the same moment still share a
+            batch), as in Kafka.
         compression: "lz4", "zstd" or "none".
         max_batch_bytes: a batch holding this much is flushed at once. 4 MiB
             keeps encoding and uploading overlapped (measured against 2, 8
-            and 16 MiB into SeaweedFS; scripts/bench.py measures it).
-        max_record_bytes: larger records are refused at send.
+            and 16 MiB into SeaweedFS; scripts/bench.py measures it). At most
+            128 MiB.
+        max_record_bytes: larger records (key + value + headers) are refused
+            at send. At most 128 MiB.
         max_in_flight: batches uploading at once.
-        buffer_bytes: sends wait while this much is accepted but unwritten.
-        retries: attempts for a retriable upload or commit failure.
-        retry_backoff: seconds before the first retry, doubling after.
+        buffer_bytes: sends wait while this much is accepted but unwritten
+            (at most ``delivery_timeout``, then DeliveryError); at least 1.
+        delivery_timeout: seconds a batch may take, from being flushed, to
+            become durable (uploads and commits, retries included), as
+            Kafka's delivery.timeout.ms; its records fail with DeliveryError
+            after that, and none of them becomes visible later. A commit
+            already running then is not abandoned (its outcome is reported
+            as it is), so allow one metadata call's time limit on top.
+        retries: attempts for a retriable upload or commit failure; None (the
+            default) retries until ``delivery_timeout``, as Kafka does.
+        retry_backoff: seconds before the first retry at most, doubling
+            after, with full jitter (one RetryPolicy).
+        retry_backoff_max: the largest backoff (Kafka's retry.backoff.max.ms).
         close_timeout: seconds leaving the block may spend writing.
 
     Raises:
-        InvalidArgumentError: an option is out of range.
+        InvalidArgumentError: an option is out of range, NaN or infinite (the
+            message names it).
+        StorageError: the object store cannot be used (``ObjectStore.check``:
+            an unreachable endpoint, a missing bucket, refused credentials).
     """
-    codec = Codec.parse(compression)
-    if linger < 0 or max_batch_bytes <= 0 or max_record_bytes <= 0 or max_in_flight < 1:
-        raise InvalidArgumentError("linger must be >= 0; sizes and max_in_flight must be positive")
-    if retries < 1:
-        raise InvalidArgumentError(f"retries must be >= 1, not {retries}")
+    options = producer_options(
+        linger=linger, compression=compression, max_batch_bytes=max_batch_bytes,
+        max_record_bytes=max_record_bytes, max_in_flight=max_in_flight,
+        buffer_bytes=buffer_bytes, retries=retries, retry_backoff=retry_backoff,
+        retry_backoff_max=retry_backoff_max, delivery_timeout=delivery_timeout,
+        close_timeout=close_timeout,
+    )  # fmt: skip
     body_error: Exception | None = None
     try:
         async with open_stores(storage, metadata) as (store, meta), anyio.create_task_group() as tg:
-            producer = Producer(
-                store, meta, tg, linger=linger, compression=codec,
-                max_batch_bytes=max_batch_bytes, max_record_bytes=max_record_bytes,
-                max_in_flight=max_in_flight, buffer_bytes=buffer_bytes, retries=retries,
-                retry_backoff=retry_backoff,
-            )  # fmt: skip
+            # A wrong endpoint, bucket or key fails here, at once and clearly,
+            # rather than as every send's DeliveryError delivery_timeout later.
+            await store.check()
+            producer = Producer(store, meta, tg, options)
             try:
                 yield producer
             except Exception as exc:

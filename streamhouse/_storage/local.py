@@ -1,8 +1,15 @@
-"""LocalObjectStore: objects as files under a directory (the embedded default)."""
+"""LocalObjectStore: objects as files under a directory (the embedded default).
+
+Every OSError is translated here into a StorageError (a missing file into
+ObjectNotFoundError), with the original as ``__cause__``.
+"""
 
 from __future__ import annotations
 
+import builtins
+import math
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -12,8 +19,14 @@ import anyio
 import anyio.to_thread
 import attrs
 
-from .._errors import ClosedError, ObjectExistsError, ObjectNotFoundError, StorageError
-from .protocol import ObjectInfo, check_key, check_range
+from .._errors import (
+    ClosedError,
+    InvalidArgumentError,
+    ObjectExistsError,
+    ObjectNotFoundError,
+    StorageError,
+)
+from .protocol import TEMPORARY_PREFIX, ObjectInfo, check_key, check_range
 
 __all__ = ["LocalObjectStore"]
 
@@ -47,8 +60,11 @@ class LocalObjectStore:
             raise ClosedError("the object store is closed")
         return self.root.joinpath(*check_key(key).split("/"))
 
-    async def _run(self, fn: Callable[[], T]) -> T:
-        return await anyio.to_thread.run_sync(fn, limiter=self._limiter)
+    async def _run(self, fn: Callable[[], T], what: str = "") -> T:
+        try:
+            return await anyio.to_thread.run_sync(fn, limiter=self._limiter)
+        except OSError as exc:
+            raise StorageError(f"{what or 'file I/O'} in {self.root}: {exc}") from exc
 
     async def get(self, key: str, start: int = 0, end: int | None = None) -> bytes:
         check_range(key, start, end)
@@ -67,14 +83,14 @@ class LocalObjectStore:
             except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
                 raise ObjectNotFoundError(f"no object {key!r} in {self.root}") from None
 
-        return await self._run(read)
+        return await self._run(read, f"GET {key!r}")
 
     async def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
         path = self._path(key)
 
         def write() -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".tmp-{uuid.uuid4().hex}")
+            tmp = path.with_name(f"{TEMPORARY_PREFIX}{uuid.uuid4().hex}")
             try:
                 with open(tmp, "xb") as f:
                     f.write(data)
@@ -96,7 +112,7 @@ class LocalObjectStore:
             finally:
                 tmp.unlink(missing_ok=True)
 
-        await self._run(write)
+        await self._run(write, f"PUT {key!r}")
 
     async def head(self, key: str) -> ObjectInfo:
         path = self._path(key)
@@ -110,7 +126,7 @@ class LocalObjectStore:
                 raise ObjectNotFoundError(f"no object {key!r} in {self.root}")
             return ObjectInfo(key, st.st_size, f"{st.st_mtime_ns:x}-{st.st_size:x}")
 
-        return await self._run(stat)
+        return await self._run(stat, f"HEAD {key!r}")
 
     async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
         if self._closed:
@@ -121,7 +137,7 @@ class LocalObjectStore:
             for dirpath, _dirs, files in os.walk(self.root):
                 rel = os.path.relpath(dirpath, self.root)
                 for name in files:
-                    if name.startswith(".tmp-"):
+                    if name.startswith(TEMPORARY_PREFIX):
                         continue
                     key = name if rel == "." else f"{rel.replace(os.sep, '/')}/{name}"
                     if key.startswith(prefix):
@@ -130,12 +146,76 @@ class LocalObjectStore:
             found.sort(key=lambda info: info.key)
             return found
 
-        for info in await self._run(scan):
+        for info in await self._run(scan, f"LIST {prefix!r}"):
             yield info
 
     async def delete(self, key: str) -> None:
         path = self._path(key)
-        await self._run(lambda: path.unlink(missing_ok=True))
+        await self._run(lambda: path.unlink(missing_ok=True), f"DELETE {key!r}")
+
+    async def check(self) -> None:
+        """Check that the directory exists or can be made, and takes a file.
+
+        Raises:
+            StorageError: it cannot be created or written (the message says
+                why, e.g. a permission or a file in the way).
+        """
+        if self._closed:
+            raise ClosedError("the object store is closed")
+
+        def probe() -> None:
+            self.root.mkdir(parents=True, exist_ok=True)
+            tmp = self.root / f"{TEMPORARY_PREFIX}check-{uuid.uuid4().hex}"
+            try:
+                with open(tmp, "xb") as f:
+                    f.write(b"streamhouse")
+            finally:
+                tmp.unlink(missing_ok=True)
+
+        await self._run(probe, "writing a test file")
+
+    async def delete_stale_temporaries(self, older_than: float) -> builtins.list[str]:
+        """Delete temporary files last written more than ``older_than`` seconds ago.
+
+        A process killed in the middle of a put leaves its temporary file
+        (``.tmp-*``) behind; nothing else would ever remove it. A put in
+        progress keeps writing to its temporary, so a grace of minutes or
+        more leaves live ones alone.
+
+        Returns:
+            The deleted files' paths relative to the root, '/'-separated.
+        """
+        if (
+            isinstance(older_than, bool)
+            or not isinstance(older_than, int | float)
+            or not math.isfinite(older_than)
+            or older_than < 0
+        ):
+            raise InvalidArgumentError(
+                f"older_than must be a finite number of seconds >= 0, not {older_than!r}"
+            )
+        if self._closed:
+            raise ClosedError("the object store is closed")
+        cutoff = time.time() - older_than
+
+        def sweep() -> builtins.list[str]:
+            deleted = []
+            for dirpath, _dirs, files in os.walk(self.root):
+                rel = os.path.relpath(dirpath, self.root)
+                for name in files:
+                    if not name.startswith(TEMPORARY_PREFIX):
+                        continue
+                    path = os.path.join(dirpath, name)
+                    try:
+                        if os.stat(path).st_mtime >= cutoff:
+                            continue
+                        os.unlink(path)
+                    except FileNotFoundError:  # its put finished or failed meanwhile
+                        continue
+                    deleted.append(name if rel == "." else f"{rel.replace(os.sep, '/')}/{name}")
+            return sorted(deleted)
+
+        return await self._run(sweep, "deleting stale temporaries")
 
     async def aclose(self) -> None:
         self._closed = True

@@ -1,10 +1,11 @@
 """The ObjectStore protocol: what StreamHouse needs of an object store.
 
 An object store holds immutable objects under string keys. StreamHouse needs
-five operations of it and nothing else: get (whole or a byte range), put
-(optionally only if the key is free), head, list by prefix, delete. Both
-implementations (``local`` and ``s3``) give them the same semantics, and one test suite runs against
-both:
+five operations of it, get (whole or a byte range), put (optionally only if
+the key is free), head, list by prefix, delete, and a ``check`` that the
+store is usable before anything is recorded that depends on it. Both
+implementations (``local`` and ``s3``) give them the same semantics, and one
+test suite runs against both:
 
 - ``get(key, start, end)`` returns bytes ``[start, end)``, clipped at the end
   of the object; a missing key raises ObjectNotFoundError; a ``start`` at or
@@ -12,6 +13,14 @@ both:
 - ``put(key, data, if_absent=True)`` creates the key only if it is free and
   raises ObjectExistsError otherwise; without ``if_absent`` it replaces.
 - ``delete`` of a missing key is not an error (S3 semantics).
+- ``check()`` raises a StorageError saying what is wrong (a bucket that does
+  not exist, naming it and the endpoint; a directory that cannot be written)
+  and does nothing else.
+
+A store that writes through temporary files (the local one) also has
+``delete_stale_temporaries`` (:class:`HasTemporaries`): a process killed
+mid-write leaves its temporary behind, and ``Admin.delete_orphans`` removes
+those past the grace period. S3 has no temporaries.
 """
 
 from __future__ import annotations
@@ -25,9 +34,18 @@ from .._errors import (
     InvalidArgumentError,
 )
 
-__all__ = ["MAX_KEY_LENGTH", "ObjectInfo", "ObjectStore", "check_key", "check_range"]
+__all__ = [
+    "MAX_KEY_LENGTH",
+    "TEMPORARY_PREFIX",
+    "HasTemporaries",
+    "ObjectInfo",
+    "ObjectStore",
+    "check_key",
+    "check_range",
+]
 
 MAX_KEY_LENGTH = 1024
+TEMPORARY_PREFIX = ".tmp-"
 
 T = TypeVar("T")
 
@@ -65,8 +83,24 @@ class ObjectStore(Protocol):
         """Delete the object; a missing key is not an error."""
         ...
 
+    async def check(self) -> None:
+        """Raise a StorageError naming the problem if the store cannot be used."""
+        ...
+
     async def aclose(self) -> None:
         """Release connections and threads."""
+        ...
+
+
+@runtime_checkable
+class HasTemporaries(Protocol):
+    """A store whose interrupted writes can leave temporary files behind."""
+
+    async def delete_stale_temporaries(self, older_than: float) -> list[str]:
+        """Delete temporaries last written more than ``older_than`` seconds ago.
+
+        Returns their paths relative to the store, '/'-separated.
+        """
         ...
 
 
@@ -83,8 +117,10 @@ def check_key(key: object) -> str:
     parts = key.split("/")
     if any(p in ("", ".", "..") for p in parts) or "\\" in key or "\x00" in key:
         raise InvalidArgumentError(f"object key {key!r} has an empty, '.' or '..' part")
-    if parts[-1].startswith(".tmp-"):
-        raise InvalidArgumentError(f"object key {key!r} uses the reserved prefix '.tmp-'")
+    if parts[-1].startswith(TEMPORARY_PREFIX):
+        raise InvalidArgumentError(
+            f"object key {key!r} uses the reserved prefix {TEMPORARY_PREFIX!r}"
+        )
     return key
 
 

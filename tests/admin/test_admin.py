@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
 import pytest
 
 from streamhouse import (
     InvalidArgumentError,
+    LocalObjectStore,
     ObjectStore,
     SQLiteMetadataStore,
+    StorageError,
     TopicNotFoundError,
     TopicPartition,
     open_admin,
     open_producer,
 )
+
+from ..helpers import make_s3_store, read_partition
+from ..servers.seaweed import S3Server
 
 pytestmark = pytest.mark.anyio
 
@@ -89,3 +96,49 @@ async def test_orphans_past_the_grace_period_are_deleted(
         assert after == before - {old_orphan}
         with pytest.raises(InvalidArgumentError):
             await admin.delete_orphans(grace=-1)
+
+
+async def test_create_topic_checks_the_bucket_before_recording_anything(
+    s3_server: S3Server, s3_prefix: str, meta: SQLiteMetadataStore
+) -> None:
+    """A missing bucket fails create_topic with one StorageError naming it; no topic is made."""
+    store = make_s3_store(s3_server, s3_prefix, bucket="no-bucket-for-topics")
+    async with open_admin(storage=store, metadata=meta) as admin:
+        with pytest.raises(StorageError, match="'no-bucket-for-topics' does not exist at"):
+            await admin.create_topic("t")
+        assert await admin.list_topics() == []
+    await store.aclose()
+
+
+async def test_create_topic_refuses_an_unwritable_directory(
+    tmp_path: Path, meta: SQLiteMetadataStore
+) -> None:
+    """A local store whose directory cannot be made fails create_topic before recording it."""
+    (tmp_path / "file").write_bytes(b"in the way")
+    async with open_admin(storage=f"file://{tmp_path}/file/objects", metadata=meta) as admin:
+        with pytest.raises(StorageError, match="file/objects"):
+            await admin.create_topic("t")
+        assert await admin.list_topics() == []
+
+
+async def test_delete_orphans_also_removes_stale_temporaries(
+    tmp_path: Path, meta: SQLiteMetadataStore
+) -> None:
+    """Temporaries a killed put left behind go once older than the grace; young ones stay."""
+    store = LocalObjectStore(tmp_path / "objects")
+    async with open_admin(storage=store, metadata=meta) as admin:
+        await admin.create_topic("t")
+        async with open_producer(storage=store, metadata=meta, linger=0) as producer:
+            await producer.send("t", b"kept")
+        data = tmp_path / "objects" / "data"
+        old = time.time() - 7200
+        (data / ".tmp-killed").write_bytes(b"x" * 1000)
+        os.utime(data / ".tmp-killed", (old, old))
+        (data / ".tmp-young").write_bytes(b"x")
+        assert await admin.delete_orphans(grace=3600) == ["data/.tmp-killed"]
+        assert sorted(p.name for p in data.iterdir() if p.name.startswith(".tmp-")) == [
+            ".tmp-young"
+        ]
+        assert [row[3] for row in await read_partition(store, meta, "t", 0)] == [b"kept"]
+        with pytest.raises(InvalidArgumentError, match="grace"):
+            await admin.delete_orphans(grace=float("nan"))

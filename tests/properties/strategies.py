@@ -39,3 +39,19 @@ segment_plans = st.lists(
     min_size=1,
     max_size=25,
 )
+
+
+# Arguments of one send() that the producer must refuse, each with a word the
+# error names: a hostile caller's share of a batch that good callers share.
+bad_send_arguments = st.one_of(
+    st.integers(min_value=2**63, max_value=2**70).map(lambda t: ({"timestamp": t}, "timestamp")),
+    st.integers(max_value=-1).map(lambda t: ({"timestamp": t}, "timestamp")),
+    st.floats().map(lambda t: ({"timestamp": t}, "timestamp")),
+    st.text(max_size=4).map(lambda v: ({"value": v}, "value")),
+    st.binary(max_size=4).map(lambda k: ({"key": bytearray(k)}, "key")),
+    st.integers()
+    .map(lambda p: ({"partition": p}, "partition"))
+    .filter(lambda a: not 0 <= a[0]["partition"] < 2),
+    st.text(max_size=4).map(lambda h: ({"headers": [(h, h)]}, "header")),
+    st.binary(max_size=2000, min_size=1001).map(lambda v: ({"value": v}, "max_record_bytes")),
+)

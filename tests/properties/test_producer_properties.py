@@ -8,14 +8,23 @@ import sys
 import tempfile
 import textwrap
 from pathlib import Path
+from typing import Any
 
+import pytest
 import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamhouse import LocalObjectStore, SQLiteMetadataStore, open_producer
+from streamhouse import (
+    InvalidArgumentError,
+    LocalObjectStore,
+    PartitionNotFoundError,
+    SQLiteMetadataStore,
+    open_producer,
+)
 
 from ..helpers import read_partition
+from .strategies import bad_send_arguments
 
 records = st.tuples(
     st.integers(0, 1),  # partition
@@ -69,6 +78,55 @@ def test_acknowledged_records_read_back_at_their_offsets(
             assert [r[0] for r in rows] == list(range(len(rows)))
             assert rows == [acked[(partition, r[0])] for r in rows]
         assert len(acked) == sum(map(len, per_producer))
+        await meta.aclose()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        trio.run(main, Path(tmp))
+
+
+@given(
+    sends=st.lists(
+        st.one_of(records.map(lambda r: ("good", r)), bad_send_arguments.map(lambda b: ("bad", b))),
+        min_size=1,
+        max_size=20,
+    )
+)
+@settings(max_examples=25, deadline=None)
+def test_bad_sends_never_fail_good_ones_in_their_batch(
+    sends: list[tuple[str, Any]],
+) -> None:
+    """Good and hostile sends share batches: each bad one is refused naming its argument,
+    and every good one is acknowledged and reads back at its offset."""
+
+    async def main(root: Path) -> None:
+        storage = LocalObjectStore(root / "objects", fsync=False)
+        meta = SQLiteMetadataStore(root / "meta.db", synchronous="NORMAL")
+        await meta.create_topic("t", 2)
+        acked: dict[tuple[int, int], tuple[object, ...]] = {}
+        refused: list[str] = []
+        async with (
+            open_producer(
+                storage=storage, metadata=meta, linger=0.01, max_record_bytes=1000
+            ) as producer,
+            trio.open_nursery() as nursery,
+        ):
+
+            async def good(p: int, k: bytes | None, v: bytes | None, h: Any, ts: int) -> None:
+                md = await producer.send("t", v, key=k, partition=p, headers=h, timestamp=ts)
+                acked[(md.partition, md.offset)] = (md.offset, ts, k, v, tuple(h))
+
+            async def bad(arguments: dict[str, Any], names: str) -> None:
+                with pytest.raises((InvalidArgumentError, PartitionNotFoundError), match=names):
+                    await producer.send(**{"topic": "t", "value": b"bad", **arguments})
+                refused.append(names)
+
+            for kind, arguments in sends:
+                nursery.start_soon(good if kind == "good" else bad, *arguments)
+        for partition in (0, 1):
+            rows = await read_partition(storage, meta, "t", partition)
+            assert rows == [acked[(partition, r[0])] for r in rows]
+        assert len(acked) == sum(kind == "good" for kind, _ in sends)
+        assert len(refused) == sum(kind == "bad" for kind, _ in sends)
         await meta.aclose()
 
     with tempfile.TemporaryDirectory() as tmp:

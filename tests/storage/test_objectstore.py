@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -25,6 +28,7 @@ from streamhouse import (
     object_store_from_url,
 )
 from streamhouse._retry import RetryPolicy
+from streamhouse._storage.credentials import Credentials, StaticCredentials
 from tests.servers.seaweed import S3Server
 
 from ..helpers import BUCKET, make_s3_store
@@ -298,7 +302,9 @@ def test_urls_build_the_right_store(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     assert "very-secret" not in repr(s3)
     explicit = object_store_from_url("s3://b", endpoint="http://other:1", access_key="x")
     assert isinstance(explicit, S3ObjectStore)
-    assert (explicit.endpoint, explicit.access_key) == ("http://other:1", "x")
+    assert explicit.endpoint == "http://other:1"
+    assert isinstance(explicit.credentials, StaticCredentials)
+    assert explicit.credentials.credentials == Credentials("x", "very-secret")
 
 
 @pytest.mark.parametrize(
@@ -315,9 +321,94 @@ def test_bad_urls_are_configuration_errors(url: str, message: str) -> None:
         object_store_from_url(url)
 
 
-def test_s3_without_credentials_names_the_variables(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Missing S3 credentials raise ConfigurationError naming the variables."""
-    monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)
-    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY", raising=False)
-    with pytest.raises(ConfigurationError, match="AWS_ACCESS_KEY_ID"):
-        object_store_from_url("s3://bucket")
+@pytest.mark.parametrize(
+    "endpoint",
+    ["http://h:port", "http://[bad", "ftp://h", "http://", "h:9000", "http://h:99999", 5],
+)
+def test_malformed_endpoints_are_configuration_errors(endpoint: object) -> None:
+    """A malformed S3 endpoint raises ConfigurationError at construction, not httpx's error."""
+    with pytest.raises(ConfigurationError, match="endpoint"):
+        object_store_from_url("s3://b", endpoint=endpoint, access_key="a", secret_key="s")  # type: ignore[arg-type]
+
+
+def test_an_endpoint_with_a_password_is_refused_without_echoing_it() -> None:
+    """An endpoint carrying user:password@ is refused and the password is not shown."""
+    with pytest.raises(ConfigurationError) as caught:
+        object_store_from_url(
+            "s3://b", endpoint="http://me:hunter2@h:9000", access_key="a", secret_key="s"
+        )
+    assert "hunter2" not in str(caught.value)
+
+
+async def test_local_check_creates_the_directory(tmp_path: Path) -> None:
+    """check() on a local store makes its directory and leaves no file behind."""
+    store = LocalObjectStore(tmp_path / "a" / "b")
+    await store.check()
+    assert list((tmp_path / "a" / "b").iterdir()) == []
+
+
+async def test_local_check_names_what_is_wrong(tmp_path: Path) -> None:
+    """check() on a directory that cannot be made raises StorageError naming the path."""
+    (tmp_path / "file").write_bytes(b"in the way")
+    store = LocalObjectStore(tmp_path / "file" / "objects")
+    with pytest.raises(StorageError, match="file/objects") as caught:
+        await store.check()
+    assert isinstance(caught.value.__cause__, OSError)
+
+
+async def test_local_os_errors_are_storage_errors(tmp_path: Path) -> None:
+    """An OSError under a local store comes out as StorageError with the OSError as cause."""
+    store = LocalObjectStore(tmp_path)
+    await store.put("a", b"a file")
+    with pytest.raises(StorageError, match="PUT 'a/b'") as caught:
+        await store.put("a/b", b"x")  # 'a' is a file, not a directory
+    assert isinstance(caught.value.__cause__, FileExistsError)
+
+
+async def test_s3_check_passes_on_an_existing_bucket(s3_server: S3Server, s3_prefix: str) -> None:
+    """check() on the S3 server's bucket succeeds."""
+    store = make_s3_store(s3_server, s3_prefix)
+    await store.check()
+    await store.aclose()
+
+
+async def test_s3_check_names_a_missing_bucket_and_the_endpoint(
+    s3_server: S3Server, s3_prefix: str
+) -> None:
+    """check() of a missing bucket raises one StorageError naming bucket and endpoint."""
+    store = make_s3_store(s3_server, s3_prefix, bucket="no-such-bucket-here")
+    with pytest.raises(StorageError) as caught:
+        await store.check()
+    assert "'no-such-bucket-here' does not exist" in str(caught.value)
+    assert s3_server.endpoint in str(caught.value)
+    await store.aclose()
+
+
+async def test_create_bucket_makes_a_bucket_check_accepts(
+    s3_server: S3Server, minio_s3: minio.Minio
+) -> None:
+    """create_bucket makes the bucket, is idempotent, and check() passes after it."""
+    name = f"sh-{uuid.uuid4().hex[:12]}"
+    store = make_s3_store(s3_server, "", bucket=name)
+    await store.create_bucket()
+    await store.create_bucket()
+    await store.check()
+    assert minio_s3.bucket_exists(name)
+    await store.aclose()
+    minio_s3.remove_bucket(name)
+
+
+async def test_stale_temporaries_are_deleted_and_live_ones_kept(tmp_path: Path) -> None:
+    """delete_stale_temporaries removes .tmp-* files older than the grace, nothing else."""
+    store = LocalObjectStore(tmp_path)
+    await store.put("data/x.seg", b"committed or not, not a temporary")
+    old = time.time() - 7200
+    for rel in ("data/.tmp-killed", ".tmp-killed-too"):
+        (tmp_path / rel).write_bytes(b"half written")
+        os.utime(tmp_path / rel, (old, old))
+    (tmp_path / "data" / ".tmp-in-progress").write_bytes(b"being written now")
+    assert await store.delete_stale_temporaries(3600) == [".tmp-killed-too", "data/.tmp-killed"]
+    left = sorted(os.listdir(tmp_path / "data")) + sorted(os.listdir(tmp_path))
+    assert left == [".tmp-in-progress", "x.seg", "data"]
+    with pytest.raises(InvalidArgumentError, match="older_than"):
+        await store.delete_stale_temporaries(float("nan"))
