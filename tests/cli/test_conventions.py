@@ -251,6 +251,9 @@ def test_every_option_has_help_and_shows_its_default(sh: Shell) -> None:
     assert "--storage URL" in help_text  # the global options, after the command too
     assert "(default: 1)" in sh.ok("topics", "create", "--help")
     assert "130  interrupted by Ctrl-C (SIGINT)" in sh.ok("--help")
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    for code in (0, 1, 2, 130):
+        assert f"\n| {code} | " in readme  # the README's table of exit codes
 
 
 def test_read_only_commands_create_nothing(sh: Shell) -> None:
