@@ -1,61 +1,52 @@
-"""The streamhouse command, run as a user runs it: a subprocess."""
+"""The streamhouse command's commands, run as a user runs them: the installed script."""
 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
+import minio
 import pytest
 
 from tests.servers.seaweed import S3Server
 
 from ..helpers import BUCKET
+from .conftest import Shell, committed, produce, rows
 
 
-def run(
-    home: Path, *args: str, stdin: str = "", env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    environment = {**os.environ, "STREAMHOUSE_HOME": str(home / "data"), **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "streamhouse", *args], input=stdin, capture_output=True,
-        text=True, cwd=home, env=environment, timeout=120,
-    )  # fmt: skip
-
-
-def ok(home: Path, *args: str, stdin: str = "", env: dict[str, str] | None = None) -> str:
-    result = run(home, *args, stdin=stdin, env=env)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
-
-
-def test_topics_are_created_listed_described_and_deleted(tmp_path: Path) -> None:
+def test_topics_are_created_listed_described_and_deleted(sh: Shell) -> None:
     """topics create/list/describe/delete work on the embedded default."""
-    created = ok(tmp_path, "topics", "create", "orders", "--partitions", "3")
-    assert "created topic orders with 3 partition(s)" in created
-    assert "orders" in ok(tmp_path, "topics", "list")
-    ok(tmp_path, "produce", "orders", "--partition", "2", stdin="a\nb\n")
-    described = ok(tmp_path, "topics", "describe", "orders")
-    assert "high watermark" in described
-    row = next(line for line in described.splitlines() if line.strip("│ ").startswith("2 "))
-    assert row.split("│")[3].strip() == "2"  # partition 2 has high watermark 2
-    assert (tmp_path / "data" / "metadata.db").exists()
-    ok(tmp_path, "topics", "delete", "orders")
-    assert "orders" not in ok(tmp_path, "topics", "list")
+    out, err = sh.ok_both("topics", "create", "orders", "--partitions", "3")
+    assert out == ""
+    assert err == "created topic orders with 3 partition(s)\n"
+    assert rows(sh.ok("topics", "list")) == [["orders", "3"]]
+    sh.ok("produce", "orders", "--partition", "2", stdin="a\nb\n")
+    described = sh.ok("topics", "describe", "orders")
+    assert described.splitlines()[0].split() == ["partition", "log", "start", "high",
+                                                 "watermark", "segments", "bytes"]  # fmt: skip
+    assert [r[:3] for r in rows(described)] == [["0", "0", "0"], ["1", "0", "0"], ["2", "0", "2"]]
+    assert (sh.home / "data" / "metadata.db").exists()
+    sh.ok("topics", "delete", "orders")
+    assert rows(sh.ok("topics", "list")) == []
 
 
-def test_produce_and_consume_round_trip_as_text_and_json(tmp_path: Path) -> None:
+def test_produce_and_consume_round_trip_as_text_and_json(sh: Shell) -> None:
     """Lines produced with keys and headers come back as text and as JSON."""
-    ok(tmp_path, "topics", "create", "t")
-    out = ok(tmp_path, "produce", "t", "--key-separator", ":", "--header", "src=cli",
-             stdin="k1:hello\nk2:world\nnokey\n")  # fmt: skip
-    assert "produced 3 records to t: partition 0 offsets 0..2" in out
-    assert ok(tmp_path, "consume", "t").splitlines() == ["hello", "world", "nokey"]
-    records = [json.loads(line) for line in ok(tmp_path, "consume", "t", "--format", "json",
-                                               "--max", "2").splitlines()]  # fmt: skip
+    sh.ok("topics", "create", "t")
+    out, err = sh.ok_both("produce", "t", "--key-separator", ":", "--header", "src=cli",
+                          stdin="k1:hello\nk2:world\nnokey\n")  # fmt: skip
+    assert out == ""
+    assert err.startswith("produced 3 records to t: partition 0 offsets 0..2 (")
+    assert sh.ok("consume", "t").splitlines() == ["hello", "world", "nokey"]
+    assert sh.ok("consume", "t", "--key-separator", "=", "--max", "2").splitlines() == [
+        "k1=hello", "k2=world",
+    ]  # fmt: skip
+    records = [json.loads(line) for line in sh.ok("consume", "t", "--format", "json",
+                                                  "--max", "2").splitlines()]  # fmt: skip
     assert records == [
         {"topic": "t", "partition": 0, "offset": 0, "timestamp": records[0]["timestamp"],
          "key": "k1", "value": "hello", "headers": [["src", "cli"]]},
@@ -64,105 +55,80 @@ def test_produce_and_consume_round_trip_as_text_and_json(tmp_path: Path) -> None
     ]  # fmt: skip
 
 
-def test_binary_values_print_as_base64_in_json(tmp_path: Path) -> None:
-    """Bytes that are not UTF-8 are printed as base64 in JSON."""
-    ok(tmp_path, "topics", "create", "t")
-    script = (
-        "import trio, streamhouse\n"
-        "async def main():\n"
-        "    async with streamhouse.open_producer(linger=0) as p:\n"
-        "        await p.send('t', b'\\xff\\x00', key=b'\\xfe')\n"
-        "trio.run(main)\n"
-    )
-    subprocess.run([sys.executable, "-c", script], check=True, cwd=tmp_path,
-                   env={**os.environ, "STREAMHOUSE_HOME": str(tmp_path / "data")})  # fmt: skip
-    record = json.loads(ok(tmp_path, "consume", "t", "--format", "json"))
-    assert record["value"] == {"base64": "/wA="}
-    assert record["key"] == {"base64": "/g=="}
+def test_produce_reads_a_file(sh: Shell) -> None:
+    """produce --file sends every line of the file, the last one without a newline too."""
+    sh.ok("topics", "create", "t", "--partitions", "2")
+    (sh.home / "lines.txt").write_text("".join(f"line {i}\n" for i in range(2499)) + "last")
+    _, err = sh.ok_both("produce", "t", "--file", "lines.txt")
+    assert err.startswith("produced 2500 records to t")
+    printed = sh.ok("consume", "t").splitlines()
+    assert sorted(printed) == sorted([f"line {i}" for i in range(2499)] + ["last"])
 
 
-def test_produce_reads_a_file(tmp_path: Path) -> None:
-    """produce --file sends every line of the file."""
-    ok(tmp_path, "topics", "create", "t", "--partitions", "2")
-    (tmp_path / "lines.txt").write_text("".join(f"line {i}\n" for i in range(2500)))
-    out = ok(tmp_path, "produce", "t", "--file", "lines.txt")
-    assert "produced 2500 records to t" in out
-    assert len(ok(tmp_path, "consume", "t").splitlines()) == 2500
-
-
-def test_groups_commit_describe_and_reset(tmp_path: Path) -> None:
+def test_groups_commit_describe_and_reset(sh: Shell) -> None:
     """consume --group commits what it printed; groups show lag and reset offsets."""
-    ok(tmp_path, "topics", "create", "t")
-    ok(tmp_path, "produce", "t", stdin="".join(f"{i}\n" for i in range(10)))
-    assert ok(tmp_path, "consume", "t", "--group", "g", "--max", "4").splitlines()[:4] == [
-        "0", "1", "2", "3",
-    ]  # fmt: skip
-    assert "g" in ok(tmp_path, "groups", "list").split()
-    described = ok(tmp_path, "groups", "describe", "g")
-    row = next(line for line in described.splitlines() if "│ t " in line)
-    assert [c.strip() for c in row.strip("│").split("│")] == ["t", "0", "4", "10", "6"]
-    assert ok(tmp_path, "consume", "t", "--group", "g").splitlines()[0] == "4"
-    assert "t[0] -> 2" in ok(tmp_path, "groups", "reset-offsets", "g", "--topic", "t",
-                             "--to-offset", "2")  # fmt: skip
-    assert ok(tmp_path, "consume", "t", "--group", "g", "--max", "1").splitlines()[0] == "2"
-    assert "t[0] -> 10" in ok(tmp_path, "groups", "reset-offsets", "g", "--topic", "t",
-                              "--to-latest")  # fmt: skip
-    ok(tmp_path, "groups", "reset-offsets", "g", "--topic", "t", "--to-earliest")
-    assert "│ t " in ok(tmp_path, "groups", "describe", "g")
+    sh.ok("topics", "create", "t")
+    produce(sh, "t", [str(i) for i in range(10)])
+    assert sh.ok("consume", "t", "--group", "g", "--max", "4").splitlines() == ["0", "1", "2", "3"]
+    assert rows(sh.ok("groups", "list")) == [["g"]]
+    assert rows(sh.ok("groups", "describe", "g")) == [["t", "0", "4", "10", "6"]]
+    assert sh.ok("consume", "t", "--group", "g").splitlines() == [str(i) for i in range(4, 10)]
+    assert committed(sh, "g") == {("t", 0): 10}
+    sh.ok("groups", "reset-offsets", "g", "--topic", "t", "--to-offset", "2", "--execute")
+    assert sh.ok("consume", "t", "--group", "g", "--max", "1").splitlines() == ["2"]
 
 
-def test_ctrl_c_stops_a_following_consumer_and_commits(tmp_path: Path) -> None:
-    """SIGINT ends consume --follow cleanly and commits what was printed."""
-    ok(tmp_path, "topics", "create", "t")
-    ok(tmp_path, "produce", "t", stdin="a\nb\nc\n")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamhouse", "consume", "t", "--group", "g", "--follow"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-        env={**os.environ, "STREAMHOUSE_HOME": str(tmp_path / "data")},
-    )  # fmt: skip
+def test_ctrl_c_stops_a_following_consumer_and_commits(sh: Shell) -> None:
+    """SIGINT ends consume --follow with exit 0, one line, and commits what was printed."""
+    sh.ok("topics", "create", "t")
+    produce(sh, "t", ["a", "b", "c"])
+    proc = sh.popen("consume", "t", "--group", "g", "--follow")
     assert proc.stdout is not None
-    assert [proc.stdout.readline() for _ in range(3)] == ["a\n", "b\n", "c\n"]
+    assert [proc.stdout.readline() for _ in range(3)] == [b"a\n", b"b\n", b"c\n"]
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
-    assert "consumed 3 records; committed for group g" in out
-    row = next(line for line in ok(tmp_path, "groups", "describe", "g").splitlines()
-               if "│ t " in line)  # fmt: skip
-    assert row.split("│")[3].strip() == "3"
+    assert err == b"consumed 3 records; committed for group g\n"
+    assert committed(sh, "g") == {("t", 0): 3}
 
 
-def test_the_demo_runs_on_the_embedded_default(tmp_path: Path) -> None:
-    """streamhouse demo produces, consumes, commits and ends with lag 0."""
-    out = ok(tmp_path, "demo", "--records", "3000")
-    assert "produced 3,000 records" in out
-    assert "consumed 3,000 records" in out
-    assert "lag is now 0" in out
+def test_the_demo_runs_on_the_embedded_default(sh: Shell) -> None:
+    """streamhouse demo produces, consumes, commits and ends with lag 0, all on stderr."""
+    out, err = sh.ok_both("demo", "--records", "3000")
+    assert out == ""
+    assert "produced 3,000 records" in err
+    assert "consumed 3,000 records" in err
+    assert "lag is now 0" in err
 
 
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (["topics", "create", "bad name"], "topic name 'bad name' contains ' '"),
-        (["topics", "create", "t", "--partitions", "0"], "partition count must be between"),
-        (["consume", "ghost"], "topic 'ghost' does not exist"),
-        (["produce", "ghost"], "topic 'ghost' does not exist"),
-        (["produce", "t", "--file", "missing.txt"], "is not a readable file"),
-        (["produce", "t", "--header", "novalue"], "is not KEY=VALUE"),
-        (["groups", "describe", "nobody"], "has no committed offsets"),
-        (["--storage", "ftp://x", "topics", "list"], "unsupported storage URL"),
-        (["--metadata", "mysql://x", "topics", "list"], "unsupported metadata URL"),
-    ],
-)
-def test_user_errors_print_one_line_and_exit_non_zero(
-    tmp_path: Path, args: list[str], message: str
-) -> None:
+USER_ERRORS = [
+    (["topics", "create", "bad name"], "topic name 'bad name' contains ' '"),
+    (["topics", "create", "t", "--partitions", "100001"], "partition count must be between"),
+    (["consume", "ghost"], "topic 'ghost' does not exist"),
+    (["produce", "ghost"], "topic 'ghost' does not exist"),
+    (["produce", "t", "--partition", "1"], "there is no partition 1"),
+    (["produce", "t", "--file", "missing.txt"], "is not a readable file"),
+    (["produce", "t", "--file", "."], "is not a readable file: it is a directory"),
+    (["produce", "t", "--header", "novalue"], "is not KEY=VALUE"),
+    (["groups", "describe", "nobody"], "has no committed offsets"),
+    (["groups", "reset-offsets", "g", "--topic", "t", "--to-offset", "5"], "is outside"),
+    (["storage", "create-bucket"], "needs --storage s3://"),
+    (["--storage", "ftp://x", "topics", "list"], "unsupported storage URL"),
+    (["--metadata", "mysql://x", "topics", "list"], "unsupported metadata URL"),
+]
+
+
+def test_user_errors_print_one_line_and_exit_1(sh: Shell) -> None:
     """A user error prints one clear line on stderr, no traceback, and exits 1."""
-    run(tmp_path, "topics", "create", "t")
-    result = run(tmp_path, *args, stdin="x\n")
-    assert result.returncode == 1
-    assert result.stderr.count("\n") == 1
-    assert message in result.stderr
-    assert "Traceback" not in result.stderr
+    sh.ok("topics", "create", "t")
+    for args, message in USER_ERRORS:
+        result = sh.run(*args, stdin="x\n")
+        err = result.stderr.decode()
+        assert result.returncode == 1, (args, err)
+        assert err.count("\n") == 1, (args, err)
+        assert err.startswith("error: "), (args, err)
+        assert message in err, (args, err)
+        assert result.stdout == b"", args
 
 
 def s3_env(server: S3Server, secret: str | None = None) -> dict[str, str]:
@@ -174,15 +140,33 @@ def s3_env(server: S3Server, secret: str | None = None) -> dict[str, str]:
     }
 
 
-def test_the_same_commands_run_against_s3(
-    tmp_path: Path, s3_server: S3Server, s3_prefix: str
-) -> None:
+def test_the_same_commands_run_against_s3(sh: Shell, s3_server: S3Server, s3_prefix: str) -> None:
     """--storage s3://bucket/prefix with the AWS_* variables uses the S3 server."""
     env = {**s3_env(s3_server), "STREAMHOUSE_STORAGE": f"s3://{BUCKET}/{s3_prefix}"}
-    ok(tmp_path, "topics", "create", "t", env=env)
-    ok(tmp_path, "produce", "t", stdin="over\ns3\n", env=env)
-    assert ok(tmp_path, "consume", "t", env=env).splitlines() == ["over", "s3"]
-    assert "consumed 500 records" in ok(tmp_path, "demo", "--records", "500", env=env)
+    sh.ok("topics", "create", "t", env=env)
+    sh.ok("produce", "t", stdin="over\ns3\n", env=env)
+    assert sh.ok("consume", "t", env=env).splitlines() == ["over", "s3"]
+    assert "consumed 500 records" in sh.ok_both("demo", "--records", "500", env=env)[1]
+
+
+def test_storage_create_bucket_makes_a_fresh_servers_bucket(
+    sh: Shell, s3_server: S3Server, minio_s3: minio.Minio
+) -> None:
+    """storage create-bucket and demo --create-bucket create missing buckets; again is fine."""
+    env = s3_env(s3_server)
+    first, second = (f"cli-{uuid.uuid4().hex[:12]}" for _ in range(2))
+    for _ in range(2):  # a bucket that exists already is no error
+        _, err = sh.ok_both("storage", "create-bucket", "--storage", f"s3://{first}/p", env=env)
+        assert err == f"bucket {first} is ready at {s3_server.endpoint}\n"
+    assert minio_s3.bucket_exists(first)
+    _, err = sh.ok_both("demo", "--records", "100", "--create-bucket",
+                        "--storage", f"s3://{second}/p", env=env)  # fmt: skip
+    assert "lag is now 0" in err
+    assert minio_s3.bucket_exists(second)
+    assert any(o.object_name for o in minio_s3.list_objects(second, recursive=True))
+    result = sh.run("storage", "create-bucket", "--storage", "file:///tmp/x")
+    assert result.returncode == 1
+    assert b"only s3:// storage has a bucket" in result.stderr
 
 
 @pytest.mark.parametrize(
@@ -190,16 +174,41 @@ def test_the_same_commands_run_against_s3(
     [("credentials", "SignatureDoesNotMatch"), ("endpoint", "cannot reach")],
 )
 def test_s3_problems_are_one_clear_line(
-    tmp_path: Path, s3_server: S3Server, s3_prefix: str, problem: str, message: str
+    sh: Shell, s3_server: S3Server, s3_prefix: str, problem: str, message: str
 ) -> None:
     """Wrong credentials or an unreachable endpoint print one line and exit 1."""
     env = s3_env(s3_server, secret="wrong" if problem == "credentials" else None)
     if problem == "endpoint":
         env["AWS_ENDPOINT_URL"] = "http://127.0.0.1:9"
-    run(tmp_path, "topics", "create", "t")
-    result = run(tmp_path, "--storage", f"s3://{BUCKET}/{s3_prefix}", "produce", "t",
-                 stdin="x\n", env=env)  # fmt: skip
+    sh.run("topics", "create", "t")
+    result = sh.run("--storage", f"s3://{BUCKET}/{s3_prefix}", "produce", "t",
+                    stdin="x\n", env=env)  # fmt: skip
     assert result.returncode == 1
-    assert message in result.stderr
-    assert result.stderr.count("\n") == 1
-    assert "wrong" not in result.stderr.replace("wrong secret", "")
+    err = result.stderr.decode()
+    assert message in err
+    assert err.count("\n") == 1
+    assert "wrong" not in err.replace("wrong secret", "")
+
+
+def test_python_dash_m_runs_the_same_command(sh: Shell) -> None:
+    """python -m streamhouse is the streamhouse command."""
+    import streamhouse
+
+    result = subprocess.run([sys.executable, "-m", "streamhouse", "--version"],
+                            capture_output=True, text=True, cwd=sh.home)  # fmt: skip
+    assert result.returncode == 0
+    assert result.stdout == f"streamhouse {streamhouse.__version__}\n"
+    assert sh.ok("--version") == result.stdout
+
+
+def test_global_options_go_before_or_after_the_command(sh: Shell, tmp_path: Path) -> None:
+    """--storage and --metadata work before the command and after it; after wins."""
+    stores = ["--storage", f"file://{tmp_path}/objs", "--metadata", f"sqlite:///{tmp_path}/m.db"]
+    sh.ok("topics", "create", "t", *stores)
+    produce_args = ["produce", "t", *stores]
+    sh.ok(*produce_args, stdin="after\n")
+    sh.ok(*stores, "produce", "t", stdin="before\n")
+    assert sh.ok("consume", "t", *stores).splitlines() == ["after", "before"]
+    wrong = ["--metadata", f"sqlite:///{tmp_path}/elsewhere/m.db"]
+    assert sh.ok(*wrong, "topics", "list", *stores) == "topic  partitions\nt               1\n"
+    assert not (sh.home / "data").exists()

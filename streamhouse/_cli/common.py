@@ -1,0 +1,98 @@
+"""What every command gets: where to write, how Ctrl-C reaches it, which stores.
+
+Ctrl-C (SIGINT, and SIGTERM alike) reaches a command as a cancellation: the
+whole command is cancelled, and the process exits with 130 (143), printing
+nothing, unless the command is inside :meth:`Cli.stop_scope`: then only that
+block is cancelled, and the command goes on to finish its work (consume
+commits what it printed; produce writes what it read). A second signal ends
+the process at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import shlex
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import anyio
+
+from .._config import data_home, metadata_store_from_url
+from .._errors import ConfigurationError
+from .._metadata.sqlite import SQLiteMetadataStore
+from .output import Output
+
+__all__ = ["Cli", "require_metadata", "store_options"]
+
+
+class Cli:
+    """The command's outputs and its view of the signals received."""
+
+    def __init__(self, out: Output) -> None:
+        self.out = out
+        self.signal: int | None = None  # the first SIGINT or SIGTERM received
+        self._stops: list[Callable[[], None]] = []
+
+    @property
+    def interrupted(self) -> bool:
+        return self.signal is not None
+
+    @contextlib.contextmanager
+    def stop_scope(self) -> Iterator[anyio.CancelScope]:
+        """A block that Ctrl-C cancels instead of the whole command."""
+        with anyio.CancelScope() as scope:
+            if self.interrupted:
+                scope.cancel()
+            self._stops.append(scope.cancel)
+            try:
+                yield scope
+            finally:
+                self._stops.remove(scope.cancel)
+
+    def interrupt(self, signum: int, cancel_command: Callable[[], None]) -> None:
+        """The first signal: cancel the innermost stop scope, or the whole command."""
+        self.signal = signum
+        (self._stops[-1] if self._stops else cancel_command)()
+
+
+def require_metadata(args: argparse.Namespace) -> None:
+    """Refuse a SQLite metadata database that does not exist yet.
+
+    Read-only commands create nothing: opening a SQLite store creates its
+    file and directory, so a command that only reads checks the path first.
+    (Other metadata stores are servers; there is nothing to create.)
+
+    Raises:
+        ConfigurationError: the database or its directory does not exist.
+    """
+    path: Path
+    if args.metadata is None:
+        path = data_home() / "metadata.db"
+    else:
+        store = metadata_store_from_url(args.metadata)
+        if not isinstance(store, SQLiteMetadataStore):
+            return
+        path = store.path  # not opened yet: nothing to close
+    if not path.parent.is_dir():
+        raise ConfigurationError(
+            f"there is no StreamHouse metadata here: directory {str(path.parent)!r} "
+            "does not exist (check --metadata or STREAMHOUSE_HOME; `streamhouse topics "
+            "create` or `streamhouse demo` starts one)"
+        )
+    if not path.is_file():
+        raise ConfigurationError(
+            f"there is no StreamHouse metadata here: {str(path)!r} does not exist (check "
+            "--metadata or STREAMHOUSE_HOME; `streamhouse topics create` or `streamhouse demo` "
+            "starts one)"
+        )
+
+
+def store_options(args: argparse.Namespace) -> str:
+    """The ``--storage``/``--metadata`` options the command ran with, ready to paste."""
+    words = []
+    for option in ("storage", "metadata"):
+        value = getattr(args, option)
+        if value is not None:
+            words += [f"--{option}", value]
+    return shlex.join(words)

@@ -1,0 +1,200 @@
+"""``streamhouse consume TOPIC...``: print records; stop when caught up, or ``--follow``.
+
+Text prints each value's bytes as they are, one a line (a null value as
+``--null``'s text, ``null`` unless changed; ``--format json`` tells them
+apart exactly). With ``--group``, what was written to stdout is committed
+when the command ends: at the end, at ``--max``, on Ctrl-C (exit 0) and when
+the reader of stdout goes away (``| head``, exit 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from .._admin import Admin, open_admin
+from .._config import open_stores
+from .._consumer import Consumer, open_consumer
+from .._types import ConsumedRecord, TopicPartition
+from .args import Subparsers, add_command, at_least, separator
+from .common import Cli, require_metadata
+from .output import Output, StdoutClosed
+
+__all__ = ["CatchUp", "register"]
+
+
+class _Printed:
+    """Records written to stdout, and the offset after the last of each partition."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.offsets: dict[TopicPartition, int] = {}
+
+
+async def _to_read(admin: Admin, args: argparse.Namespace) -> list[TopicPartition]:
+    """The partitions that hold something to print now.
+
+    A partition whose log is empty, or that the group has consumed to its
+    high watermark, or (``--from latest``, no commit) whose start is its end,
+    has nothing to print, and is left out. At 100,000 partitions the
+    consumer takes minutes to start a reader per partition; one metadata
+    query per topic lets it start only the few that matter. (With
+    ``--follow`` every partition is read: records may come anywhere.)
+    """
+    committed = {}
+    if args.group is not None:
+        committed = {
+            TopicPartition(r.topic, r.partition): r.committed
+            for r in await admin.describe_group(args.group)
+        }
+    wanted = []
+    for topic in dict.fromkeys(args.topics):
+        for p in (await admin.describe_topic(topic)).partitions:
+            tp = TopicPartition(topic, p.partition)
+            offset = committed.get(tp)
+            if p.high_watermark <= p.log_start_offset or offset == p.high_watermark:
+                continue
+            if offset is None and args.start == "latest":
+                continue
+            wanted.append(tp)
+    return wanted
+
+
+class CatchUp:
+    """Whether a consumer has caught up: no assigned partition has records left.
+
+    One call, so that it becomes one request when the consumer can answer
+    every partition's lag at once. Until then it asks partition by
+    partition, first the one found behind last time: while the consumer is
+    behind, an answer costs one request, not one per partition.
+    """
+
+    def __init__(self) -> None:
+        self._behind: TopicPartition | None = None
+
+    async def __call__(self, consumer: Consumer) -> bool:
+        assigned = consumer.assignment()
+        order = sorted(assigned)
+        if self._behind in assigned:
+            order.insert(0, self._behind)
+        for tp in order:
+            if await consumer.lag(tp.topic, tp.partition) > 0:
+                self._behind = tp
+                return False
+        return True
+
+
+def _text(data: bytes | None) -> Any:
+    if data is None:
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return {"base64": base64.b64encode(data).decode("ascii")}
+
+
+def _as_json(r: ConsumedRecord) -> bytes:
+    return json.dumps({
+        "topic": r.topic, "partition": r.partition, "offset": r.offset,
+        "timestamp": r.timestamp, "key": _text(r.key), "value": _text(r.value),
+        "headers": [[k, _text(v)] for k, v in r.headers],
+    }).encode() + b"\n"  # fmt: skip
+
+
+def _render(records: Sequence[ConsumedRecord], args: argparse.Namespace) -> bytes:
+    if args.format == "json":
+        return b"".join(map(_as_json, records))
+    null: bytes = args.null
+    if args.key_separator is None:
+        return b"".join((null if r.value is None else r.value) + b"\n" for r in records)
+    sep: bytes = args.key_separator
+    return b"".join(
+        (null if r.key is None else r.key) + sep + (null if r.value is None else r.value) + b"\n"
+        for r in records
+    )
+
+
+async def _print_records(
+    consumer: Consumer, args: argparse.Namespace, out: Output, printed: _Printed
+) -> None:
+    done = CatchUp()
+    while args.max is None or printed.count < args.max:
+        limit = 500 if args.max is None else min(500, args.max - printed.count)
+        records = await consumer.poll(timeout=1.0 if args.follow else 0.5, max_records=limit)
+        if not records:
+            if not args.follow and await done(consumer):
+                return
+            continue
+        out.data(_render(records, args))  # written first, then counted as printed
+        for r in records:
+            printed.offsets[TopicPartition(r.topic, r.partition)] = r.offset + 1
+        printed.count += len(records)
+
+
+async def consume(args: argparse.Namespace, cli: Cli) -> int:
+    require_metadata(args)
+    printed = _Printed()
+    async with open_stores(args.storage, args.metadata) as (storage, metadata):
+        assigned: list[str] | list[TopicPartition] = list(dict.fromkeys(args.topics))
+        if not args.follow:
+            async with open_admin(storage=storage, metadata=metadata) as admin:
+                assigned = await _to_read(admin, args)
+        if assigned:
+            async with open_consumer(
+                assigned, group_id=args.group, offset_reset=args.start, auto_commit=False,
+                storage=storage, metadata=metadata,
+            ) as consumer:  # fmt: skip
+                # Ctrl-C and a closed stdout are normal ends: commit what was written.
+                with cli.stop_scope(), contextlib.suppress(StdoutClosed):
+                    await _print_records(consumer, args, cli.out, printed)
+                if args.group and printed.offsets:
+                    await consumer.commit(printed.offsets)
+    committed = f"; committed for group {args.group}" if args.group else ""
+    cli.out.say(f"consumed {printed.count} records{committed}")
+    return 0
+
+
+def register(commands: Subparsers, common: argparse.ArgumentParser) -> None:
+    """Add ``consume`` to the command parser."""
+    p = add_command(commands, "consume", "print the records of topics", common)
+    p.add_argument("topics", nargs="+", metavar="TOPIC", help="the topics to read")
+    p.add_argument(
+        "--group", help="consumer group: start at its committed offsets, commit what is printed"
+    )
+    p.add_argument(
+        "--from",
+        dest="start",
+        choices=["earliest", "latest"],
+        default="earliest",
+        help="where to start in a partition without a committed offset",
+    )
+    p.add_argument("--max", type=at_least(1), metavar="N", help="stop after N records")
+    p.add_argument(
+        "--follow", action="store_true", help="keep waiting for new records (stop with Ctrl-C)"
+    )
+    p.add_argument(
+        "--format",
+        choices=["text", "json"],
+        default="text",
+        help="text: each value's bytes, one a line; json: one object per record "
+        '(bytes that are not UTF-8 as {"base64": ...})',
+    )
+    p.add_argument(
+        "--key-separator",
+        metavar="SEP",
+        type=separator,
+        help=r"text: print KEY SEP VALUE (\t for a tab) instead of the value alone",
+    )
+    p.add_argument(
+        "--null",
+        metavar="TEXT",
+        type=os.fsencode,
+        default="null",
+        help="text: what a null key or value prints as",
+    )
+    p.set_defaults(run=consume)

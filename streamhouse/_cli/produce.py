@@ -1,0 +1,230 @@
+"""``streamhouse produce TOPIC``: one record per line of stdin or ``--file``.
+
+Lines are bytes: nothing is decoded, so any input, UTF-8 or not, goes in
+exactly as it came. A line ends at ``\\n``, which is not part of the record;
+everything else is (a ``\\r`` before it too). A last line without a newline
+is a record as well.
+
+Input is taken as it arrives (``os.read`` returns what is there), and
+whatever has arrived while the previous batch was being written goes in the
+next: a line typed at a terminal is sent when Enter is pressed, a file or a
+busy pipe goes in large batches (as kcat and kafka-console-producer do).
+
+Ctrl-C stops reading; the lines already read are written, the summary says
+how many, and the command exits with 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import stat
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+
+from .._errors import InvalidArgumentError, PartitionNotFoundError, raise_as_one
+from .._producer import Producer, open_producer
+from .args import Subparsers, add_command, at_least, separator
+from .common import Cli, require_metadata
+
+__all__ = ["register"]
+
+_READ_BYTES = 1 << 20
+# One send_batch goes into one flush; the producer flushes at 4 MiB anyway.
+_BATCH_BYTES = 4 << 20
+
+
+class _Written:
+    """What was written: records in all, and the offsets per partition."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.spans: dict[int, tuple[int, int]] = {}
+        self.started = time.perf_counter()
+
+    def add(self, partition: int, first: int, last: int) -> None:
+        lo, hi = self.spans.get(partition, (first, last))
+        self.spans[partition] = (min(lo, first), max(hi, last))
+
+    def summary(self, topic: str) -> str:
+        rate = self.count / max(time.perf_counter() - self.started, 1e-9)
+        spans = sorted(self.spans.items())
+        where = ", ".join(f"partition {p} offsets {a}..{b}" for p, (a, b) in spans[:8])
+        if len(spans) > 8:
+            where = f"{len(spans)} partitions"
+        return (
+            f"produced {self.count} records to {topic}"
+            + (f": {where}" if where else "")
+            + f" ({rate:,.0f} records/s)"
+        )
+
+
+def _headers(pairs: Sequence[str]) -> list[tuple[str, bytes]]:
+    headers = []
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InvalidArgumentError(f"--header {pair!r} is not KEY=VALUE")
+        try:
+            name = os.fsencode(key).decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidArgumentError(f"--header name {key!r} is not UTF-8") from None
+        headers.append((name, os.fsencode(value)))
+    return headers
+
+
+def _open_input(name: str | None) -> tuple[int, int | None, Callable[[], None]]:
+    """The input's descriptor, its size when it is a regular file, and how to close it."""
+    if name is None or name == "-":
+        if sys.stdin is None:
+            raise InvalidArgumentError("there is no standard input; give --file")
+        return sys.stdin.fileno(), None, lambda: None
+    try:
+        fd = os.open(name, os.O_RDONLY)
+    except OSError as exc:
+        raise InvalidArgumentError(
+            f"--file {name!r} is not a readable file: {exc.strerror}"
+        ) from exc
+    info = os.fstat(fd)
+    if stat.S_ISDIR(info.st_mode):
+        os.close(fd)
+        raise InvalidArgumentError(f"--file {name!r} is not a readable file: it is a directory")
+    return fd, info.st_size if stat.S_ISREG(info.st_mode) else None, lambda: os.close(fd)
+
+
+async def _read_input(fd: int, chunks: MemoryObjectSendStream[bytes], cli: Cli) -> None:
+    with chunks, cli.stop_scope():
+        while True:
+            # Abandoned on Ctrl-C: a read from a terminal may never return.
+            chunk = await anyio.to_thread.run_sync(os.read, fd, _READ_BYTES, abandon_on_cancel=True)
+            if not chunk:
+                return
+            await chunks.send(chunk)
+
+
+def _split(lines: list[bytes], sep: bytes | None) -> tuple[list[bytes | None] | None, list[bytes]]:
+    """Keys and values: ``KEY<sep>VALUE``, or a whole line as the value of no key."""
+    if sep is None:
+        return None, lines
+    keys: list[bytes | None] = []
+    values = []
+    for line in lines:
+        key, found, value = line.partition(sep)
+        keys.append(key if found else None)
+        values.append(value if found else line)
+    return keys, values
+
+
+async def _send(
+    producer: Producer, args: argparse.Namespace, lines: list[bytes], written: _Written
+) -> None:
+    keys, values = _split(lines, args.key_separator)
+    result = await producer.send_batch(
+        args.topic, values, keys=keys, partition=args.partition,
+        headers=[args.headers] * len(values) if args.headers else None,
+    )  # fmt: skip
+    if keys is None or args.partition is not None:  # one call, one partition
+        offsets = result.offsets
+        written.add(result[0].partition, offsets[0], offsets[-1])
+    else:
+        for md in result:
+            written.add(md.partition, md.offset, md.offset)
+    written.count += len(values)
+
+
+async def _send_lines(
+    chunks: MemoryObjectReceiveStream[bytes],
+    producer: Producer,
+    args: argparse.Namespace,
+    cli: Cli,
+    progress: Callable[[int], None],
+) -> _Written:
+    written = _Written()
+    pending = b""
+    with chunks:
+        async for chunk in chunks:
+            parts = [pending, chunk]
+            size = len(chunk)
+            while size < _BATCH_BYTES:  # take whatever else has arrived meanwhile
+                try:
+                    more = chunks.receive_nowait()
+                except (anyio.WouldBlock, anyio.EndOfStream):
+                    break
+                parts.append(more)
+                size += len(more)
+            lines = b"".join(parts).split(b"\n")
+            pending = lines.pop()
+            if lines:
+                await _send(producer, args, lines, written)
+            progress(size)
+    if pending and not cli.interrupted:  # a half-typed line is dropped by Ctrl-C
+        await _send(producer, args, [pending], written)
+    return written
+
+
+async def produce(args: argparse.Namespace, cli: Cli) -> None:
+    require_metadata(args)
+    args.headers = _headers(args.header)  # bad headers are refused before anything is read
+    fd, size, close = await anyio.to_thread.run_sync(_open_input, args.file, abandon_on_cancel=True)
+    interactive = os.isatty(fd)
+    try:
+        with Progress(
+            TextColumn("producing"), BarColumn(), TimeRemainingColumn(), console=cli.out.err,
+            disable=interactive or args.file is None or not cli.out.err.is_terminal,
+        ) as bar:  # fmt: skip
+            task: TaskID = bar.add_task("produce", total=size)
+            async with open_producer(
+                storage=args.storage, metadata=args.metadata, linger=0 if interactive else 0.05
+            ) as producer:
+                count = len(await producer.partitions_for(args.topic))  # the topic exists
+                if args.partition is not None and args.partition >= count:
+                    raise PartitionNotFoundError(
+                        f"topic {args.topic!r} has partitions 0..{count - 1}; "
+                        f"there is no partition {args.partition}"
+                    )
+                # Read ahead while a batch is written: 16 reads (16 MiB) at most.
+                send, receive = anyio.create_memory_object_stream[bytes](16)
+                try:
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(_read_input, fd, send, cli)
+                        written = await _send_lines(
+                            receive, producer, args, cli, lambda n: bar.update(task, advance=n)
+                        )
+                except BaseExceptionGroup as group:
+                    raise_as_one(group)
+    finally:
+        close()
+    cli.out.say(("interrupted: " if cli.interrupted else "") + written.summary(args.topic))
+
+
+def register(commands: Subparsers, common: argparse.ArgumentParser) -> None:
+    """Add ``produce`` to the command parser."""
+    p = add_command(commands, "produce", "produce one record per line of stdin or --file", common)
+    p.add_argument("topic", help="the topic to write to")
+    p.add_argument("--file", metavar="PATH", help="read lines from PATH instead of stdin")
+    p.add_argument(
+        "--key-separator",
+        metavar="SEP",
+        type=separator,
+        help=r"split each line at the first SEP into KEY and VALUE (\t for a tab); "
+        "a line without SEP is a value with no key",
+    )
+    p.add_argument(
+        "--partition",
+        type=at_least(0),
+        help="write every record to this partition (default: keyed records by key, "
+        "others to one partition per batch)",
+    )
+    p.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="add this header to every record (repeatable)",
+    )
+    p.set_defaults(run=produce)
