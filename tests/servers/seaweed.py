@@ -68,7 +68,10 @@ def _free_ports(count: int) -> list[int]:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        if port + 10000 < 65536 and port not in ports and _port_pair_free(port):
+        # Each component also takes port + 10000 (gRPC): no chosen port may be
+        # another's gRPC port, or weed fails to start at random.
+        taken = {q + d for q in ports for d in (0, 10000, -10000)}
+        if port + 10000 < 65536 and port not in taken and _port_pair_free(port):
             ports.append(port)
     return ports
 
