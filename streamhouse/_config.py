@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from ._errors import ConfigurationError
+from ._metadata.postgres import PostgresMetadataStore
 from ._metadata.protocol import MetadataStore
 from ._metadata.sqlite import SQLiteMetadataStore
 from ._storage.local import LocalObjectStore
@@ -113,8 +114,21 @@ def object_store_from_url(
     )
 
 
-def metadata_store_from_url(url: str) -> MetadataStore:
-    """Build a store from ``sqlite:///relative.db`` or ``sqlite:////absolute.db``.
+def metadata_store_from_url(url: str, *, create: bool = True) -> MetadataStore:
+    """Build a store from a metadata URL.
+
+    - ``sqlite:///relative.db`` or ``sqlite:////absolute.db``;
+    - ``postgresql://user:password@host:port/dbname?schema=NAME`` (also
+      ``postgres://``): everything but ``schema`` goes to libpq as it is, so
+      PGHOST, PGPASSWORD, ~/.pgpass and the like work; ``schema`` defaults
+      to ``streamhouse``.
+
+    Args:
+        create: make what is missing (the SQLite file and its directory;
+            the PostgreSQL schema and tables) at the first call. Read-only
+            tools pass False: then nothing is created, a missing SQLite file
+            reads as an empty store, and a missing PostgreSQL schema is a
+            MetadataError.
 
     Raises:
         ConfigurationError: the URL is malformed or of an unknown kind.
@@ -128,9 +142,10 @@ def metadata_store_from_url(url: str) -> MetadataStore:
         path = urllib.parse.unquote(parsed.path)[1:]  # the third slash separates
         if not path:
             raise ConfigurationError(f"SQLite URL {url!r} has no path")
-        return SQLiteMetadataStore(Path(path))
+        return SQLiteMetadataStore(Path(path), create=create)
     if parsed.scheme in ("postgres", "postgresql"):
-        raise ConfigurationError(
-            "the PostgreSQL metadata store is not available yet; use sqlite:///"
-        )
-    raise ConfigurationError(f"unsupported metadata URL {url!r}; use sqlite:///path/to/meta.db")
+        return PostgresMetadataStore(url, create=create)
+    raise ConfigurationError(
+        f"unsupported metadata URL {parsed.scheme + '://...' if parsed.scheme else url!r}; use "
+        "sqlite:///path/to/meta.db or postgresql://user@host/dbname"
+    )

@@ -10,6 +10,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import anyio
+
 from .._errors import InvalidArgumentError, PartitionNotFoundError, TopicNotFoundError
 from .._names import check_topic_name
 from .._types import TopicPartition
@@ -17,6 +19,7 @@ from .protocol import SegmentInfo, SegmentSpec
 
 __all__ = [
     "SEGMENT_COLUMNS",
+    "AllTokens",
     "check_offsets",
     "check_partition",
     "check_segment_specs",
@@ -99,3 +102,21 @@ def partition_error(topic: str, partitions: int | None, partition: int) -> Excep
     return PartitionNotFoundError(
         f"topic {topic!r} has partitions 0..{partitions - 1}; there is no partition {partition!r}"
     )
+
+
+class AllTokens:
+    """Hold every token of a limiter: no call runs while held."""
+
+    def __init__(self, limiter: anyio.CapacityLimiter) -> None:
+        self._limiter = limiter
+        self._borrowers: list[object] = []
+
+    async def __aenter__(self) -> None:
+        for _ in range(int(self._limiter.total_tokens)):
+            borrower = object()
+            await self._limiter.acquire_on_behalf_of(borrower)
+            self._borrowers.append(borrower)
+
+    async def __aexit__(self, *exc: object) -> None:
+        for borrower in self._borrowers:
+            self._limiter.release_on_behalf_of(borrower)

@@ -42,6 +42,7 @@ from .._names import check_group_id, check_partition_count, check_topic_name
 from .._types import TopicPartition
 from .common import (
     SEGMENT_COLUMNS,
+    AllTokens,
     check_offsets,
     check_segment_specs,
     check_timeout,
@@ -56,80 +57,17 @@ from .protocol import (
     SegmentSpec,
     TopicInfo,
 )
-from .schema import (
-    LATEST_VERSION,
-    MIGRATIONS,
-    SCHEMA_VERSION_TABLE,
-    SQLITE_LEGACY_VERSION,
-    Dialect,
-    pending,
-)
+from .sqlite_schema import SQLiteWatch, migrate, write_transaction
 
 __all__ = ["SQLiteMetadataStore"]
 
 T = TypeVar("T")
 
 
-def _write(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
-    """Run ``fn`` in one ``BEGIN IMMEDIATE`` transaction."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        result = fn(conn)
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-    return result
-
-
 def _check_partition(conn: sqlite3.Connection, topic: str, partition: int) -> None:
     row = conn.execute("SELECT partitions FROM topics WHERE name = ?", (topic,)).fetchone()
     if row is None or not 0 <= partition < row[0]:
         raise partition_error(topic, None if row is None else row[0], partition)
-
-
-def _schema_version(conn: sqlite3.Connection) -> int:
-    """The newest migration applied (the first wave's files say so in user_version)."""
-    has_table = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
-    ).fetchone()
-    if has_table:
-        (version,) = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()
-        return int(version)
-    (legacy,) = conn.execute("PRAGMA user_version").fetchone()
-    return SQLITE_LEGACY_VERSION if legacy == SQLITE_LEGACY_VERSION else 0
-
-
-def migrate(conn: sqlite3.Connection, where: str) -> None:
-    """Bring the database to LATEST_VERSION in one transaction (see ``schema``)."""
-
-    def apply(c: sqlite3.Connection) -> None:
-        current = _schema_version(c)  # again: another process may have migrated
-        todo = pending(current, where)
-        if not todo:
-            return
-        c.execute(SCHEMA_VERSION_TABLE)
-        now = time.time()
-        if (
-            current == SQLITE_LEGACY_VERSION
-            and not c.execute("SELECT 1 FROM schema_version").fetchone()
-        ):
-            c.execute(
-                "INSERT INTO schema_version VALUES (?, ?, ?)",
-                (current, MIGRATIONS[current - 1].description + " (first wave)", now),
-            )
-        for migration in todo:
-            for statement in migration.statements(Dialect.SQLITE):
-                c.execute(statement)
-            c.execute(
-                "INSERT INTO schema_version VALUES (?, ?, ?)",
-                (migration.version, migration.description, now),
-            )
-        # Kept in step for tools that read it (sqlite3's .dbinfo, the first wave).
-        c.execute(f"PRAGMA user_version = {LATEST_VERSION}")
-
-    if _schema_version(conn) != LATEST_VERSION:
-        _write(conn, apply)
 
 
 @attrs.define(eq=False)
@@ -266,7 +204,7 @@ class SQLiteMetadataStore:
     def watch(self, topics: Sequence[str]) -> CatalogueWatch:
         for topic in topics:
             check_topic_name(topic)
-        return _SQLiteWatch(self)
+        return SQLiteWatch(self.watch_interval, self._change_counter)
 
     async def _change_counter(self) -> int | None:
         """SQLite's ``data_version`` as seen by one connection that never
@@ -303,7 +241,7 @@ class SQLiteMetadataStore:
 
         with anyio.CancelScope(shield=True):
             # Waits for calls in flight: their threads hold the connections.
-            async with _AllTokens(self._limiter):
+            async with AllTokens(self._limiter):
                 await anyio.to_thread.run_sync(close_all)
 
     # -- topics ------------------------------------------------------------
@@ -327,7 +265,7 @@ class SQLiteMetadataStore:
             )
             return TopicInfo(name, partitions, created)
 
-        return await self._run(lambda conn: _write(conn, create))
+        return await self._run(lambda conn: write_transaction(conn, create))
 
     async def get_topic(self, name: str) -> TopicInfo:
         check_topic_name(name)
@@ -361,7 +299,7 @@ class SQLiteMetadataStore:
             for table in ("partitions", "segments", "consumer_offsets"):
                 conn.execute(f"DELETE FROM {table} WHERE topic = ?", (name,))
 
-        await self._run(lambda conn: _write(conn, delete))
+        await self._run(lambda conn: write_transaction(conn, delete))
 
     # -- segments ----------------------------------------------------------
 
@@ -412,7 +350,7 @@ class SQLiteMetadataStore:
             )
             return out
 
-        return await self._run(lambda conn: _write(conn, commit))
+        return await self._run(lambda conn: write_transaction(conn, commit))
 
     async def find_segment(self, topic: str, partition: int, offset: int) -> SegmentInfo | None:
         def find(conn: sqlite3.Connection) -> SegmentInfo | None:
@@ -503,7 +441,7 @@ class SQLiteMetadataStore:
                 ],
             )
 
-        await self._run(lambda conn: _write(conn, commit))
+        await self._run(lambda conn: write_transaction(conn, commit))
 
     async def fetch_offsets(
         self, group_id: str, partitions: Sequence[TopicPartition] | None = None
@@ -539,54 +477,8 @@ class SQLiteMetadataStore:
     async def delete_group(self, group_id: str) -> None:
         check_group_id(group_id)
         await self._run(
-            lambda conn: _write(
+            lambda conn: write_transaction(
                 conn,
                 lambda c: c.execute("DELETE FROM consumer_offsets WHERE group_id = ?", (group_id,)),
             )
         )
-
-
-class _AllTokens:
-    """Hold every token of a limiter: no call runs while held."""
-
-    def __init__(self, limiter: anyio.CapacityLimiter) -> None:
-        self._limiter = limiter
-        self._borrowers: list[object] = []
-
-    async def __aenter__(self) -> None:
-        for _ in range(int(self._limiter.total_tokens)):
-            borrower = object()
-            await self._limiter.acquire_on_behalf_of(borrower)
-            self._borrowers.append(borrower)
-
-    async def __aexit__(self, *exc: object) -> None:
-        for borrower in self._borrowers:
-            self._limiter.release_on_behalf_of(borrower)
-
-
-@attrs.define(eq=False)
-class _SQLiteWatch:
-    """A CatalogueWatch on SQLite: cheap local polling of ``data_version``.
-
-    SQLite has no notifications; a look at the counter costs a thread hop
-    and no query of the tables, so polling every ``watch_interval`` is far
-    cheaper than refreshing the partitions that often. Any commit to the
-    file wakes every watch (the counter is per database, not per topic).
-    """
-
-    _store: SQLiteMetadataStore
-    _seen: int | None = None
-    _started: bool = False
-
-    async def wait(self, timeout: float) -> None:
-        timeout = check_timeout(timeout)
-        deadline = anyio.current_time() + timeout
-        while True:
-            version = await self._store._change_counter()
-            if not self._started or version != self._seen:
-                self._started, self._seen = True, version
-                return
-            remaining = deadline - anyio.current_time()
-            if remaining <= 0:
-                return
-            await anyio.sleep(min(remaining, self._store.watch_interval))

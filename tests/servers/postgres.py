@@ -20,6 +20,7 @@ import importlib.util
 import os
 import pwd
 import secrets
+import select
 import shutil
 import signal
 import socket
@@ -32,7 +33,7 @@ from pathlib import Path
 
 import attrs
 
-__all__ = ["PostgresServer", "bin_dir", "running_postgres"]
+__all__ = ["PostgresServer", "bin_dir", "crash", "running_postgres"]
 
 _READY_LINE = "database system is ready to accept connections"
 _SYSTEM_USER = "embedded_postgres"
@@ -166,10 +167,11 @@ def running_postgres(
         args += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
     proc = subprocess.Popen(
         args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        cwd=directory, text=True, errors="replace", user=user,
+        cwd=directory, text=True, errors="replace", user=user, start_new_session=True,
     )  # fmt: skip
     output: list[str] = []
     ready = threading.Event()
+    started = threading.Event()
 
     def drain() -> None:
         # Read the server's log until it exits, so its pipe never fills.
@@ -179,13 +181,14 @@ def running_postgres(
             if len(output) > 400:
                 del output[:200]
             if _READY_LINE in line:
+                started.set()
                 ready.set()
         ready.set()
 
     reader = threading.Thread(target=drain, name=f"postgres-{proc.pid}-log", daemon=True)
     reader.start()
     try:
-        if not ready.wait(startup_timeout) or proc.poll() is not None:
+        if not ready.wait(startup_timeout) or not started.is_set():
             raise RuntimeError(
                 f"PostgreSQL did not start (exit code {proc.poll()}):\n" + "".join(output[-30:])
             )
@@ -199,6 +202,39 @@ def running_postgres(
             proc.stdout.close()
         if owned:
             shutil.rmtree(directory, ignore_errors=True)
+
+
+def crash(server: PostgresServer) -> None:
+    """SIGKILL the postmaster and every backend at once (its process group,
+    whose id is the postmaster's pid), as a power cut would, and return
+    once all of them are gone (waiting on pidfds, not on a clock)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == server.pid:  # field 5 of stat: the process group
+            pids.append(int(stat.parent.name))
+    fds = []
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            fds.append(os.pidfd_open(pid))
+    try:
+        os.killpg(server.pid, signal.SIGKILL)
+        pending = list(fds)
+        while pending:
+            readable, _, _ = select.select(pending, [], [], 30)
+            if not readable:
+                raise RuntimeError(f"PostgreSQL processes {pids} outlived SIGKILL")
+            pending = [fd for fd in pending if fd not in readable]
+        # The postmaster is our child: reap it, or its pid lives on as a
+        # zombie and the restarted server believes it still runs.
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(server.pid, 0)
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def stop(proc: subprocess.Popen[str]) -> None:
