@@ -43,6 +43,11 @@ def drop_schema(url: str, schema: str) -> None:
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
+def with_schema(url: str, schema: str) -> str:
+    """A PostgreSQL URL with ``schema=`` added to its query."""
+    return f"{url}{'&' if '?' in url else '?'}schema={schema}"
+
+
 def minio_client(server: S3Server) -> minio.Minio:
     """The independent S3 client that checks what the project wrote."""
     parsed = urllib.parse.urlsplit(server.endpoint)
