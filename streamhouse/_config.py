@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from ._errors import ConfigurationError
+from ._metadata.pg_url import redact
 from ._metadata.postgres import PostgresMetadataStore
 from ._metadata.protocol import MetadataStore
 from ._metadata.sqlite import SQLiteMetadataStore
@@ -27,7 +28,13 @@ from ._storage.local import LocalObjectStore
 from ._storage.protocol import ObjectStore
 from ._storage.s3 import S3ObjectStore
 
-__all__ = ["data_home", "metadata_store_from_url", "object_store_from_url", "open_stores"]
+__all__ = [
+    "data_home",
+    "metadata_store_from_url",
+    "object_store_from_url",
+    "open_stores",
+    "redact_url",
+]
 
 
 def data_home() -> Path:
@@ -149,3 +156,10 @@ def metadata_store_from_url(url: str, *, create: bool = True) -> MetadataStore:
         f"unsupported metadata URL {parsed.scheme + '://...' if parsed.scheme else url!r}; use "
         "sqlite:///path/to/meta.db or postgresql://user@host/dbname"
     )
+
+
+def redact_url(url: str) -> str:
+    """``url`` fit for a log line or a message: a password it holds (a
+    PostgreSQL URL's, in its user part or its query) becomes ``***``."""
+    scheme = urllib.parse.urlsplit(url).scheme
+    return redact(url) if scheme in ("postgres", "postgresql") else url

@@ -7,8 +7,11 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import os
 import shutil
 import socket
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,9 +28,11 @@ from streamhouse import (
     RetryPolicy,
     metadata_store_from_url,
 )
+from streamhouse._config import redact_url
 from streamhouse._metadata.protocol import SegmentInfo, SegmentSpec
 from streamhouse._metadata.schema import LATEST_VERSION, MIGRATIONS
 
+from ..helpers import drop_schema, with_schema
 from ..servers.postgres import PostgresServer, crash, running_postgres
 
 pytestmark = pytest.mark.anyio
@@ -118,8 +123,6 @@ async def test_schemas_are_created_and_isolated(postgres_url: str, pg_schema: st
     finally:
         await a.aclose()
         await b.aclose()
-        from ..helpers import drop_schema
-
         drop_schema(postgres_url, pg_schema + "_b")
 
 
@@ -154,9 +157,7 @@ async def test_a_newer_schema_is_refused(postgres_url: str, pg_schema: str) -> N
 
 async def test_create_false_creates_no_schema(postgres_url: str, pg_schema: str) -> None:
     """With create=False a missing schema is a MetadataError and stays missing."""
-    store = metadata_store_from_url(f"{postgres_url}&schema={pg_schema}"
-                                    if "?" in postgres_url else
-                                    f"{postgres_url}?schema={pg_schema}", create=False)  # fmt: skip
+    store = metadata_store_from_url(with_schema(postgres_url, pg_schema), create=False)
     with pytest.raises(MetadataError, match="create=False"):
         await store.list_topics()
     await store.aclose()
@@ -370,3 +371,39 @@ async def test_a_watch_polls_while_its_listener_is_down_and_recovers(
         assert anyio.current_time() - start < 5
     await reader.aclose()
     await writer.aclose()
+
+
+# -- everywhere a metadata URL goes ----------------------------------------------------
+
+
+def test_the_command_line_runs_on_postgresql(private_pg: PostgresServer, tmp_path: Path) -> None:
+    """STREAMHOUSE_METADATA=postgresql://... serves the streamhouse command; the
+    password it carries is never printed."""
+    env = {
+        **os.environ,
+        "STREAMHOUSE_HOME": str(tmp_path / "data"),
+        "STREAMHOUSE_METADATA": with_schema(private_pg.password_url(private_pg.password), "cli"),
+    }
+
+    def run(*args: str, stdin: str = "") -> str:
+        result = subprocess.run(
+            [sys.executable, "-m", "streamhouse", *args], input=stdin, capture_output=True,
+            text=True, cwd=tmp_path, env=env, timeout=120,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert private_pg.password not in result.stdout + result.stderr
+        return result.stdout
+
+    run("topics", "create", "orders", "--partitions", "2")
+    run("produce", "orders", "--partition", "1", stdin="a\nb\nc\n")
+    assert run("consume", "orders", "--group", "g").splitlines()[:3] == ["a", "b", "c"]
+    assert "g" in run("groups", "list").split()
+    assert not (tmp_path / "data" / "metadata.db").exists()
+
+
+def test_redacted_urls_keep_no_password() -> None:
+    """redact_url hides a PostgreSQL password and leaves other URLs alone."""
+    assert redact_url("postgresql://u:pw@h/db?password=x&schema=s") == (
+        "postgresql://u:***@h/db?password=***&schema=s"
+    )
+    assert redact_url("sqlite:///meta.db") == "sqlite:///meta.db"
