@@ -78,11 +78,21 @@ SEGMENT_STATS = (
 )
 COMMITTED_KEYS = "SELECT key FROM objects WHERE key = ANY(%s)"
 
-UPSERT_OFFSET = (
-    'INSERT INTO consumer_offsets (group_id, topic, partition, "offset", metadata, committed_at) '
-    "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (group_id, topic, partition) "
+# One statement, so one round trip and an implicit transaction: it writes
+# every offset, or none when one names a partition that does not exist
+# (then it returns that partition).
+COMMIT_OFFSETS = (
+    "WITH d AS (SELECT * FROM unnest(%(topics)s::text[], %(partitions)s::int[], "
+    '%(offsets)s::bigint[]) AS d(topic, partition, "offset")), '
+    "bad AS (SELECT d.topic, d.partition FROM d LEFT JOIN topics t ON t.name = d.topic "
+    "WHERE t.name IS NULL OR d.partition >= t.partitions), "
+    "done AS (INSERT INTO consumer_offsets "
+    '(group_id, topic, partition, "offset", metadata, committed_at) '
+    'SELECT %(group)s, topic, partition, "offset", %(metadata)s, %(at)s FROM d '
+    "WHERE NOT EXISTS (SELECT 1 FROM bad) ON CONFLICT (group_id, topic, partition) "
     'DO UPDATE SET "offset" = excluded."offset", metadata = excluded.metadata, '
-    "committed_at = excluded.committed_at"
+    "committed_at = excluded.committed_at) "
+    "SELECT topic, partition FROM bad ORDER BY topic, partition LIMIT 1"
 )
 FETCH_OFFSETS = (
     'SELECT topic, partition, "offset", metadata, committed_at FROM consumer_offsets '

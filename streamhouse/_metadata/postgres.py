@@ -430,25 +430,23 @@ class PostgresMetadataStore:
         check_group_id(group_id)
         check_offsets(offsets, metadata)
         committed_at = time.time()
-        items = list(offsets.items())
+
+        params = {
+            "topics": [tp.topic for tp in offsets],
+            "partitions": [tp.partition for tp in offsets],
+            "offsets": list(offsets.values()),
+            "group": group_id,
+            "metadata": metadata,
+            "at": committed_at,
+        }
 
         def commit(conn: Conn) -> None:
-            counts = dict(
-                conn.execute(q.TOPIC_PARTITIONS, (sorted({tp.topic for tp, _ in items}),))
-            )
-            for tp, _ in items:
-                if not tp.partition < counts.get(tp.topic, 0):
-                    raise partition_error(tp.topic, counts.get(tp.topic), tp.partition)
-            with conn.cursor() as cur:
-                cur.executemany(
-                    q.UPSERT_OFFSET,
-                    [
-                        (group_id, tp.topic, tp.partition, o, metadata, committed_at)
-                        for tp, o in items
-                    ],
-                )
+            bad = conn.execute(q.COMMIT_OFFSETS, params).fetchone()
+            if bad is not None:
+                topic = conn.execute(q.GET_TOPIC, (bad[0],)).fetchone()
+                raise partition_error(bad[0], None if topic is None else topic[1], bad[1])
 
-        await self._run(commit, write=True)
+        await self._run(commit)
 
     async def fetch_offsets(
         self, group_id: str, partitions: Sequence[TopicPartition] | None = None
