@@ -252,6 +252,32 @@ async def test_terminated_connections_are_retried_without_losing_offsets(
     await store.aclose()
 
 
+async def test_racing_commits_of_one_object_get_one_set_of_offsets(
+    postgres_url: str, pg_schema: str
+) -> None:
+    """A retry racing its own first attempt (two stores, one key) waits for it
+    and returns the same offsets; the log counts each object once."""
+    a = PostgresMetadataStore(postgres_url, schema=pg_schema)
+    b = PostgresMetadataStore(postgres_url, schema=pg_schema)
+    await a.create_topic("t", 3)
+    answers: dict[str, list[list[SegmentInfo]]] = {}
+
+    async def commit(store: PostgresMetadataStore, i: int) -> None:
+        specs = [spec("t", (i + j) % 3, i % 5 + 1) for j in range(2)]
+        answers.setdefault(f"o{i}", []).append(await store.commit_segments(f"o{i}", specs))
+
+    async with anyio.create_task_group() as tg:
+        for i in range(30):
+            tg.start_soon(commit, a, i)
+            tg.start_soon(commit, b, i)
+    assert all(first == second for first, second in answers.values())
+    for partition in range(3):
+        mine = [s for first, _ in answers.values() for s in first if s.partition == partition]
+        assert_tiled(mine, sum(s.record_count for s in mine))
+    await a.aclose()
+    await b.aclose()
+
+
 async def test_a_server_killed_mid_run_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     """Commits through a SIGKILL of the server and its restart tile the log exactly.
 
