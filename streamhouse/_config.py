@@ -44,9 +44,16 @@ def data_home() -> Path:
 
 @contextlib.asynccontextmanager
 async def open_stores(
-    storage: ObjectStore | str | None, metadata: MetadataStore | str | None
+    storage: ObjectStore | str | None,
+    metadata: MetadataStore | str | None,
+    *,
+    create_metadata: bool = True,
 ) -> AsyncIterator[tuple[ObjectStore, MetadataStore]]:
-    """Yield the two stores, building (and later closing) those given as URLs."""
+    """Yield the two stores, building (and later closing) those given as URLs.
+
+    ``create_metadata=False`` builds the metadata store with ``create=False``
+    (see ``metadata_store_from_url``): read-only tools make nothing.
+    """
     owned: list[ObjectStore | MetadataStore] = []
     try:
         if storage is None:
@@ -56,10 +63,10 @@ async def open_stores(
             storage = object_store_from_url(storage)
             owned.append(storage)
         if metadata is None:
-            metadata = SQLiteMetadataStore(data_home() / "metadata.db")
+            metadata = SQLiteMetadataStore(data_home() / "metadata.db", create=create_metadata)
             owned.append(metadata)
         elif isinstance(metadata, str):
-            metadata = metadata_store_from_url(metadata)
+            metadata = metadata_store_from_url(metadata, create=create_metadata)
             owned.append(metadata)
         yield storage, metadata
     finally:

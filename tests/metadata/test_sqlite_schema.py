@@ -167,3 +167,16 @@ async def test_a_watch_wakes_on_another_connections_commit(
     assert anyio.current_time() - start <= 0.05 + 1e-9
     await reader.aclose()
     await writer.aclose()
+
+
+async def test_open_stores_can_leave_the_metadata_uncreated(tmp_path: Path) -> None:
+    """open_stores(create_metadata=False) reads a missing database as empty, making nothing."""
+    from streamhouse import LocalObjectStore
+    from streamhouse._config import open_stores
+
+    url = f"sqlite:///{tmp_path / 'absent' / 'meta.db'}"
+    storage = LocalObjectStore(tmp_path / "objects")
+    async with open_stores(storage, url, create_metadata=False) as (_, meta):
+        assert await meta.list_topics() == []
+    assert not (tmp_path / "absent").exists()
+    await storage.aclose()
