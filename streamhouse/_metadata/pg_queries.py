@@ -102,36 +102,52 @@ LIST_GROUPS = "SELECT DISTINCT group_id FROM consumer_offsets ORDER BY group_id"
 DELETE_GROUP = "DELETE FROM consumer_offsets WHERE group_id = %s"
 
 
-def astuple(info: SegmentInfo) -> tuple[Any, ...]:
-    return attrs.astuple(info)
+class AlreadyCommitted(Exception):
+    """The object key was claimed by an earlier commit (rolls this one back)."""
 
 
-def assign_offsets(conn: Conn, specs: Sequence[SegmentSpec], object_key: str) -> list[SegmentInfo]:
-    """Lock the partitions ``specs`` write to, in (topic, partition) order,
-    and move their high watermarks past the specs; return the segments."""
+def commit_object(
+    conn: Conn, object_key: str, specs: Sequence[SegmentSpec], committed_at: float,
+    channel: str, payload: str,
+) -> list[SegmentInfo]:  # fmt: skip
+    """One segment commit, in one transaction, in two round trips.
+
+    Pipelined: claim the object key, lock the partition rows in (topic,
+    partition) order, move their high watermarks; read the answers; insert
+    the segments, NOTIFY, commit.
+
+    Raises:
+        AlreadyCommitted: the key was taken (the transaction rolled back).
+        TopicNotFoundError, PartitionNotFoundError: a spec names neither.
+    """
     totals: dict[tuple[str, int], int] = {}
     for spec in specs:
         key = (spec.topic, spec.partition)
         totals[key] = totals.get(key, 0) + spec.record_count
     keys = sorted(totals)
     topics, partitions = [k[0] for k in keys], [k[1] for k in keys]
-    locked = {
-        (topic, partition): hw
-        for topic, partition, hw in conn.execute(LOCK_PARTITIONS, (topics, partitions))
-    }
-    for topic, partition in keys:
-        if (topic, partition) not in locked:
-            row = conn.execute(GET_TOPIC, (topic,)).fetchone()
-            raise partition_error(topic, None if row is None else row[1], partition)
-    conn.execute(MOVE_WATERMARKS, (topics, partitions, [totals[k] for k in keys]))
-    out = []
-    for spec in specs:
-        key = (spec.topic, spec.partition)
-        base = locked[key]
-        locked[key] = base + spec.record_count
-        out.append(SegmentInfo(spec.topic, spec.partition, base, spec.record_count, object_key,
-                               spec.position, spec.length, spec.index_length, spec.min_timestamp,
-                               spec.max_timestamp))  # fmt: skip
+    with conn.pipeline(), conn.transaction():
+        claim = conn.execute(CLAIM_OBJECT, (object_key, committed_at))
+        lock = conn.execute(LOCK_PARTITIONS, (topics, partitions))
+        conn.execute(MOVE_WATERMARKS, (topics, partitions, [totals[k] for k in keys]))
+        if claim.fetchone() is None:
+            raise AlreadyCommitted
+        bases = {(topic, partition): hw for topic, partition, hw in lock.fetchall()}
+        for topic, partition in keys:
+            if (topic, partition) not in bases:
+                row = conn.execute(GET_TOPIC, (topic,)).fetchone()
+                raise partition_error(topic, None if row is None else row[1], partition)
+        out = []
+        for spec in specs:
+            key = (spec.topic, spec.partition)
+            base = bases[key]
+            bases[key] = base + spec.record_count
+            out.append(SegmentInfo(spec.topic, spec.partition, base, spec.record_count,
+                                   object_key, spec.position, spec.length, spec.index_length,
+                                   spec.min_timestamp, spec.max_timestamp))  # fmt: skip
+        with conn.cursor() as cur:
+            cur.executemany(INSERT_SEGMENT, [(*attrs.astuple(s), committed_at) for s in out])
+        conn.execute(NOTIFY, (channel, payload))
     return out
 
 

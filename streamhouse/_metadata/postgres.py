@@ -380,15 +380,16 @@ class PostgresMetadataStore:
         payload = notify_payload([s.topic for s in segments])
 
         def commit(conn: Conn) -> list[SegmentInfo]:
-            if conn.execute(q.CLAIM_OBJECT, (object_key, committed_at)).fetchone() is None:
+            try:
+                return q.commit_object(
+                    conn, object_key, segments, committed_at, self._channel, payload
+                )
+            except q.AlreadyCommitted:
+                # A retry, or a commit racing it: the offsets assigned then.
                 return [segment(r) for r in conn.execute(q.OBJECT_SEGMENTS, (object_key,))]
-            out = q.assign_offsets(conn, segments, object_key)
-            with conn.cursor() as cur:
-                cur.executemany(q.INSERT_SEGMENT, [(*q.astuple(s), committed_at) for s in out])
-            conn.execute(q.NOTIFY, (self._channel, payload))
-            return out
 
-        return await self._run(commit, write=True)
+        # Not write=True: commit_object runs its own transaction, pipelined.
+        return await self._run(commit)
 
     async def find_segment(self, topic: str, partition: int, offset: int) -> SegmentInfo | None:
         def find(conn: Conn) -> SegmentInfo | None:
