@@ -215,7 +215,14 @@ class PostgresMetadataStore:
                 return self._pool
             with self._connect() as conn:
                 self._configure(conn)
-                q.migrate(conn, self.schema, self._where, create=self.create)
+                try:
+                    q.migrate(conn, self.schema, self._where, create=self.create)
+                except psycopg.errors.InsufficientPrivilege as exc:
+                    raise ConfigurationError(
+                        f"{self._where}: the role may not create or upgrade the schema "
+                        f"({self._scrub(exc)}); grant it CREATE on the database, or have "
+                        "the schema created by one that may"
+                    ) from None
             pool = psycopg_pool.ConnectionPool(
                 self._conninfo,
                 kwargs=self._connect_kwargs(),

@@ -19,6 +19,7 @@ from pathlib import Path
 import anyio
 import psycopg
 import pytest
+from psycopg import sql
 
 from streamhouse import (
     ConfigurationError,
@@ -33,7 +34,7 @@ from streamhouse._metadata.protocol import SegmentInfo, SegmentSpec
 from streamhouse._metadata.schema import LATEST_VERSION, MIGRATIONS
 
 from ..helpers import drop_schema, with_schema
-from ..servers.postgres import PostgresServer, crash, running_postgres
+from ..servers.postgres import PASSWORD_ROLE, PostgresServer, crash, running_postgres
 
 pytestmark = pytest.mark.anyio
 
@@ -180,6 +181,24 @@ async def test_a_wrong_password_is_a_configuration_error(private_pg: PostgresSer
     right = PostgresMetadataStore(private_pg.password_url(private_pg.password))
     assert await right.list_topics() == []
     await right.aclose()
+
+
+async def test_a_role_that_may_not_create_the_schema_is_a_configuration_error(
+    private_pg: PostgresServer,
+) -> None:
+    """A role without CREATE on the database gets a ConfigurationError saying so."""
+    with psycopg.connect(private_pg.url, autocommit=True) as conn:
+        conn.execute("DROP ROLE IF EXISTS limited")
+        conn.execute(
+            sql.SQL("CREATE ROLE limited LOGIN PASSWORD {}").format(
+                sql.Literal(private_pg.password)
+            )
+        )
+    url = private_pg.password_url(private_pg.password).replace(PASSWORD_ROLE, "limited", 1)
+    store = PostgresMetadataStore(url, schema="not_allowed")
+    with pytest.raises(ConfigurationError, match="may not create"):
+        await store.list_topics()
+    await store.aclose()
 
 
 async def test_libpq_environment_supplies_the_password(
