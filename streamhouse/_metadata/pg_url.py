@@ -10,7 +10,7 @@ import psycopg.conninfo
 
 from .._errors import ConfigurationError
 
-__all__ = ["check_schema_name", "redact", "split_postgres_url"]
+__all__ = ["check_schema_name", "redact", "scrub", "split_postgres_url"]
 
 _SCHEMA_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
@@ -36,6 +36,8 @@ def split_postgres_url(url: str) -> tuple[str, str | None]:
     parsed = urllib.parse.urlsplit(url)
     if parsed.scheme not in ("postgres", "postgresql"):
         raise ConfigurationError(f"{redact(url)!r} is not a postgresql:// URL")
+    if parsed.fragment:
+        raise ConfigurationError(f"{redact(url)!r} has a fragment (#...)")
     # The other parameters stay as they were written, for libpq to decode.
     params = [p for p in parsed.query.split("&") if p]
     mine = [p for p in params if urllib.parse.unquote(p.partition("=")[0]) == "schema"]
@@ -44,12 +46,14 @@ def split_postgres_url(url: str) -> tuple[str, str | None]:
     schemas = [urllib.parse.unquote(p.partition("=")[2]) for p in mine]
     rest = "&".join(p for p in params if p not in mine)
     conninfo = url.partition("?")[0] + ("?" + rest if rest else "")
-    if parsed.fragment:
-        raise ConfigurationError(f"{redact(url)!r} has a fragment (#...)")
     try:
         psycopg.conninfo.conninfo_to_dict(conninfo)
     except psycopg.Error as exc:
-        raise ConfigurationError(f"bad PostgreSQL URL {redact(url)!r}: {exc}") from None
+        # libpq quotes the part it could not parse, which may hold the
+        # password: the message is scrubbed and the original not chained.
+        raise ConfigurationError(
+            f"bad PostgreSQL URL {redact(url)!r}: {scrub(str(exc), url)}"
+        ) from None
     return conninfo, check_schema_name(schemas[0]) if schemas else None
 
 
@@ -67,3 +71,19 @@ def redact(url: str) -> str:
         if p
     )
     return f"{parsed.scheme}://{netloc}{parsed.path}" + (f"?{query}" if query else "")
+
+
+def scrub(text: str, url: str) -> str:
+    """``text`` without the passwords ``url`` holds (as written and decoded)."""
+    parsed = urllib.parse.urlsplit(url)
+    found = [parsed.netloc.rpartition("@")[0].partition(":")[2]] if "@" in parsed.netloc else []
+    found += [
+        p.partition("=")[2]
+        for p in parsed.query.split("&")
+        if urllib.parse.unquote(p.partition("=")[0]) == "password"
+    ]
+    for secret in sorted({f for raw in found for f in (raw, urllib.parse.unquote(raw))}, key=len,
+                         reverse=True):  # fmt: skip
+        if secret:
+            text = text.replace(secret, "***")
+    return text

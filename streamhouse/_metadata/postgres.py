@@ -186,8 +186,8 @@ class PostgresMetadataStore:
         except psycopg.Error as exc:
             text = self._scrub(exc)
             if any(marker in text for marker in _CONFIG_ERRORS):
-                raise ConfigurationError(f"cannot use {self._where}: {text}") from None
-            raise MetadataUnavailableError(f"cannot reach {self._where}: {text}") from None
+                raise ConfigurationError(f"cannot use {self._where}: {text}") from exc
+            raise MetadataUnavailableError(f"cannot reach {self._where}: {text}") from exc
 
     def _connect_kwargs(self) -> dict[str, Any]:
         # libpq counts whole seconds and treats less than 2 as 2.
@@ -222,7 +222,7 @@ class PostgresMetadataStore:
                         f"{self._where}: the role may not create or upgrade the schema "
                         f"({self._scrub(exc)}); grant it CREATE on the database, or have "
                         "the schema created by one that may"
-                    ) from None
+                    ) from exc
             pool = psycopg_pool.ConnectionPool(
                 self._conninfo,
                 kwargs=self._connect_kwargs(),

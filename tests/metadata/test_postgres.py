@@ -92,6 +92,9 @@ def test_urls_name_a_schema_and_hide_the_password() -> None:
     assert other.schema == "streamhouse"
     hidden = PostgresMetadataStore("postgresql:///logs?password=s3cret&host=/tmp")
     assert "s3cret" not in repr(hidden)
+    with pytest.raises(ConfigurationError) as info:  # libpq quotes what it cannot parse
+        PostgresMetadataStore("postgresql://u@h/db?password=s3cret=x&sslmode=bad")
+    assert "s3cret" not in str(info.value)
 
 
 @pytest.mark.parametrize(
