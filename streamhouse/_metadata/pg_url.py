@@ -86,4 +86,4 @@ def scrub(text: str, url: str) -> str:
                          reverse=True):  # fmt: skip
         if secret:
             text = text.replace(secret, "***")
-    return text
+    return text.strip()

@@ -89,8 +89,8 @@ def _run_as() -> str | None:
         subprocess.run(["useradd", "-s", "/bin/sh", _SYSTEM_USER], check=True, capture_output=True)
     # The system user must reach and run the binaries and their libraries.
     install = bin_dir().parent
-    for parent in install.parents:
-        parent.chmod(parent.stat().st_mode | 0o055)
+    for parent in install.parents:  # traverse only, never list
+        parent.chmod(parent.stat().st_mode | 0o011)
     for root, dirs, files in os.walk(install):
         for name in dirs:
             path = Path(root, name)
