@@ -84,12 +84,14 @@ class Listener:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop the thread (it looks at the flag every ``_TICK`` seconds)."""
+        """Stop the thread: it looks at the flag every ``_TICK`` seconds. A
+        thread still connecting is not waited for; it closes what it opens
+        and ends by itself once the attempt is over."""
         self._stopping.set()
         with self._cond:
             self._cond.notify_all()
         if self._thread.is_alive():
-            self._thread.join(timeout=5 * _TICK + 5)
+            self._thread.join(timeout=3 * _TICK)
 
     @property
     def alive(self) -> bool:
