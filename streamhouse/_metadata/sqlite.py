@@ -138,7 +138,15 @@ class SQLiteMetadataStore:
                 f"cannot open the metadata database {str(self.path)!r}: {exc}"
             ) from exc
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")  # the first read of the file
+            except sqlite3.DatabaseError as exc:
+                if "locked" in str(exc) or "busy" in str(exc):
+                    raise  # retriable: MetadataUnavailableError, from _call
+                # A directory, a file we may not open, or not a database.
+                raise ConfigurationError(
+                    f"cannot use {str(self.path)!r} as the metadata database: {exc}"
+                ) from exc
             conn.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
             conn.execute("PRAGMA foreign_keys=ON")
             if migrated:

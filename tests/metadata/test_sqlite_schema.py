@@ -128,6 +128,22 @@ async def test_a_path_that_cannot_be_made_is_a_configuration_error(tmp_path: Pat
     await store.aclose()
 
 
+@pytest.mark.parametrize("kind", ["directory", "not a database"])
+async def test_a_path_that_is_no_database_is_a_configuration_error(
+    tmp_path: Path, kind: str
+) -> None:
+    """A directory or a foreign file at the path raises ConfigurationError naming it."""
+    path = tmp_path / "meta.db"
+    if kind == "directory":
+        path.mkdir()
+    else:
+        path.write_bytes(b"this is not a SQLite database, just text" * 100)
+    store = SQLiteMetadataStore(path)
+    with pytest.raises(ConfigurationError, match=str(path)):
+        await store.list_topics()
+    await store.aclose()
+
+
 async def test_a_read_only_store_creates_nothing(tmp_path: Path) -> None:
     """With create=False a missing file reads as empty, makes no file, refuses writes."""
     path = tmp_path / "absent" / "meta.db"
