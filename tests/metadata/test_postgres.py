@@ -277,8 +277,9 @@ async def test_terminated_connections_are_retried_without_losing_offsets(
 async def test_racing_commits_of_one_object_get_one_set_of_offsets(
     postgres_url: str, pg_schema: str
 ) -> None:
-    """A retry racing its own first attempt (two stores, one key) waits for it
-    and returns the same offsets; the log counts each object once."""
+    """Two stores committing each key at once get one set of offsets per key."""
+    # A retry racing its own first attempt waits for it and returns its
+    # offsets; two-partition objects in every order also test the lock order.
     a = PostgresMetadataStore(postgres_url, schema=pg_schema)
     b = PostgresMetadataStore(postgres_url, schema=pg_schema)
     await a.create_topic("t", 3)
@@ -301,12 +302,10 @@ async def test_racing_commits_of_one_object_get_one_set_of_offsets(
 
 
 async def test_a_server_killed_mid_run_loses_and_duplicates_nothing(tmp_path: Path) -> None:
-    """Commits through a SIGKILL of the server and its restart tile the log exactly.
-
-    The writer retries each object key until it is acknowledged, as the
-    producer does; a commit whose answer was lost in the crash returns the
-    offsets it got, so no key is counted twice and no offset is skipped.
-    """
+    """Commits through a SIGKILL of the server and its restart tile the log exactly."""
+    # The writer retries each object key until it is acknowledged, as the
+    # producer does; a commit whose answer was lost in the crash returns the
+    # offsets it got, so no key is counted twice and no offset is skipped.
     directory = Path(tempfile.mkdtemp(prefix="sh-pgk-"))
     acknowledged: dict[str, SegmentInfo] = {}
     outages = 0
@@ -425,8 +424,7 @@ async def test_a_watch_polls_while_its_listener_is_down_and_recovers(
 
 
 def test_the_command_line_runs_on_postgresql(private_pg: PostgresServer, tmp_path: Path) -> None:
-    """STREAMHOUSE_METADATA=postgresql://... serves the streamhouse command; the
-    password it carries is never printed."""
+    """The command runs on STREAMHOUSE_METADATA=postgresql://... and never prints its password."""
     env = {
         **os.environ,
         "STREAMHOUSE_HOME": str(tmp_path / "data"),

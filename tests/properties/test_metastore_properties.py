@@ -197,8 +197,7 @@ _PRODUCER = textwrap.dedent(
 def test_producer_processes_on_one_store_never_collide(
     store_url: StoreURL, counts: list[int]
 ) -> None:
-    """Three producer processes on one metadata store get disjoint, gap-free offsets,
-    and every acknowledged record reads back at its offset."""
+    """Three producer processes on one store get disjoint, gap-free offsets, read back exactly."""
     with store_url() as url, tempfile.TemporaryDirectory() as objects:
 
         async def setup() -> None:
