@@ -86,7 +86,12 @@ def _run_as() -> str | None:
     try:
         pwd.getpwnam(_SYSTEM_USER)
     except KeyError:
-        subprocess.run(["useradd", "-s", "/bin/sh", _SYSTEM_USER], check=True, capture_output=True)
+        # Another test run may create it at the same moment: judge by the result.
+        made = subprocess.run(["useradd", "-s", "/bin/sh", _SYSTEM_USER], capture_output=True)
+        try:
+            pwd.getpwnam(_SYSTEM_USER)
+        except KeyError:
+            raise RuntimeError(f"cannot create user {_SYSTEM_USER}: {made.stderr!r}") from None
     # The system user must reach and run the binaries and their libraries.
     install = bin_dir().parent
     for parent in install.parents:  # traverse only, never list
