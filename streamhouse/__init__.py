@@ -33,6 +33,8 @@ from ._errors import StorageUnavailableError as StorageUnavailableError
 from ._errors import StreamHouseError as StreamHouseError
 from ._errors import TopicExistsError as TopicExistsError
 from ._errors import TopicNotFoundError as TopicNotFoundError
+from ._metadata.postgres import PostgresMetadataStore as PostgresMetadataStore
+from ._metadata.protocol import CatalogueWatch as CatalogueWatch
 from ._metadata.protocol import MetadataStore as MetadataStore
 from ._metadata.protocol import TopicInfo as TopicInfo
 from ._metadata.sqlite import SQLiteMetadataStore as SQLiteMetadataStore
@@ -54,6 +56,7 @@ from ._version import __version__ as __version__
 __all__ = [
     "Admin",
     "CacheStats",
+    "CatalogueWatch",
     "ClosedError",
     "ConfigurationError",
     "ConsumedRecord",
@@ -75,6 +78,7 @@ __all__ = [
     "OffsetReset",
     "PartitionDescription",
     "PartitionNotFoundError",
+    "PostgresMetadataStore",
     "Producer",
     "RecordBatch",
     "RecordMetadata",

@@ -20,6 +20,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from ._errors import ConfigurationError
+from ._metadata.pg_url import redact
+from ._metadata.postgres import PostgresMetadataStore
 from ._metadata.protocol import MetadataStore
 from ._metadata.sqlite import SQLiteMetadataStore
 from ._storage.credentials import (
@@ -33,7 +35,13 @@ from ._storage.local import LocalObjectStore
 from ._storage.protocol import ObjectStore
 from ._storage.s3 import S3ObjectStore
 
-__all__ = ["data_home", "metadata_store_from_url", "object_store_from_url", "open_stores"]
+__all__ = [
+    "data_home",
+    "metadata_store_from_url",
+    "object_store_from_url",
+    "open_stores",
+    "redact_url",
+]
 
 
 def data_home() -> Path:
@@ -43,9 +51,16 @@ def data_home() -> Path:
 
 @contextlib.asynccontextmanager
 async def open_stores(
-    storage: ObjectStore | str | None, metadata: MetadataStore | str | None
+    storage: ObjectStore | str | None,
+    metadata: MetadataStore | str | None,
+    *,
+    create_metadata: bool = True,
 ) -> AsyncIterator[tuple[ObjectStore, MetadataStore]]:
-    """Yield the two stores, building (and later closing) those given as URLs."""
+    """Yield the two stores, building (and later closing) those given as URLs.
+
+    ``create_metadata=False`` builds the metadata store with ``create=False``
+    (see ``metadata_store_from_url``): read-only tools make nothing.
+    """
     owned: list[ObjectStore | MetadataStore] = []
     try:
         if storage is None:
@@ -55,10 +70,10 @@ async def open_stores(
             storage = object_store_from_url(storage)
             owned.append(storage)
         if metadata is None:
-            metadata = SQLiteMetadataStore(data_home() / "metadata.db")
+            metadata = SQLiteMetadataStore(data_home() / "metadata.db", create=create_metadata)
             owned.append(metadata)
         elif isinstance(metadata, str):
-            metadata = metadata_store_from_url(metadata)
+            metadata = metadata_store_from_url(metadata, create=create_metadata)
             owned.append(metadata)
         yield storage, metadata
     finally:
@@ -158,8 +173,21 @@ def _credentials(
     return AwsCredentialChain()
 
 
-def metadata_store_from_url(url: str) -> MetadataStore:
-    """Build a store from ``sqlite:///relative.db`` or ``sqlite:////absolute.db``.
+def metadata_store_from_url(url: str, *, create: bool = True) -> MetadataStore:
+    """Build a store from a metadata URL.
+
+    - ``sqlite:///relative.db`` or ``sqlite:////absolute.db``;
+    - ``postgresql://user:password@host:port/dbname?schema=NAME`` (also
+      ``postgres://``): everything but ``schema`` goes to libpq as it is, so
+      PGHOST, PGPASSWORD, ~/.pgpass and the like work; ``schema`` defaults
+      to ``streamhouse``.
+
+    Args:
+        create: make what is missing (the SQLite file and its directory;
+            the PostgreSQL schema and tables) at the first call. Read-only
+            tools pass False: then nothing is created, a missing SQLite file
+            reads as an empty store, and a missing PostgreSQL schema is a
+            MetadataError.
 
     Raises:
         ConfigurationError: the URL is malformed or of an unknown kind.
@@ -173,9 +201,17 @@ def metadata_store_from_url(url: str) -> MetadataStore:
         path = urllib.parse.unquote(parsed.path)[1:]  # the third slash separates
         if not path:
             raise ConfigurationError(f"SQLite URL {url!r} has no path")
-        return SQLiteMetadataStore(Path(path))
+        return SQLiteMetadataStore(Path(path), create=create)
     if parsed.scheme in ("postgres", "postgresql"):
-        raise ConfigurationError(
-            "the PostgreSQL metadata store is not available yet; use sqlite:///"
-        )
-    raise ConfigurationError(f"unsupported metadata URL {url!r}; use sqlite:///path/to/meta.db")
+        return PostgresMetadataStore(url, create=create)
+    raise ConfigurationError(
+        f"unsupported metadata URL {parsed.scheme + '://...' if parsed.scheme else url!r}; use "
+        "sqlite:///path/to/meta.db or postgresql://user@host/dbname"
+    )
+
+
+def redact_url(url: str) -> str:
+    """``url`` fit for a log line or a message: a password it holds (a
+    PostgreSQL URL's, in its user part or its query) becomes ``***``."""
+    scheme = urllib.parse.urlsplit(url).scheme
+    return redact(url) if scheme in ("postgres", "postgresql") else url

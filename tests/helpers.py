@@ -11,6 +11,8 @@ from typing import Any, NamedTuple
 import anyio
 import httpx
 import minio
+import psycopg
+from psycopg import sql
 
 from streamhouse import (
     ConsumedRecord,
@@ -33,6 +35,17 @@ from .servers.seaweed import S3Server
 
 BUCKET = "streamhouse-test"
 FAST_RETRY = RetryPolicy(attempts=3, base_delay=0.01)
+
+
+def drop_schema(url: str, schema: str) -> None:
+    """Drop a test's PostgreSQL schema and everything in it."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+def with_schema(url: str, schema: str) -> str:
+    """A PostgreSQL URL with ``schema=`` added to its query."""
+    return f"{url}{'&' if '?' in url else '?'}schema={schema}"
 
 
 def minio_client(server: S3Server) -> minio.Minio:

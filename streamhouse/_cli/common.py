@@ -18,7 +18,7 @@ from pathlib import Path
 
 import anyio
 
-from .._config import data_home, metadata_store_from_url
+from .._config import data_home, metadata_store_from_url, redact_url
 from .._errors import ConfigurationError
 from .._metadata.sqlite import SQLiteMetadataStore
 from .output import Output
@@ -89,10 +89,11 @@ def require_metadata(args: argparse.Namespace) -> None:
 
 
 def store_options(args: argparse.Namespace) -> str:
-    """The ``--storage``/``--metadata`` options the command ran with, ready to paste."""
+    """The ``--storage``/``--metadata`` options the command ran with, ready to paste
+    (a PostgreSQL password shows as ``***``: printed text is no place for it)."""
     words = []
     for option in ("storage", "metadata"):
         value = getattr(args, option)
         if value is not None:
-            words += [f"--{option}", value]
+            words += [f"--{option}", redact_url(value)]
     return shlex.join(words)

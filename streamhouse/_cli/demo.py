@@ -15,6 +15,7 @@ import time
 from rich.progress import BarColumn, Progress, TextColumn
 
 from .._admin import Admin, open_admin
+from .._config import redact_url
 from .._consumer import open_consumer
 from .._errors import StreamHouseError
 from .._producer import open_producer
@@ -91,7 +92,7 @@ async def demo(args: argparse.Namespace, cli: Cli) -> None:
     group = f"{topic}-readers"
     cli.out.say(
         f"StreamHouse demo on storage={args.storage or 'embedded default'}, "
-        f"metadata={args.metadata or 'embedded default'}"
+        f"metadata={redact_url(args.metadata) if args.metadata else 'embedded default'}"
     )
     async with open_admin(storage=args.storage, metadata=args.metadata) as admin:
         await admin.create_topic(topic, _PARTITIONS)

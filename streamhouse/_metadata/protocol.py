@@ -3,8 +3,9 @@
 The metadata store holds the small, hot state: topics and their partitions
 (high watermark, log start offset), the catalogue of committed segments, and
 consumer groups' committed offsets. Every offset-assigning write is one
-transaction. SQLite implements it (``sqlite``); PostgreSQL will implement
-the same protocol, so nothing above this layer knows which one runs.
+transaction. SQLite (``sqlite``) and PostgreSQL (``postgres``) implement
+it, on one schema (``schema``), so nothing above this layer knows which one
+runs.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import attrs
 from .._types import TopicPartition
 
 __all__ = [
+    "CatalogueWatch",
     "CommittedOffset",
     "MetadataStore",
     "PartitionState",
@@ -85,6 +87,29 @@ class CommittedOffset:
     offset: int
     metadata: str = ""
     committed_at: float = 0.0
+
+
+class CatalogueWatch(Protocol):
+    """Wakes a reader when the catalogue of some topics may have changed.
+
+    Made by ``MetadataStore.watch``. It keeps a cursor: a change that
+    happens between two ``wait`` calls is not lost, the next ``wait``
+    returns at once. Waking is a hint, never the data: the caller reads
+    ``partition_states`` (or the segments) after ``wait`` returns, and a
+    wait may return when nothing changed (at the first call, after the
+    store lost and regained its listener, or at the timeout).
+    """
+
+    async def wait(self, timeout: float) -> None:
+        """Return once the watched topics may have new segments or bounds
+        since the previous ``wait`` returned (the first call returns at
+        once), or after ``timeout`` seconds.
+
+        Raises:
+            InvalidArgumentError: ``timeout`` is negative or not finite.
+            ClosedError: the store was closed.
+        """
+        ...
 
 
 @runtime_checkable
@@ -158,6 +183,16 @@ class MetadataStore(Protocol):
 
     async def delete_group(self, group_id: str) -> None:
         """Forget every offset the group committed."""
+        ...
+
+    def watch(self, topics: Sequence[str]) -> CatalogueWatch:
+        """A watch on the catalogue of ``topics`` (see CatalogueWatch).
+
+        How it learns of changes is the store's business: SQLite polls a
+        change counter locally (cheap, no query of the tables); PostgreSQL
+        listens for the NOTIFY every segment commit sends in its
+        transaction, and polls while its listener connection is down.
+        """
         ...
 
     async def aclose(self) -> None:

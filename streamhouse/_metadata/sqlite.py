@@ -19,10 +19,11 @@ from __future__ import annotations
 import json
 import queue
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import anyio
 import anyio.to_thread
@@ -30,103 +31,43 @@ import attrs
 
 from .._errors import (
     ClosedError,
+    ConfigurationError,
     InvalidArgumentError,
     MetadataError,
     MetadataUnavailableError,
-    PartitionNotFoundError,
     TopicExistsError,
     TopicNotFoundError,
 )
 from .._names import check_group_id, check_partition_count, check_topic_name
 from .._types import TopicPartition
+from .common import (
+    SEGMENT_COLUMNS,
+    AllTokens,
+    check_offsets,
+    check_segment_specs,
+    check_timeout,
+    partition_error,
+    segment,
+)
 from .protocol import (
+    CatalogueWatch,
     CommittedOffset,
     PartitionState,
     SegmentInfo,
     SegmentSpec,
     TopicInfo,
 )
+from .sqlite_schema import SQLiteWatch, migrate, write_transaction
 
 __all__ = ["SQLiteMetadataStore"]
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS topics (
-    name        TEXT PRIMARY KEY,
-    partitions  INTEGER NOT NULL,
-    created_at  REAL NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS partitions (
-    topic             TEXT NOT NULL,
-    partition         INTEGER NOT NULL,
-    log_start_offset  INTEGER NOT NULL DEFAULT 0,
-    high_watermark    INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (topic, partition)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS objects (
-    key           TEXT PRIMARY KEY,
-    committed_at  REAL NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS segments (
-    topic          TEXT NOT NULL,
-    partition      INTEGER NOT NULL,
-    base_offset    INTEGER NOT NULL,
-    record_count   INTEGER NOT NULL,
-    object_key     TEXT NOT NULL,
-    position       INTEGER NOT NULL,
-    length         INTEGER NOT NULL,
-    index_length   INTEGER NOT NULL,
-    min_timestamp  INTEGER NOT NULL,
-    max_timestamp  INTEGER NOT NULL,
-    created_at     REAL NOT NULL,
-    PRIMARY KEY (topic, partition, base_offset)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS segments_by_object ON segments (object_key, position);
-CREATE TABLE IF NOT EXISTS consumer_offsets (
-    group_id      TEXT NOT NULL,
-    topic         TEXT NOT NULL,
-    partition     INTEGER NOT NULL,
-    "offset"      INTEGER NOT NULL,
-    metadata      TEXT NOT NULL DEFAULT '',
-    generation    INTEGER NOT NULL DEFAULT -1,
-    committed_at  REAL NOT NULL,
-    PRIMARY KEY (group_id, topic, partition)
-) WITHOUT ROWID;
-"""
-
-_SEGMENT_COLUMNS = (
-    "topic, partition, base_offset, record_count, object_key, position, length, "
-    "index_length, min_timestamp, max_timestamp"
-)
-
-
-def _segment(row: Sequence[Any]) -> SegmentInfo:
-    return SegmentInfo(*row)
-
-
-def _write(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
-    """Run ``fn`` in one ``BEGIN IMMEDIATE`` transaction."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        result = fn(conn)
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-    return result
-
 
 def _check_partition(conn: sqlite3.Connection, topic: str, partition: int) -> None:
     row = conn.execute("SELECT partitions FROM topics WHERE name = ?", (topic,)).fetchone()
-    if row is None:
-        raise TopicNotFoundError(f"topic {topic!r} does not exist")
-    if isinstance(partition, bool) or not isinstance(partition, int) or not 0 <= partition < row[0]:
-        raise PartitionNotFoundError(
-            f"topic {topic!r} has partitions 0..{row[0] - 1}; there is no partition {partition!r}"
-        )
+    if row is None or not 0 <= partition < row[0]:
+        raise partition_error(topic, None if row is None else row[0], partition)
 
 
 @attrs.define(eq=False)
@@ -134,23 +75,33 @@ class SQLiteMetadataStore:
     """The MetadataStore protocol on one SQLite file.
 
     Args:
-        path: the database file; created, with its directory, if missing.
+        path: the database file.
         busy_timeout: seconds to wait for another writer's lock.
         max_connections: worker threads (and connections) at most at once.
         synchronous: SQLite's ``synchronous`` pragma. ``FULL`` (the default)
             makes every commit survive a power loss; ``NORMAL`` survives a
             process crash only.
+        create: make the file (and its directory) if missing, at the first
+            call. With ``create=False`` a missing file is read as an empty
+            store and nothing is made on disk (read-only tools rely on it);
+            a write to it raises MetadataError.
+        watch_interval: seconds between two looks at the change counter
+            while a ``watch`` waits.
     """
 
     path: Path = attrs.field(converter=Path)
     busy_timeout: float = 30.0
     max_connections: int = 4
     synchronous: str = attrs.field(default="FULL")
+    create: bool = True
+    watch_interval: float = 0.05
     _limiter: anyio.CapacityLimiter = attrs.field(init=False)
     _pool: queue.SimpleQueue[sqlite3.Connection] = attrs.field(
         init=False, factory=queue.SimpleQueue
     )
     _connections: list[sqlite3.Connection] = attrs.field(init=False, factory=list)
+    _watcher: sqlite3.Connection | None = attrs.field(init=False, default=None)
+    _watch_lock: threading.Lock = attrs.field(init=False, factory=threading.Lock)
     _closed: bool = attrs.field(init=False, default=False)
 
     @synchronous.validator
@@ -162,44 +113,74 @@ class SQLiteMetadataStore:
 
     def __attrs_post_init__(self) -> None:
         self._limiter = anyio.CapacityLimiter(self.max_connections)
+        check_timeout(self.watch_interval)
 
     def __repr__(self) -> str:
         return f"SQLiteMetadataStore({str(self.path)!r})"
 
     # -- plumbing ----------------------------------------------------------
 
-    def _connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(
-            self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
-        )
+    def _open(self, *, migrated: bool = True) -> sqlite3.Connection:
+        """A new connection on the file, made (with its directory) if allowed."""
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot create the directory of the metadata database {str(self.path)!r}: "
+                f"{exc.strerror or exc}"
+            ) from exc
+        try:
+            conn = sqlite3.connect(
+                self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            raise ConfigurationError(
+                f"cannot open the metadata database {str(self.path)!r}: {exc}"
+            ) from exc
+        try:
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")  # the first read of the file
+            except sqlite3.DatabaseError as exc:
+                if "locked" in str(exc) or "busy" in str(exc):
+                    raise  # retriable: MetadataUnavailableError, from _call
+                # A directory, a file we may not open, or not a database.
+                raise ConfigurationError(
+                    f"cannot use {str(self.path)!r} as the metadata database: {exc}"
+                ) from exc
             conn.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
             conn.execute("PRAGMA foreign_keys=ON")
-            if conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
-
-                def create(c: sqlite3.Connection) -> None:
-                    version = c.execute("PRAGMA user_version").fetchone()[0]
-                    if version == 0:
-                        for statement in _SCHEMA.split(";"):
-                            if statement.strip():
-                                c.execute(statement)
-                        c.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-                    elif version != SCHEMA_VERSION:
-                        raise MetadataError(
-                            f"{self.path} has schema version {version}; this StreamHouse "
-                            f"knows version {SCHEMA_VERSION}"
-                        )
-
-                _write(conn, create)
+            if migrated:
+                migrate(conn, str(self.path))
         except BaseException:
             conn.close()
             raise
+        return conn
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = self._open()
         self._connections.append(conn)
         return conn
 
+    def _stand_in(self) -> sqlite3.Connection | None:
+        """An empty, read-only database for a missing file under create=False."""
+        if self.create or self.path.exists():
+            return None
+        conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        migrate(conn, ":memory:")
+        conn.execute("PRAGMA query_only = ON")
+        return conn
+
     def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        stand_in = self._stand_in()
+        if stand_in is not None:
+            try:
+                return fn(stand_in)
+            except sqlite3.OperationalError as exc:
+                raise MetadataError(
+                    f"{self.path} does not exist, and the store was opened with create=False"
+                ) from exc
+            finally:
+                stand_in.close()
         try:
             conn = self._pool.get_nowait()
         except queue.Empty:
@@ -226,6 +207,36 @@ class SQLiteMetadataStore:
             raise ClosedError("the metadata store is closed")
         return await anyio.to_thread.run_sync(self._call, fn, limiter=self._limiter)
 
+    # -- watching ----------------------------------------------------------
+
+    def watch(self, topics: Sequence[str]) -> CatalogueWatch:
+        for topic in topics:
+            check_topic_name(topic)
+        return SQLiteWatch(self.watch_interval, self._change_counter)
+
+    async def _change_counter(self) -> int | None:
+        """SQLite's ``data_version`` as seen by one connection that never
+        writes: it moves whenever any other connection, of this process or
+        another, commits. None while the file is missing (create=False)."""
+
+        def read() -> int | None:
+            with self._watch_lock:
+                if self._watcher is None:
+                    if not self.create and not self.path.exists():
+                        return None
+                    # Not migrated: the pragma needs no tables.
+                    self._watcher = self._open(migrated=False)
+                    self._connections.append(self._watcher)
+                (version,) = self._watcher.execute("PRAGMA data_version").fetchone()
+                return int(version)
+
+        if self._closed:
+            raise ClosedError("the metadata store is closed")
+        try:
+            return await anyio.to_thread.run_sync(read, limiter=self._limiter)
+        except sqlite3.Error as exc:
+            raise MetadataError(f"{self.path}: {exc}") from exc
+
     async def aclose(self) -> None:
         if self._closed:
             return
@@ -238,7 +249,7 @@ class SQLiteMetadataStore:
 
         with anyio.CancelScope(shield=True):
             # Waits for calls in flight: their threads hold the connections.
-            async with _AllTokens(self._limiter):
+            async with AllTokens(self._limiter):
                 await anyio.to_thread.run_sync(close_all)
 
     # -- topics ------------------------------------------------------------
@@ -262,7 +273,7 @@ class SQLiteMetadataStore:
             )
             return TopicInfo(name, partitions, created)
 
-        return await self._run(lambda conn: _write(conn, create))
+        return await self._run(lambda conn: write_transaction(conn, create))
 
     async def get_topic(self, name: str) -> TopicInfo:
         check_topic_name(name)
@@ -296,26 +307,22 @@ class SQLiteMetadataStore:
             for table in ("partitions", "segments", "consumer_offsets"):
                 conn.execute(f"DELETE FROM {table} WHERE topic = ?", (name,))
 
-        await self._run(lambda conn: _write(conn, delete))
+        await self._run(lambda conn: write_transaction(conn, delete))
 
     # -- segments ----------------------------------------------------------
 
     async def commit_segments(
         self, object_key: str, segments: Sequence[SegmentSpec]
     ) -> list[SegmentInfo]:
-        if not segments:
-            raise InvalidArgumentError("an object needs at least one segment to commit")
-        for spec in segments:
-            if spec.record_count <= 0 or spec.length <= 0 or spec.position < 0:
-                raise InvalidArgumentError(f"segment {spec} has no records or a bad position")
+        check_segment_specs(object_key, segments)
         committed_at = time.time()
 
         def commit(conn: sqlite3.Connection) -> list[SegmentInfo]:
             if conn.execute("SELECT 1 FROM objects WHERE key = ?", (object_key,)).fetchone():
                 return [
-                    _segment(row)
+                    segment(row)
                     for row in conn.execute(
-                        f"SELECT {_SEGMENT_COLUMNS} FROM segments WHERE object_key = ? "
+                        f"SELECT {SEGMENT_COLUMNS} FROM segments WHERE object_key = ? "
                         "ORDER BY position",
                         (object_key,),
                     )
@@ -341,7 +348,7 @@ class SQLiteMetadataStore:
                     spec.max_timestamp,
                 )
                 conn.execute(
-                    f"INSERT INTO segments ({_SEGMENT_COLUMNS}, created_at) "
+                    f"INSERT INTO segments ({SEGMENT_COLUMNS}, created_at) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (*attrs.astuple(info), committed_at),
                 )
@@ -351,19 +358,19 @@ class SQLiteMetadataStore:
             )
             return out
 
-        return await self._run(lambda conn: _write(conn, commit))
+        return await self._run(lambda conn: write_transaction(conn, commit))
 
     async def find_segment(self, topic: str, partition: int, offset: int) -> SegmentInfo | None:
         def find(conn: sqlite3.Connection) -> SegmentInfo | None:
             row = conn.execute(
-                f"SELECT {_SEGMENT_COLUMNS} FROM segments WHERE topic = ? AND partition = ? "
+                f"SELECT {SEGMENT_COLUMNS} FROM segments WHERE topic = ? AND partition = ? "
                 "AND base_offset <= ? ORDER BY base_offset DESC LIMIT 1",
                 (topic, partition, offset),
             ).fetchone()
             if row is None:
                 return None
-            segment = _segment(row)
-            return segment if offset < segment.end_offset else None
+            found = segment(row)
+            return found if offset < found.end_offset else None
 
         return await self._run(find)
 
@@ -372,13 +379,13 @@ class SQLiteMetadataStore:
     ) -> list[SegmentInfo]:
         def segments(conn: sqlite3.Connection) -> list[SegmentInfo]:
             rows = conn.execute(
-                f"SELECT {_SEGMENT_COLUMNS} FROM segments WHERE topic = ? AND partition = ? "
+                f"SELECT {SEGMENT_COLUMNS} FROM segments WHERE topic = ? AND partition = ? "
                 "AND base_offset >= COALESCE((SELECT MAX(base_offset) FROM segments "
                 "WHERE topic = ? AND partition = ? AND base_offset <= ?), 0) "
                 "ORDER BY base_offset LIMIT ?",
                 (topic, partition, topic, partition, from_offset, limit),
             )
-            return [s for s in map(_segment, rows) if s.end_offset > from_offset]
+            return [s for s in map(segment, rows) if s.end_offset > from_offset]
 
         return await self._run(segments)
 
@@ -425,9 +432,7 @@ class SQLiteMetadataStore:
         self, group_id: str, offsets: Mapping[TopicPartition, int], metadata: str = ""
     ) -> None:
         check_group_id(group_id)
-        for tp, offset in offsets.items():
-            if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-                raise InvalidArgumentError(f"offset for {tp} must be an int >= 0, not {offset!r}")
+        check_offsets(offsets, metadata)
         committed_at = time.time()
 
         def commit(conn: sqlite3.Connection) -> None:
@@ -444,7 +449,7 @@ class SQLiteMetadataStore:
                 ],
             )
 
-        await self._run(lambda conn: _write(conn, commit))
+        await self._run(lambda conn: write_transaction(conn, commit))
 
     async def fetch_offsets(
         self, group_id: str, partitions: Sequence[TopicPartition] | None = None
@@ -480,26 +485,8 @@ class SQLiteMetadataStore:
     async def delete_group(self, group_id: str) -> None:
         check_group_id(group_id)
         await self._run(
-            lambda conn: _write(
+            lambda conn: write_transaction(
                 conn,
                 lambda c: c.execute("DELETE FROM consumer_offsets WHERE group_id = ?", (group_id,)),
             )
         )
-
-
-class _AllTokens:
-    """Hold every token of a limiter: no call runs while held."""
-
-    def __init__(self, limiter: anyio.CapacityLimiter) -> None:
-        self._limiter = limiter
-        self._borrowers: list[object] = []
-
-    async def __aenter__(self) -> None:
-        for _ in range(int(self._limiter.total_tokens)):
-            borrower = object()
-            await self._limiter.acquire_on_behalf_of(borrower)
-            self._borrowers.append(borrower)
-
-    async def __aexit__(self, *exc: object) -> None:
-        for borrower in self._borrowers:
-            self._limiter.release_on_behalf_of(borrower)

@@ -1,4 +1,5 @@
-"""The SQLite metadata store: topics, segment commits, offsets, errors."""
+"""The MetadataStore protocol, on SQLite and on PostgreSQL (the ``meta``
+fixture): topics, segment commits, offsets, errors."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from streamhouse import (
     ConfigurationError,
     InvalidArgumentError,
     InvalidNameError,
+    MetadataStore,
     PartitionNotFoundError,
     SQLiteMetadataStore,
     TopicExistsError,
@@ -29,7 +31,7 @@ def spec(topic: str, partition: int, count: int, position: int = 0) -> SegmentSp
     return SegmentSpec(topic, partition, count, position, 100, 40, 1, 2)
 
 
-async def test_topics_are_created_listed_and_deleted(meta: SQLiteMetadataStore) -> None:
+async def test_topics_are_created_listed_and_deleted(meta: MetadataStore) -> None:
     """A created topic is listed with its partitions until it is deleted."""
     await meta.create_topic("orders", 3)
     await meta.create_topic("audit.log-v2", 1)
@@ -47,7 +49,7 @@ async def test_topics_are_created_listed_and_deleted(meta: SQLiteMetadataStore) 
     assert await meta.partition_states(["orders"]) == []
 
 
-async def test_a_taken_topic_name_is_refused(meta: SQLiteMetadataStore) -> None:
+async def test_a_taken_topic_name_is_refused(meta: MetadataStore) -> None:
     """Creating a topic twice raises TopicExistsError."""
     await meta.create_topic("t", 1)
     with pytest.raises(TopicExistsError, match="'t' already exists"):
@@ -66,7 +68,7 @@ async def test_a_taken_topic_name_is_refused(meta: SQLiteMetadataStore) -> None:
     ],
 )
 async def test_invalid_topic_names_are_refused(
-    meta: SQLiteMetadataStore, name: object, message: str
+    meta: MetadataStore, name: object, message: str
 ) -> None:
     """Topic names follow Kafka's rule; the error says what broke it."""
     with pytest.raises(InvalidNameError, match=message):
@@ -75,14 +77,14 @@ async def test_invalid_topic_names_are_refused(
 
 @pytest.mark.parametrize("partitions", [0, -1, 100_001, 1.5, True])
 async def test_invalid_partition_counts_are_refused(
-    meta: SQLiteMetadataStore, partitions: object
+    meta: MetadataStore, partitions: object
 ) -> None:
     """Partition counts are ints from 1 to 100,000."""
     with pytest.raises(InvalidArgumentError, match="partition count"):
         await meta.create_topic("t", partitions)  # type: ignore[arg-type]
 
 
-async def test_commits_assign_consecutive_base_offsets(meta: SQLiteMetadataStore) -> None:
+async def test_commits_assign_consecutive_base_offsets(meta: MetadataStore) -> None:
     """Each segment's base offset is its partition's high watermark, which then moves."""
     await meta.create_topic("t", 2)
     first = await meta.commit_segments("obj-1", [spec("t", 0, 10, 0), spec("t", 1, 5, 100)])
@@ -94,7 +96,7 @@ async def test_commits_assign_consecutive_base_offsets(meta: SQLiteMetadataStore
     assert states == {0: 17, 1: 5}
 
 
-async def test_recommitting_an_object_returns_its_offsets(meta: SQLiteMetadataStore) -> None:
+async def test_recommitting_an_object_returns_its_offsets(meta: MetadataStore) -> None:
     """Committing the same object key twice changes nothing and returns the same offsets."""
     await meta.create_topic("t", 1)
     first = await meta.commit_segments("obj-1", [spec("t", 0, 10)])
@@ -104,7 +106,7 @@ async def test_recommitting_an_object_returns_its_offsets(meta: SQLiteMetadataSt
     assert await meta.committed_object_keys(["obj-1", "obj-2"]) == {"obj-1"}
 
 
-async def test_a_commit_to_a_bad_partition_commits_nothing(meta: SQLiteMetadataStore) -> None:
+async def test_a_commit_to_a_bad_partition_commits_nothing(meta: MetadataStore) -> None:
     """One bad segment fails the whole object's commit; no offsets move."""
     await meta.create_topic("t", 1)
     with pytest.raises(PartitionNotFoundError, match="no partition 3"):
@@ -117,7 +119,7 @@ async def test_a_commit_to_a_bad_partition_commits_nothing(meta: SQLiteMetadataS
         await meta.commit_segments("obj", [])
 
 
-async def test_find_segment_locates_any_offset(meta: SQLiteMetadataStore) -> None:
+async def test_find_segment_locates_any_offset(meta: MetadataStore) -> None:
     """find_segment returns the segment holding an offset, or None past the end."""
     await meta.create_topic("t", 1)
     for i in range(50):
@@ -131,7 +133,7 @@ async def test_find_segment_locates_any_offset(meta: SQLiteMetadataStore) -> Non
 
 
 async def test_list_segments_starts_at_the_segment_holding_the_offset(
-    meta: SQLiteMetadataStore,
+    meta: MetadataStore,
 ) -> None:
     """list_segments begins with the segment holding from_offset, in order."""
     await meta.create_topic("t", 1)
@@ -143,7 +145,7 @@ async def test_list_segments_starts_at_the_segment_holding_the_offset(
     assert await meta.list_segments("t", 0, from_offset=50) == []
 
 
-async def test_committed_offsets_are_stored_and_fetched(meta: SQLiteMetadataStore) -> None:
+async def test_committed_offsets_are_stored_and_fetched(meta: MetadataStore) -> None:
     """Offsets commit in one call, overwrite, and fetch back per group."""
     await meta.create_topic("t", 2)
     a, b = TopicPartition("t", 0), TopicPartition("t", 1)
@@ -158,7 +160,7 @@ async def test_committed_offsets_are_stored_and_fetched(meta: SQLiteMetadataStor
     assert await meta.list_groups() == ["g1", "g2"]
 
 
-async def test_bad_offset_commits_are_refused(meta: SQLiteMetadataStore) -> None:
+async def test_bad_offset_commits_are_refused(meta: MetadataStore) -> None:
     """Negative offsets, unknown partitions and empty group ids are refused."""
     await meta.create_topic("t", 1)
     with pytest.raises(InvalidArgumentError, match="offset"):
@@ -167,9 +169,13 @@ async def test_bad_offset_commits_are_refused(meta: SQLiteMetadataStore) -> None
         await meta.commit_offsets("g", {TopicPartition("t", 1): 0})
     with pytest.raises(InvalidNameError, match="group id"):
         await meta.commit_offsets("", {TopicPartition("t", 0): 0})
+    with pytest.raises(TopicNotFoundError, match="nope"):
+        await meta.commit_offsets("g", {TopicPartition("t", 0): 5, TopicPartition("nope", 0): 1})
+    await meta.commit_offsets("g", {})
+    assert await meta.fetch_offsets("g") == {}  # nothing of a refused commit was written
 
 
-async def test_many_tasks_committing_get_gap_free_offsets(meta: SQLiteMetadataStore) -> None:
+async def test_many_tasks_committing_get_gap_free_offsets(meta: MetadataStore) -> None:
     """Concurrent commits from many tasks tile each partition without gaps or overlaps."""
     await meta.create_topic("t", 2)
     results = []

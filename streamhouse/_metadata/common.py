@@ -1,0 +1,122 @@
+"""What every metadata store checks and builds the same way.
+
+The stores validate arguments here, before anything reaches a database, so
+that both give the same error for the same bad input.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import anyio
+
+from .._errors import InvalidArgumentError, PartitionNotFoundError, TopicNotFoundError
+from .._names import check_topic_name
+from .._types import TopicPartition
+from .protocol import SegmentInfo, SegmentSpec
+
+__all__ = [
+    "SEGMENT_COLUMNS",
+    "AllTokens",
+    "check_offsets",
+    "check_partition",
+    "check_segment_specs",
+    "check_timeout",
+    "partition_error",
+    "segment",
+]
+
+SEGMENT_COLUMNS = (
+    "topic, partition, base_offset, record_count, object_key, position, length, "
+    "index_length, min_timestamp, max_timestamp"
+)
+
+_INT64_MAX = 2**63 - 1
+
+
+def segment(row: Sequence[Any]) -> SegmentInfo:
+    """A row of ``SEGMENT_COLUMNS`` as a SegmentInfo."""
+    return SegmentInfo(*row)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_partition(partition: object) -> int:
+    """``partition`` if it is an int >= 0 (whether it exists is the store's question)."""
+    if not _is_int(partition) or partition < 0:  # type: ignore[operator]
+        raise InvalidArgumentError(f"partition must be an int >= 0, not {partition!r}")
+    return partition  # type: ignore[return-value]
+
+
+def check_segment_specs(object_key: str, segments: Sequence[SegmentSpec]) -> None:
+    """Refuse an empty object, a bad key, or a segment with impossible numbers."""
+    if not isinstance(object_key, str) or not object_key or "\x00" in object_key:
+        raise InvalidArgumentError(f"object key must be a non-empty str, not {object_key!r}")
+    if not segments:
+        raise InvalidArgumentError("an object needs at least one segment to commit")
+    for spec in segments:
+        if not isinstance(spec, SegmentSpec):
+            raise InvalidArgumentError(f"segments must be SegmentSpec, not {spec!r}")
+        check_topic_name(spec.topic)
+        check_partition(spec.partition)
+        numbers = (
+            spec.record_count, spec.position, spec.length, spec.index_length,
+            spec.min_timestamp, spec.max_timestamp,
+        )  # fmt: skip
+        if not all(_is_int(n) and -_INT64_MAX <= n <= _INT64_MAX for n in numbers):
+            raise InvalidArgumentError(f"segment {spec} has a field that is not an int64")
+        if spec.record_count <= 0 or spec.length <= 0 or spec.position < 0:
+            raise InvalidArgumentError(f"segment {spec} has no records or a bad position")
+
+
+def check_offsets(offsets: Mapping[TopicPartition, int], metadata: str) -> None:
+    """Refuse offsets that are not ints in [0, 2**63) or keys that are not partitions."""
+    if not isinstance(metadata, str) or "\x00" in metadata:
+        raise InvalidArgumentError(f"offset metadata must be a str without NUL, not {metadata!r}")
+    for tp, offset in offsets.items():
+        if not isinstance(tp, TopicPartition):
+            raise InvalidArgumentError(f"offsets are keyed by TopicPartition, not {tp!r}")
+        check_topic_name(tp.topic)
+        check_partition(tp.partition)
+        if not _is_int(offset) or not 0 <= offset <= _INT64_MAX:
+            raise InvalidArgumentError(f"offset for {tp} must be an int >= 0, not {offset!r}")
+
+
+def check_timeout(timeout: float) -> float:
+    """A wait's timeout: a finite number of seconds >= 0."""
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise InvalidArgumentError(f"timeout must be a number of seconds, not {timeout!r}")
+    if not math.isfinite(timeout) or timeout < 0:
+        raise InvalidArgumentError(f"timeout must be finite and >= 0, not {timeout!r}")
+    return float(timeout)
+
+
+def partition_error(topic: str, partitions: int | None, partition: int) -> Exception:
+    """The error for a partition that is not there (``partitions`` None: no topic)."""
+    if partitions is None:
+        return TopicNotFoundError(f"topic {topic!r} does not exist")
+    return PartitionNotFoundError(
+        f"topic {topic!r} has partitions 0..{partitions - 1}; there is no partition {partition!r}"
+    )
+
+
+class AllTokens:
+    """Hold every token of a limiter: no call runs while held."""
+
+    def __init__(self, limiter: anyio.CapacityLimiter) -> None:
+        self._limiter = limiter
+        self._borrowers: list[object] = []
+
+    async def __aenter__(self) -> None:
+        for _ in range(int(self._limiter.total_tokens)):
+            borrower = object()
+            await self._limiter.acquire_on_behalf_of(borrower)
+            self._borrowers.append(borrower)
+
+    async def __aexit__(self, *exc: object) -> None:
+        for borrower in self._borrowers:
+            self._limiter.release_on_behalf_of(borrower)

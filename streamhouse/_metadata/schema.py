@@ -1,0 +1,200 @@
+"""One schema for every metadata store, changed only by versioned migrations.
+
+``MIGRATIONS`` is the whole history of the schema, oldest first. A store
+records the versions it applied in a ``schema_version`` table; at open it
+applies, in one transaction, every migration newer than the newest it has,
+and refuses (MetadataError naming both versions) a database written by a
+newer StreamHouse. Both stores share the numbering: version N means the same
+tables on SQLite and on PostgreSQL, each migration carrying the statements of
+each dialect.
+
+To change the schema, append a ``Migration`` with the next version and its
+statements for both dialects; never edit one that has shipped. A migration
+runs inside the opening transaction, so its statements must be
+transactional (on PostgreSQL that excludes ``CREATE INDEX CONCURRENTLY``).
+
+The first wave of StreamHouse marked its SQLite files with ``PRAGMA
+user_version = 1`` and had no ``schema_version`` table: such a file counts as
+version 1 (see ``SQLITE_LEGACY_VERSION``).
+"""
+
+from __future__ import annotations
+
+import enum
+
+import attrs
+
+from .._errors import MetadataError
+
+__all__ = [
+    "LATEST_VERSION",
+    "MIGRATIONS",
+    "SCHEMA_VERSION_TABLE",
+    "SQLITE_LEGACY_VERSION",
+    "Dialect",
+    "Migration",
+    "pending",
+]
+
+
+class Dialect(enum.Enum):
+    SQLITE = "sqlite"
+    POSTGRES = "postgres"
+
+
+@attrs.frozen
+class Migration:
+    """One step of the schema: its version, what it does, its statements."""
+
+    version: int
+    description: str
+    sqlite: tuple[str, ...]
+    postgres: tuple[str, ...]
+
+    def statements(self, dialect: Dialect) -> tuple[str, ...]:
+        return self.sqlite if dialect is Dialect.SQLITE else self.postgres
+
+
+_V1_SQLITE = (
+    """CREATE TABLE IF NOT EXISTS topics (
+        name        TEXT PRIMARY KEY,
+        partitions  INTEGER NOT NULL,
+        created_at  REAL NOT NULL
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS partitions (
+        topic             TEXT NOT NULL,
+        partition         INTEGER NOT NULL,
+        log_start_offset  INTEGER NOT NULL DEFAULT 0,
+        high_watermark    INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (topic, partition)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS objects (
+        key           TEXT PRIMARY KEY,
+        committed_at  REAL NOT NULL
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS segments (
+        topic          TEXT NOT NULL,
+        partition      INTEGER NOT NULL,
+        base_offset    INTEGER NOT NULL,
+        record_count   INTEGER NOT NULL,
+        object_key     TEXT NOT NULL,
+        position       INTEGER NOT NULL,
+        length         INTEGER NOT NULL,
+        index_length   INTEGER NOT NULL,
+        min_timestamp  INTEGER NOT NULL,
+        max_timestamp  INTEGER NOT NULL,
+        created_at     REAL NOT NULL,
+        PRIMARY KEY (topic, partition, base_offset)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS segments_by_object ON segments (object_key, position)",
+    """CREATE TABLE IF NOT EXISTS consumer_offsets (
+        group_id      TEXT NOT NULL,
+        topic         TEXT NOT NULL,
+        partition     INTEGER NOT NULL,
+        "offset"      INTEGER NOT NULL,
+        metadata      TEXT NOT NULL DEFAULT '',
+        generation    INTEGER NOT NULL DEFAULT -1,
+        committed_at  REAL NOT NULL,
+        PRIMARY KEY (group_id, topic, partition)
+    ) WITHOUT ROWID""",
+)
+
+# The same tables in PostgreSQL's types: offsets, counts, byte positions and
+# millisecond timestamps are 64-bit.
+_V1_POSTGRES = (
+    """CREATE TABLE topics (
+        name        TEXT PRIMARY KEY,
+        partitions  INTEGER NOT NULL,
+        created_at  DOUBLE PRECISION NOT NULL
+    )""",
+    """CREATE TABLE partitions (
+        topic             TEXT NOT NULL,
+        partition         INTEGER NOT NULL,
+        log_start_offset  BIGINT NOT NULL DEFAULT 0,
+        high_watermark    BIGINT NOT NULL DEFAULT 0,
+        PRIMARY KEY (topic, partition)
+    )""",
+    """CREATE TABLE objects (
+        key           TEXT PRIMARY KEY,
+        committed_at  DOUBLE PRECISION NOT NULL
+    )""",
+    """CREATE TABLE segments (
+        topic          TEXT NOT NULL,
+        partition      INTEGER NOT NULL,
+        base_offset    BIGINT NOT NULL,
+        record_count   BIGINT NOT NULL,
+        object_key     TEXT NOT NULL,
+        position       BIGINT NOT NULL,
+        length         BIGINT NOT NULL,
+        index_length   BIGINT NOT NULL,
+        min_timestamp  BIGINT NOT NULL,
+        max_timestamp  BIGINT NOT NULL,
+        created_at     DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (topic, partition, base_offset)
+    )""",
+    "CREATE INDEX segments_by_object ON segments (object_key, position)",
+    """CREATE TABLE consumer_offsets (
+        group_id      TEXT NOT NULL,
+        topic         TEXT NOT NULL,
+        partition     INTEGER NOT NULL,
+        "offset"      BIGINT NOT NULL,
+        metadata      TEXT NOT NULL DEFAULT '',
+        generation    INTEGER NOT NULL DEFAULT -1,
+        committed_at  DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (group_id, topic, partition)
+    )""",
+)
+
+_DROP_GENERATION = ("ALTER TABLE consumer_offsets DROP COLUMN generation",)
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "topics, partitions, objects, segments, consumer offsets",
+        sqlite=_V1_SQLITE,
+        postgres=_V1_POSTGRES,
+    ),
+    Migration(
+        2,
+        "consumer_offsets loses its generation column, which nothing used "
+        "(group membership will bring member epochs)",
+        sqlite=_DROP_GENERATION,
+        postgres=_DROP_GENERATION,
+    ),
+)
+
+LATEST_VERSION = MIGRATIONS[-1].version
+
+SQLITE_LEGACY_VERSION = 1
+"""A SQLite file with ``PRAGMA user_version = 1`` and no ``schema_version``
+table was made by the first wave: its tables are version 1's."""
+
+SCHEMA_VERSION_TABLE = (
+    "CREATE TABLE IF NOT EXISTS schema_version ("
+    " version INTEGER PRIMARY KEY,"
+    " description TEXT NOT NULL,"
+    " applied_at DOUBLE PRECISION NOT NULL)"
+)
+"""The one table outside the migrations: it says which of them ran."""
+
+
+def pending(current: int, where: str) -> tuple[Migration, ...]:
+    """The migrations a database at version ``current`` still needs, in order.
+
+    Raises:
+        MetadataError: the database is newer than this StreamHouse knows.
+    """
+    if current > LATEST_VERSION:
+        raise MetadataError(
+            f"{where} has metadata schema version {current}, but this StreamHouse knows "
+            f"versions up to {LATEST_VERSION}: upgrade StreamHouse to use it"
+        )
+    return tuple(m for m in MIGRATIONS if m.version > current)
+
+
+def _check_history() -> None:
+    versions = [m.version for m in MIGRATIONS]
+    assert versions == list(range(1, len(versions) + 1)), "migrations are numbered 1, 2, ..."
+
+
+_check_history()
