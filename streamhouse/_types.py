@@ -24,6 +24,7 @@ import attrs
 from ._errors import InvalidArgumentError
 
 __all__ = [
+    "CleanupPolicy",
     "ConsumedRecord",
     "Headers",
     "OffsetReset",
@@ -60,6 +61,31 @@ class OffsetReset(enum.Enum):
         except ValueError:
             raise InvalidArgumentError(
                 f"offset reset must be 'earliest', 'latest' or 'none', not {value!r}"
+            ) from None
+
+
+class CleanupPolicy(enum.StrEnum):
+    """What maintenance does with a topic's old records: Kafka's cleanup.policy.
+
+    ``DELETE`` drops whole segments by the topic's retention (time, size);
+    ``COMPACT`` also keeps only the newest record of each key (a record
+    whose value is None is a tombstone: it deletes its key, and goes itself
+    after ``delete_retention_seconds``). Retention applies under both when
+    it is set, as Kafka's "compact,delete" does.
+    """
+
+    DELETE = "delete"
+    COMPACT = "compact"
+
+    @classmethod
+    def parse(cls, value: CleanupPolicy | str) -> CleanupPolicy:
+        if isinstance(value, CleanupPolicy):
+            return value
+        try:
+            return cls(str(value).lower())
+        except ValueError:
+            raise InvalidArgumentError(
+                f"cleanup policy must be 'delete' or 'compact', not {value!r}"
             ) from None
 
 
