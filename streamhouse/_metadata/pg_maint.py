@@ -95,8 +95,15 @@ _STILL_USED = (
     "(SELECT 1 FROM segments WHERE segments.object_key = objects.key)"
 )
 _CLAIM = (
-    "UPDATE objects SET released_at = NULL, deleted_at = %s WHERE key = ANY(%s) "
-    "AND released_at IS NOT NULL RETURNING key, size"
+    "UPDATE objects SET released_at = NULL, claimed_epoch = %s WHERE key = ANY(%s) "
+    "AND released_at IS NOT NULL"
+)
+# This epoch's claims, and those of a maintainer of an earlier epoch that
+# never confirmed them (it was killed or fenced mid-pass).
+_CLAIMED = (
+    "UPDATE objects SET claimed_epoch = %s WHERE key IN (SELECT key FROM objects "
+    "WHERE claimed_epoch IS NOT NULL AND claimed_epoch <= %s AND deleted_at IS NULL "
+    "ORDER BY key LIMIT %s FOR UPDATE) RETURNING key, size"
 )
 _FORGET = "DELETE FROM objects WHERE deleted_at IS NOT NULL AND deleted_at < %s"
 
@@ -241,10 +248,23 @@ class PostgresMaintenance:
 
         def claim(conn: Conn) -> list[Garbage]:
             _fence(conn, lease, now)
-            keys = [row[0] for row in conn.execute(_GARBAGE, (now - grace, limit))]
-            conn.execute(_STILL_USED, (keys,))
-            claimed = conn.execute(_CLAIM, (now, keys)).fetchall()
+            released = [row[0] for row in conn.execute(_GARBAGE, (now - grace, limit))]
+            conn.execute(_STILL_USED, (released,))
+            conn.execute(_CLAIM, (lease.epoch, released))
+            claimed = conn.execute(_CLAIMED, (lease.epoch, lease.epoch, limit)).fetchall()
             conn.execute(_FORGET, (now - forget_after,))
             return [Garbage(key, size) for key, size in sorted(claimed)]
 
         return await self._run(claim, write=True)
+
+    async def confirm_deleted(self, keys: Sequence[str]) -> None:
+        now = time.time()
+        await self._run(
+            lambda conn: (
+                conn.execute(
+                    "UPDATE objects SET deleted_at = %s WHERE key = ANY(%s)", (now, list(keys))
+                )
+                and None
+            ),
+            write=True,
+        )

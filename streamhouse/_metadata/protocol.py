@@ -371,12 +371,19 @@ class MetadataStore(Protocol):
     async def claim_garbage(
         self, lease: MaintenanceLease, grace: float, limit: int, forget_after: float
     ) -> list[Garbage]:
-        """Objects released more than ``grace`` seconds ago that no segment
-        points into, at most ``limit``, marked deleted: the caller deletes them
-        from the object store, and nobody else will. Objects released but
-        still pointed into are unmarked (the last segment to go releases them
-        again). Rows of objects deleted more than ``forget_after`` seconds ago
-        are dropped."""
+        """Objects to delete from the object store, at most ``limit``, claimed
+        for this lease's epoch: those released more than ``grace`` seconds ago
+        that no segment points into, and those an earlier maintainer claimed
+        and never confirmed deleted (it was killed mid-pass). Objects released
+        but still pointed into are unmarked (the last segment to go releases
+        them again). Rows of objects deleted more than ``forget_after`` seconds
+        ago are dropped."""
+        ...
+
+    async def confirm_deleted(self, keys: Sequence[str]) -> None:
+        """Record that these claimed objects are gone from the object store.
+
+        Not fenced: it states a fact, whoever holds the lease now."""
         ...
 
     def watch(self, topics: Sequence[str]) -> CatalogueWatch:

@@ -162,16 +162,19 @@ def _maintenance(real: str, bigint: str) -> tuple[str, ...]:
         # A compacted segment spans more offsets than it holds records.
         f"ALTER TABLE segments ADD COLUMN end_offset {bigint}",
         "UPDATE segments SET end_offset = base_offset + record_count",
-        # An object's life: its size, when a segment pointing into it last went
-        # (maintenance deletes it a grace period later, once none is left), and
-        # when it was deleted (the row stays a while, so that a producer's late
-        # retry of its commit finds the key taken).
+        # An object's life: its size; when a segment pointing into it last went
+        # (maintenance deletes it a grace period later, once none is left); the
+        # lease epoch of the maintainer deleting it; when it was deleted (the
+        # row stays a while, so that a producer's late retry of its commit
+        # finds the key taken).
         f"ALTER TABLE objects ADD COLUMN size {bigint}",
         f"ALTER TABLE objects ADD COLUMN released_at {real}",
+        f"ALTER TABLE objects ADD COLUMN claimed_epoch {bigint}",
         f"ALTER TABLE objects ADD COLUMN deleted_at {real}",
         "UPDATE objects SET size = (SELECT MAX(s.position + s.length) FROM segments AS s "
         "WHERE s.object_key = objects.key)",
         "CREATE INDEX objects_released ON objects (released_at) WHERE released_at IS NOT NULL",
+        "CREATE INDEX objects_claimed ON objects (claimed_epoch) WHERE claimed_epoch IS NOT NULL",
         "CREATE INDEX objects_deleted ON objects (deleted_at) WHERE deleted_at IS NOT NULL",
         # One maintainer at a time: the holder, its epoch (the fence), until when.
         f"""CREATE TABLE maintenance_lease (

@@ -61,6 +61,28 @@ _DELETE_SEGMENT = (
 )
 
 
+_RELEASED = (
+    "SELECT key FROM objects WHERE released_at IS NOT NULL AND released_at <= ? "
+    "AND deleted_at IS NULL ORDER BY released_at LIMIT ?"
+)
+_STILL_USED = (
+    "UPDATE objects SET released_at = NULL WHERE key IN (SELECT value FROM json_each(?)) "
+    "AND EXISTS (SELECT 1 FROM segments WHERE segments.object_key = objects.key)"
+)
+_CLAIM = (
+    "UPDATE objects SET released_at = NULL, claimed_epoch = ? "
+    "WHERE key IN (SELECT value FROM json_each(?)) AND released_at IS NOT NULL"
+)
+# This epoch's claims, and those of a maintainer of an earlier epoch that
+# never confirmed them (it was killed or fenced mid-pass).
+_CLAIMED = (
+    "UPDATE objects SET claimed_epoch = ? WHERE key IN (SELECT key FROM objects "
+    "WHERE claimed_epoch IS NOT NULL AND claimed_epoch <= ? AND deleted_at IS NULL "
+    "ORDER BY key LIMIT ?) RETURNING key, size"
+)
+_FORGET = "DELETE FROM objects WHERE deleted_at IS NOT NULL AND deleted_at < ?"
+
+
 class _Changed(Exception):
     """A segment to replace is gone (rolls the transaction back)."""
 
@@ -239,34 +261,22 @@ class SQLiteMaintenance:
 
         def claim(conn: sqlite3.Connection) -> list[Garbage]:
             _fence(conn, lease, now)
-            keys = json.dumps(
-                [
-                    row[0]
-                    for row in conn.execute(
-                        "SELECT key FROM objects WHERE released_at IS NOT NULL "
-                        "AND released_at <= ? AND deleted_at IS NULL ORDER BY released_at LIMIT ?",
-                        (now - grace, limit),
-                    )
-                ]
-            )
+            released = json.dumps([row[0] for row in conn.execute(_RELEASED, (now - grace, limit))])
             # Still pointed into (a packed object's other partitions): not
             # garbage; the last segment to go releases it again.
-            conn.execute(
-                "UPDATE objects SET released_at = NULL WHERE key IN "
-                "(SELECT value FROM json_each(?)) AND EXISTS "
-                "(SELECT 1 FROM segments WHERE segments.object_key = objects.key)",
-                (keys,),
-            )
-            claimed = conn.execute(
-                "UPDATE objects SET released_at = NULL, deleted_at = ? WHERE key IN "
-                "(SELECT value FROM json_each(?)) AND released_at IS NOT NULL "
-                "RETURNING key, size",
-                (now, keys),
-            ).fetchall()
-            conn.execute(
-                "DELETE FROM objects WHERE deleted_at IS NOT NULL AND deleted_at < ?",
-                (now - forget_after,),
-            )
+            conn.execute(_STILL_USED, (released,))
+            conn.execute(_CLAIM, (lease.epoch, released))
+            claimed = conn.execute(_CLAIMED, (lease.epoch, lease.epoch, limit)).fetchall()
+            conn.execute(_FORGET, (now - forget_after,))
             return [Garbage(key, size) for key, size in sorted(claimed)]
 
         return await self._write(claim)
+
+    async def confirm_deleted(self, keys: Sequence[str]) -> None:
+        now = time.time()
+        await self._write(
+            lambda conn: conn.execute(
+                "UPDATE objects SET deleted_at = ? WHERE key IN (SELECT value FROM json_each(?))",
+                (now, json.dumps(list(keys))),
+            )
+        )

@@ -106,7 +106,9 @@ async def test_retention_moves_the_log_start_and_releases_objects(meta: Metadata
     await meta.retire_segments(held, "t", 1, 3)
     garbage = await meta.claim_garbage(held, 0, 100, 86400)
     assert [(g.key, g.size) for g in garbage] == [("packed", 200)]
-    # Claimed once: never handed out again, and still known as committed.
+    # Handed out until confirmed deleted; then still known as committed.
+    assert await meta.claim_garbage(held, 0, 100, 86400) == garbage
+    await meta.confirm_deleted(["packed"])
     assert await meta.claim_garbage(held, 0, 100, 86400) == []
     assert await meta.committed_object_keys(["packed"]) == {"packed"}
     # Retention never moves the log start down or past the high watermark.
@@ -119,10 +121,17 @@ async def test_garbage_waits_out_its_grace_and_rows_are_forgotten(meta: Metadata
     """Released objects are claimed only after the grace; deleted rows go after a while."""
     await meta.create_topic("t", 1)
     await meta.commit_segments("o1", [spec(0, 5)])
+    killed = await meta.acquire_lease("killed", 60)
+    assert killed is not None
+    await meta.retire_segments(killed, "t", 0, 5)
+    assert await meta.claim_garbage(killed, 3600, 100, 86400) == []
+    assert [g.key for g in await meta.claim_garbage(killed, 0, 100, 86400)] == ["o1"]
+    # Claimed, never confirmed (the maintainer was killed, its lease ran
+    # out): the next one finishes it.
+    await meta.release_lease(killed)
     held = await lease(meta)
-    await meta.retire_segments(held, "t", 0, 5)
-    assert await meta.claim_garbage(held, 3600, 100, 86400) == []
-    assert [g.key for g in await meta.claim_garbage(held, 0, 100, 86400)] == ["o1"]
+    assert [g.key for g in await meta.claim_garbage(held, 3600, 100, 86400)] == ["o1"]
+    await meta.confirm_deleted(["o1"])
     # Forgotten (forget_after=0): the key is no longer known as committed.
     assert await meta.claim_garbage(held, 0, 100, 0) == []
     assert await meta.committed_object_keys(["o1"]) == set()
@@ -145,7 +154,7 @@ async def test_a_rewrite_replaces_segments_in_one_step(meta: MetadataStore) -> N
     other = SegmentInfo("t", 0, 0, 10, "n", 0, 150, 76, 1, 2)
     assert not await meta.replace_segments(held, "n", 150, old, [other])
     assert await meta.list_segments("t", 0) == [merged]
-    assert sorted(g.key for g in await meta.claim_garbage(held, 0, 100, 86400)) == ["a", "b"]
+    assert [g.key for g in await meta.claim_garbage(held, 0, 100, 86400)] == ["a", "b"]
     # A producer's late retry of a commit whose segments were rewritten is told so.
     with pytest.raises(MetadataError, match="maintenance has since removed or rewritten"):
         await meta.commit_segments("a", [spec(0, 5)])
