@@ -342,14 +342,14 @@ class MetadataStore(Protocol):
     async def replace_segments(
         self,
         lease: MaintenanceLease,
-        object_key: str,
+        object_key: str | None,
         object_size: int,
         old: Sequence[SegmentInfo],
         new: Sequence[SegmentInfo],
     ) -> bool:
         """In one transaction: remove ``old``, add ``new`` (all of whose bytes
-        are in ``object_key``, uploaded already), commit the object and
-        release the objects of ``old``.
+        are in ``object_key``, uploaded already; None when ``new`` is empty),
+        commit the object and release the objects of ``old``.
 
         Returns False, changing nothing, if some segment of ``old`` is no
         longer in the catalogue as given (its topic was deleted); True if it
