@@ -44,12 +44,11 @@ def _describe_settings(config: Any) -> str:
 
 
 async def topics_create(args: argparse.Namespace, cli: Cli) -> None:
+    settings = _settings(args)
     async with open_admin(storage=args.storage, metadata=args.metadata) as admin:
-        info = await admin.create_topic(args.name, args.partitions, **_settings(args))
-    cli.out.say(
-        f"created topic {info.name} with {info.partitions} partition(s): "
-        + _describe_settings(info.config)
-    )
+        info = await admin.create_topic(args.name, args.partitions, **settings)
+    said = f"created topic {info.name} with {info.partitions} partition(s)"
+    cli.out.say(said + (": " + _describe_settings(info.config) if settings else ""))
 
 
 async def topics_alter(args: argparse.Namespace, cli: Cli) -> int | None:
@@ -94,14 +93,13 @@ async def topics_describe(args: argparse.Namespace, cli: Cli) -> None:
             ],
         })  # fmt: skip
         return
-    cli.out.say(f"topic {d.name}: " + _describe_settings(d))
     cli.out.table(
         ["partition", "log start", "high watermark", "segments", "bytes"],
         [
             (p.partition, p.log_start_offset, p.high_watermark, p.segments, p.bytes)
             for p in d.partitions
         ],
-        f"topic {d.name}",
+        f"topic {d.name}: " + _describe_settings(d),  # the title, drawn on a terminal
     )
 
 
@@ -161,7 +159,8 @@ def register(commands: Subparsers, common: argparse.ArgumentParser) -> None:
     p.set_defaults(run=topics_list)
     p = action(
         "describe",
-        "a topic's settings (on stderr) and partitions: log start, high watermark, segments, bytes",
+        "a topic's partitions (log start, high watermark, segments, bytes) and settings "
+        "(in the title on a terminal; in JSON)",
     )
     p.add_argument("name", help="the topic")
     add_format_option(p)
