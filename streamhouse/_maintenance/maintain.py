@@ -8,9 +8,11 @@ it taken and returns at once with an empty report marked ``skipped``.
 A pass, in order (each step's module says how it works and why it is safe):
 
 1. retention (``retention``): the oldest segments go by each topic's time
-   and size limits, and the log start moves up;
+   and size limits, and the log start moves up (first, so that nothing is
+   rewritten only to be deleted);
 2. key compaction (``compaction``), for compacted topics;
-3. small-object merging (``merging``), every topic;
+3. small-object merging (``merging``), every topic; then retention once
+   more, in case a rewrite grew a partition past its size limit;
 4. the garbage sweep (``orphans``): objects no segment points into any
    more, released at least ``grace`` seconds ago, are deleted;
 5. the orphan sweep (``orphans``): uploads never committed, older than the
@@ -72,6 +74,11 @@ async def _steps(ctx: Pass) -> None:
         await compact_topic(ctx, topic)
     for topic in topics:
         await merge_topic(ctx, topic)
+    # Again, and cheaply (the catalogue only): a rewrite may have grown a
+    # partition a little (an offsets column where compaction left gaps), and
+    # its limits must hold when the pass ends.
+    for topic in topics:
+        await apply_retention(ctx, topic)
     await sweep_garbage(ctx)
     orphans = await delete_orphans(ctx.storage, ctx.meta, ctx.settings.orphan_grace)
     ctx.tally.objects_deleted += len(orphans.objects)
