@@ -49,7 +49,9 @@ async def maintain(args: argparse.Namespace, cli: Cli) -> None:
     async with open_admin(storage=args.storage, metadata=args.metadata) as admin:
         while True:
             try:
-                report = await admin.maintain(grace=args.grace, orphan_grace=args.orphan_grace)
+                report = await admin.maintain(
+                    grace=args.grace, orphan_grace=args.orphan_grace, lease_ttl=args.lease_ttl
+                )
             except RetriableError as exc:
                 if args.once:
                     raise
@@ -87,6 +89,10 @@ def register(commands: Subparsers, common: argparse.ArgumentParser) -> None:
         "--orphan-grace", type=seconds, default=3600.0, metavar="TIME",
         help="how long an upload no producer committed is kept (at least the producers' "
         "delivery timeout)",
+    )  # fmt: skip
+    p.add_argument(
+        "--lease-ttl", type=seconds, default=30.0, metavar="TIME",
+        help="how long the lease outlives a maintainer killed mid-pass (the next waits)",
     )  # fmt: skip
     add_format_option(p)
     p.set_defaults(run=maintain)
