@@ -39,7 +39,10 @@ from .rewrite import Records, fetch_segments, read_records, swap_in
 __all__ = ["compact_topic"]
 
 # Segments read at once while walking a partition.
-_CHUNK = 8
+_CHUNK = 16
+# The dirty segments are read twice (their keys, then their records); up to
+# this many bytes of them are kept from the first read for the second.
+_KEEP_BYTES = 64 * 2**20
 
 
 async def compact_topic(ctx: Pass, topic: TopicInfo) -> None:
@@ -61,6 +64,7 @@ class _Partition:
         self.group_bytes = 0
         self.oldest_tombstone = math.inf
         self.gone = False  # the topic was deleted under us
+        self.kept: dict[int, bytes] = {}  # base offset -> bytes read in the first pass
 
     async def cleanable(self) -> list[SegmentInfo]:
         """The segments a pass may clean: all but the last, up to the first young one."""
@@ -84,7 +88,7 @@ class _Partition:
         newest = await self.newest_offsets(dirty)
         for start in range(0, len(cleanable), _CHUNK):
             chunk = cleanable[start : start + _CHUNK]
-            for seg, data in zip(chunk, await fetch_segments(self.ctx.storage, chunk), strict=True):
+            for seg, data in zip(chunk, await self.fetch(chunk), strict=True):
                 records = await anyio.to_thread.run_sync(read_records, data, seg)
                 await self.clean(seg, records, newest)
                 if self.gone:
@@ -100,12 +104,24 @@ class _Partition:
             CompactionCheckpoint(cleanable[-1].end_offset, tombstone),
         )
 
+    async def fetch(self, segments: list[SegmentInfo]) -> list[bytes]:
+        """The segments' bytes: kept from the first read, or fetched."""
+        missing = [seg for seg in segments if seg.base_offset not in self.kept]
+        fetched = dict(zip(missing, await fetch_segments(self.ctx.storage, missing), strict=True))
+        return [
+            self.kept.pop(seg.base_offset) if seg.base_offset in self.kept else fetched[seg]
+            for seg in segments
+        ]
+
     async def newest_offsets(self, dirty: list[SegmentInfo]) -> dict[bytes, int]:
         """The newest offset of every key in the dirty segments."""
         newest: dict[bytes, int] = {}
+        keep = sum(seg.length for seg in dirty) <= _KEEP_BYTES
         for start in range(0, len(dirty), _CHUNK):
             chunk = dirty[start : start + _CHUNK]
             for seg, data in zip(chunk, await fetch_segments(self.ctx.storage, chunk), strict=True):
+                if keep:
+                    self.kept[seg.base_offset] = data
                 records = await anyio.to_thread.run_sync(read_records, data, seg)
                 newest.update(
                     (k, o)

@@ -24,7 +24,7 @@ import time
 import anyio
 import attrs
 
-from .._errors import InvalidArgumentError, ObjectNotFoundError
+from .._errors import InvalidArgumentError, ObjectNotFoundError, raise_as_one
 from .._metadata.protocol import MetadataStore
 from .._storage.keys import OBJECT_PREFIX, object_key_time
 from .._storage.protocol import HasTemporaries, ObjectInfo, ObjectStore
@@ -55,9 +55,12 @@ async def _delete_all(storage: ObjectStore, keys: list[str]) -> None:
         async with limiter:
             await storage.delete(key)
 
-    async with anyio.create_task_group() as tg:
-        for key in keys:
-            tg.start_soon(delete, key)
+    try:
+        async with anyio.create_task_group() as tg:
+            for key in keys:
+                tg.start_soon(delete, key)
+    except BaseExceptionGroup as errors:
+        raise_as_one(errors)
 
 
 async def _size(storage: ObjectStore, key: str) -> int:

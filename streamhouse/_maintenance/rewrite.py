@@ -27,7 +27,7 @@ import anyio.to_thread
 import attrs
 
 from .._codec import Codec, Headers, encode_segment, iter_segment
-from .._errors import LeaseLostError
+from .._errors import LeaseLostError, raise_as_one
 from .._metadata.protocol import MaintenanceLease, MetadataStore, SegmentInfo
 from .._storage.keys import new_object_key
 from .._storage.protocol import ObjectStore
@@ -35,7 +35,7 @@ from .._storage.protocol import ObjectStore
 __all__ = ["Records", "fetch_segments", "read_records", "swap_in"]
 
 # Segments fetched at once: enough to hide a GET's latency behind the others.
-_FETCHES = 8
+_FETCHES = 16
 
 
 @attrs.define(eq=False)
@@ -96,9 +96,12 @@ async def fetch_segments(storage: ObjectStore, segments: Sequence[SegmentInfo]) 
         async with limiter:
             out[i] = await storage.get(seg.object_key, seg.position, seg.position + seg.length)
 
-    async with anyio.create_task_group() as tg:
-        for i, seg in enumerate(segments):
-            tg.start_soon(fetch, i, seg)
+    try:
+        async with anyio.create_task_group() as tg:
+            for i, seg in enumerate(segments):
+                tg.start_soon(fetch, i, seg)
+    except BaseExceptionGroup as errors:
+        raise_as_one(errors)
     return out
 
 
