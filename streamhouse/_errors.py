@@ -28,11 +28,18 @@ lz4, struct) are translated at the boundary where they happen and kept as
 
 ``RetriableError`` marks the errors worth trying again later; it is a mixin,
 so ``except RetriableError`` catches exactly those.
+
+Outages and retries are logged with the stdlib ``logging`` under
+``streamhouse.*``; the package's logger has a NullHandler, so nothing is
+printed until the application configures logging.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import NoReturn
+
+logging.getLogger("streamhouse").addHandler(logging.NullHandler())
 
 
 class StreamHouseError(Exception):
