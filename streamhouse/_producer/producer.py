@@ -46,8 +46,8 @@ from .._errors import (
     InvalidArgumentError,
     PartitionNotFoundError,
     RetriableError,
-    raise_as_one,
 )
+from .._lifecycle import Runtime, run_client
 from .._metadata.protocol import MetadataStore, SegmentInfo, SegmentSpec
 from .._names import check_topic_name
 from .._storage.keys import new_object_key
@@ -482,26 +482,20 @@ async def open_producer(
         raise InvalidArgumentError("linger must be >= 0; sizes and max_in_flight must be positive")
     if retries < 1:
         raise InvalidArgumentError(f"retries must be >= 1, not {retries}")
-    body_error: Exception | None = None
-    try:
-        async with open_stores(storage, metadata) as (store, meta), anyio.create_task_group() as tg:
-            producer = Producer(
-                store, meta, tg, linger=linger, compression=codec,
-                max_batch_bytes=max_batch_bytes, max_record_bytes=max_record_bytes,
-                max_in_flight=max_in_flight, buffer_bytes=buffer_bytes, retries=retries,
-                retry_backoff=retry_backoff,
-            )  # fmt: skip
-            try:
-                yield producer
-            except Exception as exc:
-                # Raised again below, outside the task group, as itself
-                # rather than inside an exception group.
-                body_error = exc
-            finally:
-                with anyio.move_on_after(close_timeout, shield=True):
-                    await producer._close()
-                tg.cancel_scope.cancel()
-    except BaseExceptionGroup as group:
-        raise_as_one(group)
-    if body_error is not None:
-        raise body_error
+
+    async def start(runtime: Runtime) -> Producer:
+        return Producer(
+            store, meta, runtime.task_group, linger=linger, compression=codec,
+            max_batch_bytes=max_batch_bytes, max_record_bytes=max_record_bytes,
+            max_in_flight=max_in_flight, buffer_bytes=buffer_bytes, retries=retries,
+            retry_backoff=retry_backoff,
+        )  # fmt: skip
+
+    async def close(producer: Producer, body_error: BaseException | None) -> None:
+        await producer._close()  # every accepted record is written, whatever the body did
+
+    async with (
+        open_stores(storage, metadata) as (store, meta),
+        run_client("producer", start, close, close_timeout) as producer,
+    ):
+        yield producer

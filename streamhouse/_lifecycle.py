@@ -1,0 +1,241 @@
+"""One lifecycle for every client: start the runtime, run the body, close by policy, map errors.
+
+``open_consumer`` and ``open_producer`` are both::
+
+    async with run_client("consumer", start, close, close_timeout) as client:
+        yield client
+
+The client's actors run in a task group of their own (the *runtime*), in a
+task beside the body, not around it. An actor that fails does not cancel the
+application's code: its error is recorded, the other actors stop, their
+channels close, and the application's next call into the client raises that
+error (a real one, with its cause chained), as trio's ``BrokenResourceError``
+would. ``ClosedError`` means only what it says: *you* closed the client.
+
+Leaving the block:
+
+- the body's own exception (KeyboardInterrupt and cancellation included)
+  leaves as itself, never inside an exception group; closing runs first,
+  under a shielded ``close_timeout``, and is told what the body raised, so
+  that it can choose its policy (a consumer then commits less);
+- a body that ended normally gets the close's error, or else the runtime's
+  error if the runtime died and no call reported it yet;
+- errors from the task group become one meaningful error
+  (:func:`unwrap_group`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, NoReturn, TypeVar
+
+import anyio
+import anyio.abc
+
+from ._errors import ClosedError, StreamHouseError
+
+__all__ = ["Runtime", "run_client", "unwrap_group"]
+
+C = TypeVar("C")
+
+_log = logging.getLogger("streamhouse.lifecycle")
+
+
+class Runtime:
+    """The actors of one client: their task group, and how they ended.
+
+    The facade keeps a reference to answer one question when a channel into
+    the runtime breaks: what to raise (:meth:`broken`). The runtime's error
+    is written once, by the task of the actor that failed, before any other
+    task runs, so the facade always finds it when it looks.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._error: Exception | None = None
+        self._reported = False
+        self._closed = False
+
+    @property
+    def task_group(self) -> anyio.abc.TaskGroup:
+        """Where the client's actors and helper tasks run."""
+        if self._tg is None:
+            raise ClosedError(f"the {self.name} is closed")
+        return self._tg
+
+    @property
+    def alive(self) -> bool:
+        return self._tg is not None and self._error is None
+
+    def fail(self, error: Exception) -> None:
+        """Record the first real error and stop every actor (not the body)."""
+        if self._error is None and not self._closed:
+            self._error = error
+            _log.error("the %s's runtime stopped: %r", self.name, error)
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
+
+    def broken(self) -> Exception:
+        """What a call must raise when a channel into the runtime broke or closed."""
+        if self._closed or self._error is None:
+            return ClosedError(f"the {self.name} is closed")
+        self._reported = True
+        return self._error
+
+    async def start(self, actor: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+        """Start ``actor(*args, task_status=...)`` in the runtime, supervised; return its value."""
+        return await self.task_group.start(self._supervise, actor, *args)
+
+    async def _supervise(
+        self,
+        actor: Callable[..., Awaitable[Any]],
+        *args: Any,
+        task_status: anyio.abc.TaskStatus[Any] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        try:
+            await actor(*args, task_status=task_status)
+        except Exception as exc:
+            self.fail(exc)
+            raise
+
+    async def _run(
+        self,
+        start: Callable[[Runtime], Awaitable[C]],
+        *,
+        task_status: anyio.abc.TaskStatus[C] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        started = False
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                client = await start(self)
+                started = True
+                task_status.started(client)
+                # Open until the client closes (or an actor fails): the
+                # client may start tasks here all along.
+                await anyio.sleep_forever()
+        except BaseExceptionGroup as group:
+            if not started:
+                raise
+            # Failures were recorded by ``fail``; what is not an Exception
+            # (cancellation from outside, KeyboardInterrupt) goes on.
+            errors, rest = group.split(Exception)
+            if errors is not None and self._error is None and not self._closed:
+                self.fail(_first(errors))
+            if rest is not None:
+                raise rest from None
+        finally:
+            self._tg = None
+
+    def _unreported(self) -> Exception | None:
+        if self._error is None or self._reported or self._closed:
+            return None
+        return self._error
+
+
+@contextlib.asynccontextmanager
+async def run_client(
+    name: str,
+    start: Callable[[Runtime], Awaitable[C]],
+    close: Callable[[C, BaseException | None], Awaitable[None]],
+    close_timeout: float,
+) -> AsyncIterator[C]:
+    """Run a client's runtime around the body of an ``async with``; see the module docstring.
+
+    Args:
+        name: "consumer" or "producer", for messages.
+        start: starts the actors in the runtime and returns the client.
+        close: closes the client by policy, told the body's exception (None
+            when the body ended normally); skipped when the runtime died.
+        close_timeout: seconds ``close`` may take (shielded from cancellation).
+    """
+    runtime = Runtime(name)
+    body_error: BaseException | None = None
+    close_error: Exception | None = None
+    try:
+        async with anyio.create_task_group() as tg:
+            client: C = await tg.start(runtime._run, start)
+            try:
+                yield client
+            except GeneratorExit:  # pragma: no cover - only if the generator is collected
+                raise
+            except BaseException as exc:
+                body_error = exc
+            close_error = await _close(runtime, client, close, body_error, close_timeout)
+            runtime._closed = True
+            tg.cancel_scope.cancel()
+    except BaseException as exc:
+        # What the task group raised on the way out. The body's own
+        # exception wins, unless it was only a cancellation.
+        if body_error is None or isinstance(body_error, anyio.get_cancelled_exc_class()):
+            if isinstance(exc, BaseExceptionGroup):
+                unwrap_group(exc)
+            raise
+    if body_error is not None:
+        raise body_error
+    if close_error is not None:
+        raise close_error
+    unreported = runtime._unreported()
+    if unreported is not None:
+        raise unreported
+
+
+async def _close(
+    runtime: Runtime,
+    client: C,
+    close: Callable[[C, BaseException | None], Awaitable[None]],
+    body_error: BaseException | None,
+    seconds: float,
+) -> Exception | None:
+    """Close by policy; return the close's error (None if it worked or did not matter)."""
+    if not runtime.alive:
+        return None
+    with anyio.move_on_after(seconds, shield=True):
+        try:
+            await close(client, body_error)
+        except Exception as exc:
+            if body_error is None and runtime.alive:
+                return exc
+            # The body's own error wins over a failed close.
+            _log.warning("closing the %s failed: %r", runtime.name, exc)
+    return None
+
+
+def _first(group: BaseExceptionGroup[Exception]) -> Exception:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            return _first(exc)
+        return exc
+    raise AssertionError("an empty exception group")  # pragma: no cover
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out += _leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
+    return out
+
+
+def unwrap_group(group: BaseExceptionGroup[BaseException]) -> NoReturn:
+    """Raise a task group's exception group at the public boundary as one meaningful error.
+
+    KeyboardInterrupt or SystemExit as themselves; else the first
+    StreamHouseError, chained to the whole group; else a group of a single
+    exception as that exception; else the group as it is (cancellations
+    among them are for the cancel scopes above, which understand groups).
+    """
+    leaves = _leaves(group)
+    for exc in leaves:
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            raise exc from None
+    if any(isinstance(exc, anyio.get_cancelled_exc_class()) for exc in leaves):
+        raise group
+    for exc in leaves:
+        if isinstance(exc, StreamHouseError):
+            raise exc from group
+    if len(leaves) == 1:
+        raise leaves[0]
+    raise group

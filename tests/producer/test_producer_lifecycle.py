@@ -1,0 +1,39 @@
+"""open_producer's block: the body's exceptions leave as themselves; what was sent is written."""
+
+from __future__ import annotations
+
+import pytest
+
+from streamhouse import ClosedError
+
+from ..helpers import Stores, read_partition
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.mark.parametrize("error", [ValueError("mine"), KeyboardInterrupt()], ids=["own", "ki"])
+async def test_the_bodys_exception_leaves_the_block_as_itself(
+    stores: Stores, error: BaseException
+) -> None:
+    """A ValueError or KeyboardInterrupt raised in the body comes out as itself, not in a group."""
+    await stores.meta.create_topic("t", 1)
+
+    async def send_then_fail() -> None:
+        async with stores.producer(linger=0) as producer:
+            await producer.send("t", b"before", partition=0)
+            raise error
+
+    with pytest.raises(type(error)) as caught:
+        await send_then_fail()
+    assert caught.value is error
+    rows = await read_partition(stores.storage, stores.meta, "t", 0)
+    assert [r[3] for r in rows] == [b"before"]
+
+
+async def test_a_producer_used_after_its_block_says_it_was_closed(stores: Stores) -> None:
+    """send() after the block ended raises ClosedError."""
+    await stores.meta.create_topic("t", 1)
+    async with stores.producer(linger=0) as producer:
+        pass
+    with pytest.raises(ClosedError):
+        await producer.send("t", b"late")
