@@ -21,7 +21,7 @@ Leaving the block:
 - a body that ended normally gets the close's error, or else the runtime's
   error if the runtime died and no call reported it yet;
 - errors from the task group become one meaningful error
-  (:func:`unwrap_group`).
+  (``_errors.raise_as_one``).
 """
 
 from __future__ import annotations
@@ -29,14 +29,14 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 import anyio
 import anyio.abc
 
-from ._errors import ClosedError, StreamHouseError
+from ._errors import ClosedError, raise_as_one
 
-__all__ = ["Runtime", "run_client", "unwrap_group"]
+__all__ = ["Runtime", "run_client"]
 
 C = TypeVar("C")
 
@@ -71,7 +71,13 @@ class Runtime:
         return self._tg is not None and self._error is None
 
     def fail(self, error: Exception) -> None:
-        """Record the first real error and stop every actor (not the body)."""
+        """Record the first real error and stop every actor (not the body).
+
+        An actor's own task group fails with a group: its first error is
+        the one that counts (the rest followed from it).
+        """
+        if isinstance(error, BaseExceptionGroup):
+            error = _first(error)
         if self._error is None and not self._closed:
             self._error = error
             _log.error("the %s's runtime stopped: %r", self.name, error)
@@ -131,9 +137,8 @@ class Runtime:
             self._tg = None
 
     def _unreported(self) -> Exception | None:
-        if self._error is None or self._reported or self._closed:
-            return None
-        return self._error
+        """The error the runtime died of, if no call has raised it yet."""
+        return None if self._reported else self._error
 
 
 @contextlib.asynccontextmanager
@@ -172,7 +177,7 @@ async def run_client(
         # exception wins, unless it was only a cancellation.
         if body_error is None or isinstance(body_error, anyio.get_cancelled_exc_class()):
             if isinstance(exc, BaseExceptionGroup):
-                unwrap_group(exc)
+                raise_as_one(exc)
             raise
     if body_error is not None:
         raise body_error
@@ -210,32 +215,3 @@ def _first(group: BaseExceptionGroup[Exception]) -> Exception:
             return _first(exc)
         return exc
     raise AssertionError("an empty exception group")  # pragma: no cover
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    out: list[BaseException] = []
-    for exc in group.exceptions:
-        out += _leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
-    return out
-
-
-def unwrap_group(group: BaseExceptionGroup[BaseException]) -> NoReturn:
-    """Raise a task group's exception group at the public boundary as one meaningful error.
-
-    KeyboardInterrupt or SystemExit as themselves; else the first
-    StreamHouseError, chained to the whole group; else a group of a single
-    exception as that exception; else the group as it is (cancellations
-    among them are for the cancel scopes above, which understand groups).
-    """
-    leaves = _leaves(group)
-    for exc in leaves:
-        if isinstance(exc, KeyboardInterrupt | SystemExit):
-            raise exc from None
-    if any(isinstance(exc, anyio.get_cancelled_exc_class()) for exc in leaves):
-        raise group
-    for exc in leaves:
-        if isinstance(exc, StreamHouseError):
-            raise exc from group
-    if len(leaves) == 1:
-        raise leaves[0]
-    raise group

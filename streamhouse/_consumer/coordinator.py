@@ -1,29 +1,48 @@
-"""The coordinator actor: the one owner of the consumer's state.
+"""The coordinator actor: the one owner of the consumer's positions.
 
-It holds, per assigned partition, the position (next offset to deliver), the
-committed offset, the epoch, the batches its reader has sent and not yet
-delivered, and whether it is paused. It answers every request of the facade
-and receives every message of the readers, from one inbox, one at a time, so
-no state is ever shared.
+It holds, per assigned partition (``partitions.Partition``), the position,
+what the facade holds and what is pending, the committed offset, the epoch
+and whether it is paused; it starts and stops the readers; it answers every
+request of the facade and receives every message of the readers and of the
+watermark refresh, from one inbox, one at a time, so no state is ever
+shared.
 
-Delivery: a poll is answered with every block waiting for a partition that
-is not paused; the facade holds them and shares them out to the
-application's polls (``_held``). The answer goes over a capacity-0 channel:
-positions move only once the facade has taken the blocks. If the facade was
-cancelled, the send fails and the blocks stay for the next poll.
+How a record travels: a reader sends a block (Batch); it waits here,
+pending, until a poll of the facade takes every pending block at once; the
+facade holds them and hands records out to the application's polls; at the
+start of its next poll (or before any other request) it reports what it
+handed out (Delivered), and the position moves. The answer to a poll is
+handed over by a one-shot Reply: if the facade was cancelled meanwhile, the
+blocks stay pending for the next poll. A block taken hands its reader a
+credit back, so a reader is never more than ``prefetch_batches`` blocks
+ahead of the application.
 
 Commits: ``commit()`` writes every position that differs from its committed
-offset (backwards too, after a seek). Auto-commit writes, at each interval,
-the positions *as of the previous poll request*: a record is committed only
-after the application had it and came back for more (at-least-once).
+offset (backwards too, after a seek), in one request and one transaction.
+Auto-commit writes, at each interval, the ``consumed`` offsets: positions as
+of the last time the application came back for more (at-least-once).
+
+Nothing the caller sends can stop the coordinator: a request that fails is
+answered with its error. What keeps a partition from making progress (an
+outage, corrupt data, an offset out of range with offset_reset="none") is
+raised from a poll instead, once per ``stall_timeout`` (``Troubles``); the
+other partitions go on.
+
+Nothing here costs per assigned partition on the poll path: the partitions
+with pending blocks, those whose position moved since the application last
+came back, and those with something to commit are kept in small sets.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
+import functools
+import itertools
+import logging
 import math
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import TypeVar
 
 import anyio
 import anyio.abc
@@ -33,88 +52,66 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from .._errors import (
     ClosedError,
     InvalidArgumentError,
+    MetadataUnavailableError,
     OffsetOutOfRangeError,
-    StreamHouseError,
+    RetriableError,
+    StorageUnavailableError,
 )
-from .._metadata.protocol import MetadataStore, PartitionState
-from .._types import TopicPartition
+from .._metadata.protocol import MetadataStore
+from .._retry import BurstLog, RetryPolicy
+from .._types import OffsetReset, TopicPartition
 from .cache import CacheClient
 from .messages import (
-    CREDIT,
-    WAKE,
+    Assign,
     AtEnd,
     Batch,
     Close,
+    CloseMode,
     Commit,
+    Committed,
+    Delivered,
+    Failed,
+    HighWatermark,
+    Lags,
+    Notices,
     OutOfRange,
+    PartitionStart,
     Pause,
+    Paused,
     Poll,
-    Progress,
-    Query,
-    Reply,
+    Position,
+    ReaderSignal,
+    Recovered,
+    Request,
+    Resume,
+    Revoke,
     Seek,
+    SeekTo,
+    TakeNotices,
+    Trouble,
     Watermarks,
     drain,
 )
-from .reader import run_reader
+from .partitions import Partition, Troubles, names
+from .reader import ReaderStart, name_of, run_reader, run_refresher
 
 __all__ = ["Coordinator", "Settings"]
+
+T = TypeVar("T")
+
+_log = logging.getLogger("streamhouse.consumer")
 
 
 @attrs.frozen
 class Settings:
     group_id: str | None
-    offset_reset: str  # "earliest", "latest" or "none"
+    offset_reset: OffsetReset
     auto_commit: bool
     auto_commit_interval: float
     prefetch_batches: int
     refresh_interval: float
-
-
-@attrs.define(eq=False)
-class _Partition:
-    tp: TopicPartition
-    position: int
-    committed: int | None
-    log_start: int
-    high_watermark: int
-    epoch: int = 0
-    pending: collections.deque[Batch] = attrs.Factory(collections.deque)
-    paused: bool = False
-    waiting_at: int | None = None  # the reader waits at this offset for data
-    scope: anyio.CancelScope | None = None
-    control: MemoryObjectSendStream[str] | None = None
-
-
-def resolve_start(
-    states: Sequence[PartitionState],
-    committed: Mapping[TopicPartition, int],
-    reset: str,
-) -> dict[TopicPartition, int]:
-    """Where each partition starts: its committed offset, or the reset policy.
-
-    Raises:
-        OffsetOutOfRangeError: policy "none" and some partition has no valid
-            committed offset; the message names them all.
-    """
-    starts: dict[TopicPartition, int] = {}
-    missing = []
-    for s in states:
-        tp = TopicPartition(s.topic, s.partition)
-        offset = committed.get(tp)
-        if offset is not None and s.log_start_offset <= offset <= s.high_watermark:
-            starts[tp] = offset
-        elif reset == "earliest":
-            starts[tp] = s.log_start_offset
-        elif reset == "latest":
-            starts[tp] = s.high_watermark
-        else:
-            missing.append(f"{tp.topic}[{tp.partition}]")
-    if missing:
-        raise OffsetOutOfRangeError(
-            "no valid committed offset and offset_reset='none' for " + ", ".join(missing)
-        )
-    return starts
+    stall_timeout: float
+    retry: RetryPolicy
 
 
 class Coordinator:
@@ -125,307 +122,585 @@ class Coordinator:
         settings: Settings,
         metadata: MetadataStore,
         cache: CacheClient,
-        states: Sequence[PartitionState],
-        committed: Mapping[TopicPartition, int],
-        starts: Mapping[TopicPartition, int],
         inbox: MemoryObjectReceiveStream[object],
         inbox_send: MemoryObjectSendStream[object],
+        bell: MemoryObjectSendStream[None],
     ) -> None:
         self._settings = settings
         self._metadata = metadata
         self._cache = cache
         self._inbox = inbox
-        self._inbox_send = inbox_send
-        self._parts = {
-            TopicPartition(s.topic, s.partition): _Partition(
-                TopicPartition(s.topic, s.partition),
-                starts[TopicPartition(s.topic, s.partition)],
-                committed.get(TopicPartition(s.topic, s.partition)),
-                s.log_start_offset,
-                s.high_watermark,
-            )
-            for s in states
-        }
+        self._inbox_send = inbox_send  # cloned for the readers and the refresh
+        self._bell = bell  # rung when the facade must take Notices
+        self._parts: dict[TopicPartition, Partition] = {}
+        self._ready: dict[TopicPartition, None] = {}  # pending blocks, not paused
+        self._moved: set[TopicPartition] = set()  # position moved since came back
+        self._uncommitted: set[TopicPartition] = set()
+        self._paused: set[TopicPartition] = set()
         self._polls: collections.deque[Poll] = collections.deque()
-        self._last_poll_positions: dict[TopicPartition, int] | None = None
+        self._epochs = itertools.count()  # facade-visible epochs, and readers'
+        self._notice_epochs: dict[TopicPartition, int] = {}
+        self._notice_assignment: frozenset[TopicPartition] | None = None
+        self._errors: collections.deque[Exception] = collections.deque()
+        self._troubles = Troubles(settings.stall_timeout)
+        self._outage = BurstLog(_log, "reading")
+        group = settings.group_id
+        self._commit_log = BurstLog(_log, f"auto-commit of group {group!r}")
         self._next_auto_commit = math.inf
-        self._error: StreamHouseError | None = None
+        self._refresh: anyio.CancelScope | None = None
         self._tg: anyio.abc.TaskGroup | None = None
+        self._closed = False
 
     # -- lifecycle -------------------------------------------------------------
 
     async def run(
-        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+        self,
+        partitions: Mapping[TopicPartition, PartitionStart],
+        *,
+        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
         try:
-            async with anyio.create_task_group() as tg, self._inbox_send:
+            async with anyio.create_task_group() as tg, self._inbox_send, self._bell:
                 self._tg = tg
-                for part in self._parts.values():
-                    self._start_reader(part)
-                tg.start_soon(self._refresh_watermarks, self._inbox_send.clone())
-                if self._settings.auto_commit and self._settings.group_id is not None:
-                    interval = self._settings.auto_commit_interval
-                    self._next_auto_commit = anyio.current_time() + interval
+                self._assign(partitions, initial=True)
+                settings = self._settings
+                if settings.auto_commit and settings.group_id is not None:
+                    self._next_auto_commit = anyio.current_time() + settings.auto_commit_interval
                 task_status.started()
-                closed = False
-                while not closed:
-                    msg: object = None
-                    try:
-                        # Without waiting, if a message is there already.
-                        msg = self._inbox.receive_nowait()
-                    except anyio.WouldBlock:
-                        deadline = min([p.deadline for p in self._polls], default=math.inf)
-                        with anyio.move_on_at(min(deadline, self._next_auto_commit)):
-                            msg = await self._inbox.receive()
+                while not self._closed:
+                    msg = await self._next_message()
                     if msg is not None:
-                        closed = await self._handle(msg)
-                    await self._answer_polls()
-                    if anyio.current_time() >= self._next_auto_commit:
-                        await self._auto_commit()
+                        await self._handle(msg)
+                    await self._after_message()
                 tg.cancel_scope.cancel()
         finally:
             # Whatever stopped us: tell every asker, close every channel end.
             for poll in self._polls:
-                poll.reply.close()
+                poll.reply.drop()
             for part in self._parts.values():
                 if part.control is not None:
                     part.control.close()
             drain(self._inbox)
             self._inbox.close()
 
-    def _start_reader(self, part: _Partition) -> None:
+    async def _next_message(self) -> object | None:
+        try:
+            # Without waiting, if a message is there already.
+            return self._inbox.receive_nowait()
+        except anyio.WouldBlock:
+            wake = min(self._next_auto_commit, self._troubles.next_deadline())
+            if self._polls:
+                wake = min(wake, min(p.deadline for p in self._polls))
+            with anyio.move_on_at(wake):
+                return await self._inbox.receive()
+        return None
+
+    async def _after_message(self) -> None:
+        now = math.nan
+        if self._troubles:
+            now = anyio.current_time()
+            if now >= self._troubles.next_deadline():
+                self._raise_due(now)
+        if self._polls:
+            self._answer_polls()
+        if self._next_auto_commit != math.inf:
+            now = anyio.current_time() if math.isnan(now) else now
+            if now >= self._next_auto_commit:
+                await self._auto_commit()
+
+    # -- dispatch ----------------------------------------------------------------
+
+    async def _handle(self, msg: object) -> None:
+        match msg:
+            case Batch():
+                self._on_batch(msg)
+            case Delivered():
+                self._on_delivered(msg)
+            case Poll():
+                self._polls.append(msg)
+            case AtEnd():
+                self._on_at_end(msg)
+            case Watermarks():
+                self._on_watermarks(msg)
+            case Trouble() | Recovered() | Failed():
+                self._on_trouble(msg)
+            case OutOfRange():
+                part = self._parts.get(msg.tp)
+                if part is not None and part.reader_epoch == msg.epoch:
+                    self._out_of_range(part, msg.offset, msg.first)
+            case Close():
+                await self._close(msg)
+            case Request():
+                await self._serve(msg)
+            case _:  # pragma: no cover - nothing else is sent here
+                raise AssertionError(f"unexpected message {msg!r}")
+
+    async def _serve(self, req: Request[object]) -> None:
+        """Answer a request; whatever goes wrong is the asker's answer, not our end."""
+        match req:
+            case TakeNotices():
+                self._take_notices(req)
+            case Position():
+                self._answer(req, lambda: self._part(req.tp).position)
+            case HighWatermark():
+                self._answer(req, lambda: self._part(req.tp).high_watermark)
+            case Lags():
+                self._answer(req, lambda: self._lags(req.partitions))
+            case Paused():
+                self._answer(req, lambda: frozenset(self._paused))
+            case Pause():
+                self._answer(req, lambda: self._pause(req.partitions))
+            case Resume():
+                self._answer(req, lambda: self._resume(req.partitions))
+            case Commit():
+                await self._answer_async(req, lambda: self._commit_request(req.offsets))
+            case Seek():
+                await self._answer_async(req, lambda: self._seek(req.targets))
+            case Committed():
+                await self._answer_async(req, lambda: self._committed(req.tp))
+            case Assign():
+                self._answer(req, lambda: self._assign(req.partitions, initial=False))
+            case Revoke():
+                self._answer(req, lambda: self._revoke(req.partitions))
+            case _:
+                req.reply.put(InvalidArgumentError(f"unknown request {type(req).__name__}"))
+
+    def _answer(self, req: Request[T], compute: Callable[[], T]) -> None:
+        try:
+            answer: T | Exception = compute()
+        except Exception as exc:
+            answer = exc
+        req.reply.put(answer)
+
+    async def _answer_async(self, req: Request[T], compute: Callable[[], Awaitable[T]]) -> None:
+        try:
+            answer: T | Exception = await compute()
+        except Exception as exc:
+            answer = exc
+        req.reply.put(answer)
+
+    def _part(self, tp: TopicPartition) -> Partition:
+        part = self._parts.get(tp)
+        if part is None:
+            raise InvalidArgumentError(f"{name_of(tp)} is not assigned to this consumer")
+        return part
+
+    # -- readers -------------------------------------------------------------------
+
+    def _start_reader(self, part: Partition, offset: int, *, reset: bool) -> None:
+        """Read ``part`` from ``offset`` with a new reader; ``reset``: the facade's records go."""
+        self._stop_reader(part)
+        if reset:
+            part.epoch = next(self._epochs)
+            part.fetched = offset
+        part.expected = offset
+        part.reader_epoch = next(self._epochs)
+        part.pending.clear()
+        self._ready.pop(part.tp, None)
+        part.waiting_at = None
+        part.failed = False
+        self._recovered(part.tp)
+        depth = self._settings.prefetch_batches
+        # Capacity depth + 1: the reader's credits (never more than depth in
+        # all) and one WAKE, so that sending either never waits.
+        control, control_receive = anyio.create_memory_object_stream[ReaderSignal](depth + 1)
+        for _ in range(depth):
+            control.send_nowait(ReaderSignal.CREDIT)
+        part.control = control
+        part.scope = anyio.CancelScope()
         assert self._tg is not None
+        run = functools.partial(
+            run_reader,
+            ReaderStart(part.tp, offset, part.reader_epoch),
+            metadata=self._metadata,
+            cache=self._cache,
+            retry=self._settings.retry,
+            out=self._inbox_send.clone(),
+            control=control_receive,
+            scope=part.scope,
+        )
+        self._tg.start_soon(run)
+
+    def _stop_reader(self, part: Partition) -> None:
         if part.scope is not None:
             part.scope.cancel()
+            part.scope = None
         if part.control is not None:
             part.control.close()
-        part.epoch += 1
-        part.pending.clear()
-        part.waiting_at = None
-        depth = self._settings.prefetch_batches
-        control, control_receive = anyio.create_memory_object_stream[str](depth + 2)
-        for _ in range(depth):
-            control.send_nowait(CREDIT)
-        part.control = control
-        scope = part.scope = anyio.CancelScope()
-        out = self._inbox_send.clone()
+            part.control = None
 
-        async def reader() -> None:
-            # The channel ends are closed here even if the reader is
-            # cancelled before it starts.
-            with scope, out, control_receive:
-                await run_reader(
-                    part.tp, part.position, part.epoch, metadata=self._metadata,
-                    cache=self._cache, out=out, control=control_receive,
-                )  # fmt: skip
+    def _reset(self, part: Partition, offset: int) -> None:
+        """Move ``part`` to ``offset``: what the facade holds of it is stale."""
+        part.position = offset
+        self._start_reader(part, offset, reset=True)
+        self._moved.add(part.tp)
+        self._uncommitted.add(part.tp)
 
-        self._tg.start_soon(reader)
+    def _restart_refresh(self) -> None:
+        if self._refresh is not None:
+            self._refresh.cancel()
+            self._recovered(None)  # the new refresh reports its own troubles
+        self._refresh = anyio.CancelScope()
+        topics = tuple(sorted({tp.topic for tp in self._parts}))
+        assert self._tg is not None
+        self._tg.start_soon(
+            functools.partial(
+                run_refresher,
+                topics,
+                metadata=self._metadata,
+                interval=self._settings.refresh_interval,
+                retry=self._settings.retry,
+                out=self._inbox_send.clone(),
+                scope=self._refresh,
+            )
+        )
 
-    async def _refresh_watermarks(self, out: MemoryObjectSendStream[object]) -> None:
-        # One query serves every assigned partition, however many there are.
-        topics = sorted({tp.topic for tp in self._parts})
-        with out:
-            while True:
-                await anyio.sleep(self._settings.refresh_interval)
-                states = await self._metadata.partition_states(topics)
-                await out.send(Watermarks(states))
+    # -- what the readers and the refresh say ----------------------------------------
 
-    # -- messages ----------------------------------------------------------------
+    def _on_batch(self, msg: Batch) -> None:
+        part = self._parts.get(msg.tp)
+        if part is None or msg.epoch != part.reader_epoch:
+            return  # from a reader that was replaced
+        records = msg.records
+        if records.first_offset != part.expected:
+            # Not where the partition is: refused, and the reader restarted
+            # from the offset expected (what the facade holds stays valid).
+            _log.debug(
+                "refused a batch of %s at %d: expected %d",
+                name_of(msg.tp), records.first_offset, part.expected,
+            )  # fmt: skip
+            self._start_reader(part, part.fetched, reset=False)
+            return
+        part.pending.append(records)
+        part.expected = records.next_offset
+        if not part.paused:
+            self._ready[msg.tp] = None
 
-    async def _handle(self, msg: object) -> bool:
-        """Handle one message; True when the consumer is closing."""
-        if isinstance(msg, Batch):
-            part = self._parts[msg.tp]
-            if msg.epoch == part.epoch:
-                part.pending.append(msg)
-        elif isinstance(msg, AtEnd):
-            part = self._parts[msg.tp]
-            if msg.epoch == part.epoch:
-                part.waiting_at = msg.offset
+    def _on_at_end(self, msg: AtEnd) -> None:
+        part = self._parts.get(msg.tp)
+        if part is None or msg.epoch != part.reader_epoch:
+            return
+        part.waiting_at = msg.offset
+        part.waiting_since = anyio.current_time()
+        self._wake_if_behind(part)
+
+    def _on_watermarks(self, msg: Watermarks) -> None:
+        for s in msg.states:
+            part = self._parts.get(TopicPartition(s.topic, s.partition))
+            if part is None:
+                continue
+            part.log_start, part.high_watermark = s.log_start_offset, s.high_watermark
+            waiting = part.waiting_at
+            if waiting is None:
+                continue
+            if s.high_watermark > waiting:
                 self._wake_if_behind(part)
-        elif isinstance(msg, OutOfRange):
-            part = self._parts[msg.tp]
-            if msg.epoch == part.epoch:
-                await self._reset_out_of_range(part)
-        elif isinstance(msg, Watermarks):
-            for s in msg.states:
-                tp = TopicPartition(s.topic, s.partition)
-                part_or_none = self._parts.get(tp)
-                if part_or_none is not None:
-                    part_or_none.log_start = s.log_start_offset
-                    part_or_none.high_watermark = s.high_watermark
-                    self._wake_if_behind(part_or_none)
-        elif isinstance(msg, Poll):
-            self._polls.append(msg)
-            if self._error is None:
-                self._last_poll_positions = {tp: p.position for tp, p in self._parts.items()}
-        elif isinstance(msg, Progress):
-            if self._error is None:
-                self._last_poll_positions = {
-                    tp: msg.unread.get(tp, p.position) for tp, p in self._parts.items()
-                }
-        elif isinstance(msg, Close):
-            try:
-                outcome = await self._close(msg.final, msg.unread)
-            except BaseException:
-                msg.reply.close()
-                raise
-            await self._reply(msg.reply, outcome)
-            return True
-        else:
-            await self._request(msg)
-        return False
+            elif waiting > s.high_watermark and msg.asked_at >= part.waiting_since:
+                # Past the end, by a query asked after the reader looked:
+                # out of range, as in Kafka.
+                self._out_of_range(part, waiting, None)
 
-    def _wake_if_behind(self, part: _Partition) -> None:
+    def _wake_if_behind(self, part: Partition) -> None:
         if part.waiting_at is not None and part.high_watermark > part.waiting_at:
             part.waiting_at = None
             assert part.control is not None
-            part.control.send_nowait(WAKE)
+            part.control.send_nowait(ReaderSignal.WAKE)
 
-    async def _reset_out_of_range(self, part: _Partition) -> None:
-        states = await self._metadata.partition_states([part.tp.topic])
-        for s in states:
-            if s.partition == part.tp.partition:
-                part.log_start, part.high_watermark = s.log_start_offset, s.high_watermark
+    def _on_trouble(self, msg: Trouble | Recovered | Failed) -> None:
+        if msg.tp is not None:
+            part = self._parts.get(msg.tp)
+            if part is None or msg.epoch != part.reader_epoch:
+                return
+        now = anyio.current_time()
+        match msg:
+            case Trouble():
+                self._troubles.failed(msg.tp, msg.cause, now, transient=True)
+                if not self._outage.failing:
+                    first = "the high watermarks" if msg.tp is None else name_of(msg.tp)
+                    self._outage.what = f"reading ({first} first)"
+                self._outage.failed(msg.cause)
+            case Recovered():
+                self._recovered(msg.tp)
+            case Failed():
+                _log.error("reading %s stopped: %s", name_of(msg.tp), msg.error)
+                self._parts[msg.tp].failed = True
+                self._troubles.failed(msg.tp, msg.error, now, transient=False)
+
+    def _recovered(self, source: TopicPartition | None) -> None:
+        self._troubles.recovered(source)
+        if not self._troubles.transient and self._outage.failing:
+            self._outage.succeeded()
+
+    def _out_of_range(self, part: Partition, offset: int, first: int | None) -> None:
+        low = part.log_start if first is None else max(part.log_start, first)
         reset = self._settings.offset_reset
-        if reset == "none":
-            self._error = OffsetOutOfRangeError(
-                f"offset {part.position} of {part.tp.topic}[{part.tp.partition}] is outside "
-                f"[{part.log_start}, {part.high_watermark}] and offset_reset='none'"
+        if reset is OffsetReset.NONE:
+            error = OffsetOutOfRangeError(
+                f"offset {offset} of {name_of(part.tp)} is outside [{low}, "
+                f"{part.high_watermark}] and offset_reset='none'; seek to go on"
             )
+            self._stop_reader(part)
+            part.failed = True
+            self._troubles.failed(part.tp, error, anyio.current_time(), transient=False)
             return
-        part.position = part.log_start if reset == "earliest" else part.high_watermark
-        self._start_reader(part)
+        target = low if reset is OffsetReset.EARLIEST else max(part.high_watermark, low)
+        _log.info(
+            "offset %d of %s is out of range [%d, %d]; reset to %d (offset_reset=%r)",
+            offset, name_of(part.tp), low, part.high_watermark, target, reset.value,
+        )  # fmt: skip
+        self._reset(part, target)
+        self._notice_epochs[part.tp] = part.epoch
+        self._ring()
 
-    async def _request(self, msg: object) -> None:
-        reply: Reply = msg.reply  # type: ignore[attr-defined]
-        try:
-            answer = await self._serve(msg)
-        except StreamHouseError as exc:
-            answer = exc
-        except BaseException:
-            reply.close()  # cancelled mid-request: the asker learns it
-            raise
-        await self._reply(reply, answer)
+    # -- notices for the facade -------------------------------------------------------
 
-    async def _serve(self, msg: object) -> Any:
-        if isinstance(msg, Commit):
-            if msg.offsets is None:
-                return await self._commit({tp: p.position for tp, p in self._parts.items()})
-            return await self._commit(msg.offsets, only_changed=False)
-        if isinstance(msg, Seek):
-            part = self._part(msg.tp)
-            if msg.offset in ("earliest", "latest"):
-                for s in await self._metadata.partition_states([msg.tp.topic]):
-                    if s.partition == msg.tp.partition:
-                        part.log_start, part.high_watermark = s.log_start_offset, s.high_watermark
-                offset = part.log_start if msg.offset == "earliest" else part.high_watermark
+    def _ring(self) -> None:
+        """Make the facade take Notices before it hands out anything more."""
+        # WouldBlock: rung already; the others: nobody listens any more.
+        with contextlib.suppress(
+            anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError
+        ):
+            self._bell.send_nowait(None)
+
+    def _take_notices(self, req: TakeNotices) -> None:
+        notices = Notices(
+            self._notice_epochs,
+            self._notice_assignment,
+            self._errors.popleft() if self._errors else None,
+        )
+        if req.reply.put(notices):
+            self._notice_epochs = {}
+            self._notice_assignment = None
+        elif notices.error is not None:
+            self._errors.appendleft(notices.error)
+        if self._errors:
+            self._ring()
+
+    def _raise_due(self, now: float) -> None:
+        stuck: list[TopicPartition | None] = []
+        last: Exception | None = None
+        for source, cause, transient in self._troubles.take_due(now):
+            if transient:
+                stuck.append(source)
+                last = cause
             else:
-                offset = int(msg.offset)
-            part.position = offset
-            self._start_reader(part)
-            return None
-        if isinstance(msg, Pause):
-            for tp in msg.tps:
-                self._part(tp).paused = msg.paused
-            return None
-        if isinstance(msg, Query):
-            if msg.what == "assignment":
-                return frozenset(self._parts)
-            if msg.what == "paused":
-                return frozenset(tp for tp, p in self._parts.items() if p.paused)
-            assert msg.tp is not None
-            part = self._part(msg.tp)
-            if msg.what == "position":
-                return part.position
-            if msg.what == "committed":
-                if self._settings.group_id is None:
-                    return None
-                found = await self._metadata.fetch_offsets(self._settings.group_id, [msg.tp])
-                return found[msg.tp].offset if msg.tp in found else None
-            if msg.what == "watermarks":
-                return (part.log_start, part.high_watermark)
-        raise InvalidArgumentError(f"unknown request {msg!r}")
+                self._errors.append(cause)
+        if last is not None:
+            self._errors.append(self._stall_error(stuck, last))
+        if self._errors:
+            self._ring()
 
-    def _part(self, tp: TopicPartition) -> _Partition:
-        part = self._parts.get(tp)
-        if part is None:
-            raise InvalidArgumentError(
-                f"{tp.topic}[{tp.partition}] is not assigned to this consumer"
-            )
-        return part
+    def _stall_error(self, sources: list[TopicPartition | None], last: Exception) -> Exception:
+        tps = {tp for tp in sources if tp is not None}
+        if None in sources:  # the refresh: those waiting for new data are stuck too
+            tps |= {tp for tp, p in self._parts.items() if p.waiting_at is not None}
+        what = names(tps) if tps else "the high watermark refresh"
+        timeout = self._settings.stall_timeout
+        kind = (
+            MetadataUnavailableError
+            if isinstance(last, MetadataUnavailableError)
+            else StorageUnavailableError
+        )
+        error = kind(f"no progress on {what} for {timeout:g} s because of errors; last: {last}")
+        error.__cause__ = last
+        return error
 
-    async def _reply(self, reply: Reply, answer: object) -> bool:
-        """Hand ``answer`` over; False when the asker has gone (was cancelled)."""
-        with reply:
-            try:
-                try:
-                    # The asker usually waits already: no trip through the
-                    # scheduler needed.
-                    reply.send_nowait(answer)
-                except anyio.WouldBlock:
-                    await reply.send(answer)
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                return False
-        return True
+    # -- polls ---------------------------------------------------------------------------
 
-    # -- polls ---------------------------------------------------------------------
-
-    async def _answer_polls(self) -> None:
+    def _answer_polls(self) -> None:
+        now = math.nan
         while self._polls:
             poll = self._polls[0]
-            if self._error is not None:
-                self._polls.popleft()
-                await self._reply(poll.reply, self._error)
+            if not poll.reply.wanted:
+                self._polls.popleft()  # the asker has gone
                 continue
-            ready = [p for p in self._parts.values() if p.pending and not p.paused]
-            if not ready and anyio.current_time() < poll.deadline:
-                return
+            if self._errors:
+                self._polls.popleft()
+                error = self._errors.popleft()
+                if not poll.reply.put(error):
+                    self._errors.appendleft(error)
+                continue
+            if not self._ready:
+                now = anyio.current_time() if math.isnan(now) else now
+                if now < poll.deadline:
+                    return
             self._polls.popleft()
-            blocks = [batch.records for p in ready for batch in p.pending]
-            if await self._reply(poll.reply, blocks):
-                for part in ready:
-                    part.position = part.pending[-1].records.next_offset
-                    assert part.control is not None
-                    for _ in part.pending:
-                        part.control.send_nowait(CREDIT)
-                    part.pending.clear()
+            self._deliver(poll)
 
-    # -- commits -----------------------------------------------------------------
+    def _deliver(self, poll: Poll) -> None:
+        parts = self._parts
+        blocks = [(parts[tp].epoch, records) for tp in self._ready for records in parts[tp].pending]
+        if not poll.reply.put(blocks):
+            return  # cancelled: the blocks stay pending for the next poll
+        for tp in self._ready:
+            part = parts[tp]
+            part.fetched = part.expected
+            assert part.control is not None
+            for _ in part.pending:
+                part.control.send_nowait(ReaderSignal.CREDIT)
+            part.pending.clear()
+        self._ready.clear()
 
-    async def _commit(
-        self, offsets: Mapping[TopicPartition, int], *, only_changed: bool = True
-    ) -> None:
+    def _on_delivered(self, msg: Delivered) -> None:
+        parts = self._parts
+        for tp, (epoch, offset) in msg.offsets.items():
+            part = parts.get(tp)
+            if part is None or part.epoch != epoch or not part.position <= offset <= part.fetched:
+                continue  # records of a partition moved since: they do not count
+            part.position = offset
+            self._moved.add(tp)
+            self._uncommitted.add(tp)
+        if msg.came_back and self._moved:
+            for tp in self._moved:
+                part = parts.get(tp)
+                if part is not None:
+                    part.consumed = part.position
+            self._moved.clear()
+
+    # -- requests -------------------------------------------------------------------------
+
+    def _lags(self, partitions: frozenset[TopicPartition] | None) -> dict[TopicPartition, int]:
+        chosen = self._parts.values() if partitions is None else map(self._part, partitions)
+        return {p.tp: max(0, p.high_watermark - p.position) for p in chosen}
+
+    def _pause(self, partitions: frozenset[TopicPartition]) -> dict[TopicPartition, int]:
+        parts = [self._part(tp) for tp in partitions]
+        epochs = {}
+        for part in parts:
+            part.paused = True
+            self._paused.add(part.tp)
+            # What the facade held goes back: the reader starts again at the
+            # position, and reads ahead (bounded) while the partition waits.
+            self._start_reader(part, part.position, reset=True)
+            epochs[part.tp] = part.epoch
+        return epochs
+
+    def _resume(self, partitions: frozenset[TopicPartition]) -> None:
+        for part in [self._part(tp) for tp in partitions]:
+            part.paused = False
+            self._paused.discard(part.tp)
+            if part.pending:
+                self._ready[part.tp] = None
+
+    async def _seek(
+        self, targets: Mapping[TopicPartition, int | SeekTo]
+    ) -> dict[TopicPartition, int]:
+        parts = {tp: self._part(tp) for tp in targets}
+        symbolic = sorted({tp.topic for tp, to in targets.items() if isinstance(to, SeekTo)})
+        if symbolic:
+            for s in await self._metadata.partition_states(symbolic):
+                part = self._parts.get(TopicPartition(s.topic, s.partition))
+                if part is not None:
+                    part.log_start, part.high_watermark = s.log_start_offset, s.high_watermark
+        epochs = {}
+        for tp, to in targets.items():
+            part = parts[tp]
+            if to is SeekTo.BEGINNING:
+                self._reset(part, part.log_start)
+            elif to is SeekTo.END:
+                self._reset(part, part.high_watermark)
+            else:
+                self._reset(part, to)
+            epochs[tp] = part.epoch
+        return epochs
+
+    async def _committed(self, tp: TopicPartition) -> int | None:
+        self._part(tp)
+        if self._settings.group_id is None:
+            return None
+        found = await self._metadata.fetch_offsets(self._settings.group_id, [tp])
+        return found[tp].offset if tp in found else None
+
+    # -- commits ------------------------------------------------------------------------------
+
+    async def _commit_request(self, offsets: Mapping[TopicPartition, int] | None) -> None:
+        if offsets is None:
+            await self._commit_by(CloseMode.POSITIONS)
+        else:
+            await self._commit(offsets)
+
+    async def _commit_by(self, mode: CloseMode) -> None:
+        """Commit every position (or consumed offset) that differs from its commit."""
+        if mode is CloseMode.NOTHING:
+            return
+        offsets = {}
+        for tp in self._uncommitted:
+            part = self._parts[tp]
+            offset = part.position if mode is CloseMode.POSITIONS else part.consumed
+            if offset != part.committed:
+                offsets[tp] = offset
+        await self._commit(offsets)
+
+    async def _commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         group = self._settings.group_id
         if group is None:
             raise InvalidArgumentError("commit needs a group_id: open the consumer with one")
-        if only_changed:
-            offsets = {tp: o for tp, o in offsets.items() if self._parts[tp].committed != o}
         if not offsets:
             return
         await self._metadata.commit_offsets(group, offsets)
         for tp, offset in offsets.items():
-            if tp in self._parts:
-                self._parts[tp].committed = offset
+            part = self._parts.get(tp)
+            if part is not None:
+                part.committed = offset
+                if part.uncommitted:
+                    self._uncommitted.add(tp)
+                else:
+                    self._uncommitted.discard(tp)
 
     async def _auto_commit(self) -> None:
         self._next_auto_commit = anyio.current_time() + self._settings.auto_commit_interval
-        if self._last_poll_positions:
-            await self._commit(self._last_poll_positions)
-
-    async def _close(
-        self, final: str, unread: Mapping[TopicPartition, int]
-    ) -> StreamHouseError | None:
-        for poll in self._polls:
-            await self._reply(poll.reply, ClosedError("the consumer is closing"))
-        self._polls.clear()
         try:
-            if self._settings.group_id is not None:
-                if final == "current":
-                    positions = {tp: p.position for tp, p in self._parts.items()}
-                    await self._commit({**positions, **unread})
-                elif final == "last-poll" and self._last_poll_positions:
-                    await self._commit(self._last_poll_positions)
-        except StreamHouseError as exc:
-            return exc
-        return None
+            await self._commit_by(CloseMode.CONSUMED)
+        except RetriableError as exc:
+            self._commit_log.failed(exc)  # tried again at the next interval
+        except Exception as exc:
+            _log.error("auto-commit of group %r failed: %r", self._settings.group_id, exc)
+        else:
+            self._commit_log.succeeded()
+
+    async def _close(self, msg: Close) -> None:
+        self._closed = True
+        for poll in self._polls:
+            poll.reply.put(ClosedError("the consumer is closing"))
+        self._polls.clear()
+        await self._answer_async(msg, lambda: self._commit_by(msg.mode))
+
+    # -- assignment --------------------------------------------------------------------
+
+    def _assign(
+        self, partitions: Mapping[TopicPartition, PartitionStart], *, initial: bool
+    ) -> None:
+        topics = {tp.topic for tp in self._parts}
+        for tp, start in partitions.items():
+            part = self._parts.get(tp)
+            if part is None:
+                part = self._parts[tp] = Partition.start(tp, start)
+                self._start_reader(part, part.position, reset=True)
+                if part.uncommitted:
+                    self._uncommitted.add(tp)
+            else:
+                part.committed = start.committed
+                self._reset(part, start.position)
+                self._notice_epochs[tp] = part.epoch
+        if {tp.topic for tp in self._parts} != topics:
+            self._restart_refresh()
+        if not initial:
+            self._notice_assignment = frozenset(self._parts)
+            self._ring()
+
+    def _revoke(self, partitions: Iterable[TopicPartition]) -> None:
+        topics = {tp.topic for tp in self._parts}
+        for tp in partitions:
+            part = self._parts.pop(tp, None)
+            if part is None:
+                continue
+            self._stop_reader(part)
+            self._recovered(tp)
+            self._ready.pop(tp, None)
+            for tps in (self._moved, self._uncommitted, self._paused):
+                tps.discard(tp)
+            self._notice_epochs[tp] = next(self._epochs)
+        if {tp.topic for tp in self._parts} != topics:
+            self._restart_refresh()
+        self._notice_assignment = frozenset(self._parts)
+        self._ring()

@@ -19,6 +19,7 @@ from streamhouse import (
 )
 from streamhouse._consumer import reader
 from streamhouse._consumer.cache import CacheClient, run_cache
+from streamhouse._consumer.cachedir import SUBDIRECTORY, open_cache_directory
 
 from ..helpers import FlakyStore
 
@@ -42,11 +43,15 @@ class CountingStore(FlakyStore):
 
 @contextlib.asynccontextmanager
 async def cache_on(store: ObjectStore, directory: Path, budget: int) -> AsyncIterator[CacheClient]:
-    async with anyio.create_task_group() as tg:
-        client = CacheClient(await tg.start(run_cache, store, directory, budget))
-        yield client
-        client.close()
-        tg.cancel_scope.cancel()
+    """A cache actor on ``directory`` (its files in the cache's subdirectory)."""
+    taken = open_cache_directory(directory)
+    try:
+        async with anyio.create_task_group() as tg:
+            client: CacheClient = await tg.start(run_cache, store, taken, budget)
+            yield client
+            tg.cancel_scope.cancel()
+    finally:
+        taken.close()
 
 
 async def test_the_budget_holds_and_the_least_recently_used_goes_first(tmp_path: Path) -> None:
@@ -70,7 +75,7 @@ async def test_the_budget_holds_and_the_least_recently_used_goes_first(tmp_path:
         await cache.get("d", 0, 2000)  # larger than the budget: served, not cached
         assert (await cache.stats()).bytes <= 1000
     # Closed: every write has ended, so the files can be counted.
-    disk = sum(f.stat().st_size for f in (tmp_path / "cache").iterdir())
+    disk = sum(f.stat().st_size for f in (tmp_path / "cache" / SUBDIRECTORY).glob("*.bin"))
     assert disk <= 1000
 
 
@@ -95,23 +100,29 @@ async def _append(results: list[bytes], awaitable: object) -> None:
     results.append(await awaitable)  # type: ignore[misc]
 
 
-async def test_a_restart_counts_files_on_disk_and_drops_bad_ones(tmp_path: Path) -> None:
-    """On restart, complete files count against the budget; partial and wrong ones go."""
+async def test_a_restart_counts_its_files_and_drops_only_its_own_debris(tmp_path: Path) -> None:
+    """On restart, complete files count; its partial and wrong files go; nothing else is touched."""
     store = LocalObjectStore(tmp_path / "objects")
     await store.put("obj", b"y" * 300)
     directory = tmp_path / "cache"
     async with cache_on(store, directory, budget=1000) as cache:
         await cache.get("obj", 0, 300)
         await cache.get("obj", 0, 100)
-    good = sorted(directory.iterdir())
-    (directory / ".tmp-partial").write_bytes(b"half")
+    ours = directory / SUBDIRECTORY
+    before = sorted(ours.iterdir())
+    good = sorted(ours.glob("*.bin"))
+    partial = ours / f".tmp-{good[0].stem}-7"  # a write a crash cut short
+    partial.write_bytes(b"half")
     wrong = good[0].with_name(good[0].name.replace("-0-", "-0-9"))
     wrong.write_bytes(b"short")  # its name says 9xx bytes
-    (directory / "stray.txt").write_text("not ours")
+    strangers = [ours / "notes.txt", ours / ".tmp-theirs", directory / "report.docx"]
+    for path in strangers:
+        path.write_text("not the cache's")
     async with cache_on(store, directory, budget=1000) as cache:
         stats = await cache.stats()
         assert (stats.files, stats.bytes) == (2, 400)
-        assert sorted(directory.iterdir()) == good
+        assert sorted(ours.iterdir()) == sorted(before + strangers[:2])
+        assert all(path.read_text() == "not the cache's" for path in strangers)
         assert await cache.get("obj", 0, 300) == b"y" * 300
         assert (await cache.stats()).hits == 1
 
@@ -193,7 +204,8 @@ async def test_a_failing_disk_costs_the_cache_not_the_read(tmp_path: Path) -> No
     store = CountingStore(LocalObjectStore(tmp_path / "objects"))
     await store.put("obj", b"y" * 300)
     async with cache_on(store, tmp_path / "cache", budget=10_000) as cache:
-        (tmp_path / "cache").rmdir()  # every write now fails
+        # Every write now fails: the directory is gone from under the cache.
+        (tmp_path / "cache" / SUBDIRECTORY).rename(tmp_path / "elsewhere")
         assert await cache.get("obj", 0, 300) == b"y" * 300
         with anyio.fail_after(10):
             while (stats := await cache.stats()).files:
@@ -241,7 +253,7 @@ async def test_a_refresh_never_serves_bytes_read_ahead_from_the_bad_file(tmp_pat
     for _ in range(10):
         async with cache_on(store, tmp_path / "cache", budget=10_000) as cache:
             assert await cache.get("obj", 0, 300) == b"g" * 300
-        (cached,) = (tmp_path / "cache").glob("*.bin")
+        (cached,) = (tmp_path / "cache" / SUBDIRECTORY).glob("*.bin")
         cached.write_bytes(b"X" * 300)  # the disk went bad
         async with cache_on(store, tmp_path / "cache", budget=10_000) as cache:
             await cache.prefetch("obj", 0, 300)  # reads the bad file ahead

@@ -126,27 +126,6 @@ async def test_poll_is_bounded_and_delivers_every_partition_in_order(stores: Sto
         assert offsets == list(range(100))
 
 
-def test_a_poll_shares_its_records_fairly() -> None:
-    """Partitions with records share a poll equally; leftovers go to those with more."""
-    from streamhouse._consumer.held import HeldRecords
-
-    def shares(held: HeldRecords, limit: int) -> dict[int, int]:
-        taken: dict[int, int] = {}
-        for r in held.take_records(limit):
-            taken[r.partition] = taken.get(r.partition, 0) + 1
-        return taken
-
-    held = HeldRecords()
-    held.add(
-        streamhouse.RecordBatch("t", p, 0, [0] * n, [None] * n, [b""] * n)
-        for p, n in enumerate([100, 100, 100, 4])
-    )
-    first = shares(held, 30)
-    assert first == {0: 9, 1: 9, 2: 8, 3: 4} or sorted(first.values()) == [4, 8, 9, 9]
-    assert sorted(shares(held, 3).values()) == [1, 1, 1]
-    assert sum(shares(held, 1000).values()) == 304 - 30 - 3
-
-
 async def test_cancelled_polls_lose_and_repeat_nothing(stores: Stores) -> None:
     """Polls cancelled at random instants never lose or repeat a record."""
     await stores.meta.create_topic("t", 2)
