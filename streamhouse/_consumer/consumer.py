@@ -62,8 +62,8 @@ from .messages import (
     Seek,
     SeekTo,
     TakeNotices,
+    name_of,
 )
-from .reader import name_of
 
 __all__ = ["Consumer"]
 

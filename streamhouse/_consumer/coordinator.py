@@ -36,31 +36,22 @@ came back, and those with something to commit are kept in small sets.
 from __future__ import annotations
 
 import collections
-import contextlib
-import functools
 import itertools
 import logging
 import math
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import TypeVar
+from collections.abc import Iterable, Mapping
 
 import anyio
 import anyio.abc
 import attrs
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from .._errors import (
-    ClosedError,
-    InvalidArgumentError,
-    MetadataUnavailableError,
-    OffsetOutOfRangeError,
-    RetriableError,
-    StorageUnavailableError,
-)
+from .._errors import ClosedError, InvalidArgumentError, OffsetOutOfRangeError
 from .._metadata.protocol import MetadataStore
-from .._retry import BurstLog, RetryPolicy
+from .._retry import RetryPolicy
 from .._types import OffsetReset, TopicPartition
 from .cache import CacheClient
+from .commits import Commits
 from .messages import (
     Assign,
     AtEnd,
@@ -73,7 +64,6 @@ from .messages import (
     Failed,
     HighWatermark,
     Lags,
-    Notices,
     OutOfRange,
     PartitionStart,
     Pause,
@@ -90,14 +80,16 @@ from .messages import (
     TakeNotices,
     Trouble,
     Watermarks,
+    answer,
+    answer_async,
     drain,
+    name_of,
 )
-from .partitions import Partition, Troubles, names
-from .reader import ReaderStart, name_of, run_reader, run_refresher
+from .notices import Bulletin
+from .partitions import Partition
+from .reader import Readers
 
 __all__ = ["Coordinator", "Settings"]
-
-T = TypeVar("T")
 
 _log = logging.getLogger("streamhouse.consumer")
 
@@ -135,20 +127,13 @@ class Coordinator:
         self._parts: dict[TopicPartition, Partition] = {}
         self._ready: dict[TopicPartition, None] = {}  # pending blocks, not paused
         self._moved: set[TopicPartition] = set()  # position moved since came back
-        self._uncommitted: set[TopicPartition] = set()
         self._paused: set[TopicPartition] = set()
         self._polls: collections.deque[Poll] = collections.deque()
         self._epochs = itertools.count()  # facade-visible epochs, and readers'
-        self._notice_epochs: dict[TopicPartition, int] = {}
-        self._notice_assignment: frozenset[TopicPartition] | None = None
-        self._errors: collections.deque[Exception] = collections.deque()
-        self._troubles = Troubles(settings.stall_timeout)
-        self._outage = BurstLog(_log, "reading")
-        group = settings.group_id
-        self._commit_log = BurstLog(_log, f"auto-commit of group {group!r}")
-        self._next_auto_commit = math.inf
-        self._refresh: anyio.CancelScope | None = None
-        self._tg: anyio.abc.TaskGroup | None = None
+        self._bulletin = Bulletin(bell, settings.stall_timeout)
+        interval = settings.auto_commit_interval if settings.auto_commit else None
+        self._commits = Commits(metadata, settings.group_id, interval)
+        self._readers: Readers | None = None
         self._closed = False
 
     # -- lifecycle -------------------------------------------------------------
@@ -161,11 +146,13 @@ class Coordinator:
     ) -> None:
         try:
             async with anyio.create_task_group() as tg, self._inbox_send, self._bell:
-                self._tg = tg
+                s = self._settings
+                self._readers = Readers(
+                    tg, self._metadata, self._cache, s.retry, s.prefetch_batches,
+                    s.refresh_interval, self._inbox_send,
+                )  # fmt: skip
                 self._assign(partitions, initial=True)
-                settings = self._settings
-                if settings.auto_commit and settings.group_id is not None:
-                    self._next_auto_commit = anyio.current_time() + settings.auto_commit_interval
+                self._commits.start()
                 task_status.started()
                 while not self._closed:
                     msg = await self._next_message()
@@ -188,7 +175,7 @@ class Coordinator:
             # Without waiting, if a message is there already.
             return self._inbox.receive_nowait()
         except anyio.WouldBlock:
-            wake = min(self._next_auto_commit, self._troubles.next_deadline())
+            wake = min(self._commits.next_auto_commit, self._bulletin.troubles.next_deadline())
             if self._polls:
                 wake = min(wake, min(p.deadline for p in self._polls))
             with anyio.move_on_at(wake):
@@ -197,16 +184,17 @@ class Coordinator:
 
     async def _after_message(self) -> None:
         now = math.nan
-        if self._troubles:
+        troubles = self._bulletin.troubles
+        if troubles:
             now = anyio.current_time()
-            if now >= self._troubles.next_deadline():
-                self._raise_due(now)
+            if now >= troubles.next_deadline():
+                self._bulletin.raise_due(now, self._waiting)
         if self._polls:
             self._answer_polls()
-        if self._next_auto_commit != math.inf:
+        if self._commits.next_auto_commit != math.inf:
             now = anyio.current_time() if math.isnan(now) else now
-            if now >= self._next_auto_commit:
-                await self._auto_commit()
+            if now >= self._commits.next_auto_commit:
+                await self._commits.auto_commit(self._parts)
 
     # -- dispatch ----------------------------------------------------------------
 
@@ -237,47 +225,38 @@ class Coordinator:
 
     async def _serve(self, req: Request[object]) -> None:
         """Answer a request; whatever goes wrong is the asker's answer, not our end."""
+        parts = self._parts
         match req:
             case TakeNotices():
-                self._take_notices(req)
+                self._bulletin.take(req)
             case Position():
-                self._answer(req, lambda: self._part(req.tp).position)
+                answer(req, lambda: self._part(req.tp).position)
             case HighWatermark():
-                self._answer(req, lambda: self._part(req.tp).high_watermark)
+                answer(req, lambda: self._part(req.tp).high_watermark)
             case Lags():
-                self._answer(req, lambda: self._lags(req.partitions))
+                answer(req, lambda: self._lags(req.partitions))
             case Paused():
-                self._answer(req, lambda: frozenset(self._paused))
+                answer(req, lambda: frozenset(self._paused))
             case Pause():
-                self._answer(req, lambda: self._pause(req.partitions))
+                answer(req, lambda: self._pause(req.partitions))
             case Resume():
-                self._answer(req, lambda: self._resume(req.partitions))
+                answer(req, lambda: self._resume(req.partitions))
+            case Commit() if req.offsets is None:
+                await answer_async(req, lambda: self._commits.commit_by(CloseMode.POSITIONS, parts))
             case Commit():
-                await self._answer_async(req, lambda: self._commit_request(req.offsets))
+                offsets = req.offsets
+                await answer_async(req, lambda: self._commits.commit(offsets or {}, parts))
             case Seek():
-                await self._answer_async(req, lambda: self._seek(req.targets))
+                await answer_async(req, lambda: self._seek(req.targets))
             case Committed():
-                await self._answer_async(req, lambda: self._committed(req.tp))
+                tp = req.tp
+                await answer_async(req, lambda: self._commits.committed(self._part(tp).tp))
             case Assign():
-                self._answer(req, lambda: self._assign(req.partitions, initial=False))
+                answer(req, lambda: self._assign(req.partitions, initial=False))
             case Revoke():
-                self._answer(req, lambda: self._revoke(req.partitions))
+                answer(req, lambda: self._revoke(req.partitions))
             case _:
                 req.reply.put(InvalidArgumentError(f"unknown request {type(req).__name__}"))
-
-    def _answer(self, req: Request[T], compute: Callable[[], T]) -> None:
-        try:
-            answer: T | Exception = compute()
-        except Exception as exc:
-            answer = exc
-        req.reply.put(answer)
-
-    async def _answer_async(self, req: Request[T], compute: Callable[[], Awaitable[T]]) -> None:
-        try:
-            answer: T | Exception = await compute()
-        except Exception as exc:
-            answer = exc
-        req.reply.put(answer)
 
     def _part(self, tp: TopicPartition) -> Partition:
         part = self._parts.get(tp)
@@ -289,7 +268,6 @@ class Coordinator:
 
     def _start_reader(self, part: Partition, offset: int, *, reset: bool) -> None:
         """Read ``part`` from ``offset`` with a new reader; ``reset``: the facade's records go."""
-        self._stop_reader(part)
         if reset:
             part.epoch = next(self._epochs)
             part.fetched = offset
@@ -299,61 +277,25 @@ class Coordinator:
         self._ready.pop(part.tp, None)
         part.waiting_at = None
         part.failed = False
-        self._recovered(part.tp)
-        depth = self._settings.prefetch_batches
-        # Capacity depth + 1: the reader's credits (never more than depth in
-        # all) and one WAKE, so that sending either never waits.
-        control, control_receive = anyio.create_memory_object_stream[ReaderSignal](depth + 1)
-        for _ in range(depth):
-            control.send_nowait(ReaderSignal.CREDIT)
-        part.control = control
-        part.scope = anyio.CancelScope()
-        assert self._tg is not None
-        run = functools.partial(
-            run_reader,
-            ReaderStart(part.tp, offset, part.reader_epoch),
-            metadata=self._metadata,
-            cache=self._cache,
-            retry=self._settings.retry,
-            out=self._inbox_send.clone(),
-            control=control_receive,
-            scope=part.scope,
-        )
-        self._tg.start_soon(run)
-
-    def _stop_reader(self, part: Partition) -> None:
-        if part.scope is not None:
-            part.scope.cancel()
-            part.scope = None
-        if part.control is not None:
-            part.control.close()
-            part.control = None
+        self._bulletin.recovered(part.tp)
+        assert self._readers is not None
+        self._readers.start(part, offset, part.reader_epoch)
 
     def _reset(self, part: Partition, offset: int) -> None:
         """Move ``part`` to ``offset``: what the facade holds of it is stale."""
         part.position = offset
         self._start_reader(part, offset, reset=True)
         self._moved.add(part.tp)
-        self._uncommitted.add(part.tp)
+        self._commits.moved(part)
 
-    def _restart_refresh(self) -> None:
-        if self._refresh is not None:
-            self._refresh.cancel()
-            self._recovered(None)  # the new refresh reports its own troubles
-        self._refresh = anyio.CancelScope()
-        topics = tuple(sorted({tp.topic for tp in self._parts}))
-        assert self._tg is not None
-        self._tg.start_soon(
-            functools.partial(
-                run_refresher,
-                topics,
-                metadata=self._metadata,
-                interval=self._settings.refresh_interval,
-                retry=self._settings.retry,
-                out=self._inbox_send.clone(),
-                scope=self._refresh,
-            )
-        )
+    def _refresh(self) -> None:
+        assert self._readers is not None
+        self._readers.refresh(tuple(sorted({tp.topic for tp in self._parts})))
+        self._bulletin.recovered(None)  # the new refresh reports its own troubles
+
+    def _waiting(self) -> set[TopicPartition]:
+        """The partitions whose readers wait for new data (a failing refresh stalls them)."""
+        return {tp for tp, p in self._parts.items() if p.waiting_at is not None}
 
     # -- what the readers and the refresh say ----------------------------------------
 
@@ -364,7 +306,8 @@ class Coordinator:
         records = msg.records
         if records.first_offset != part.expected:
             # Not where the partition is: refused, and the reader restarted
-            # from the offset expected (what the facade holds stays valid).
+            # from what the facade was sent (what it holds stays valid; the
+            # pending blocks are read again).
             _log.debug(
                 "refused a batch of %s at %d: expected %d",
                 name_of(msg.tp), records.first_offset, part.expected,
@@ -411,25 +354,14 @@ class Coordinator:
             part = self._parts.get(msg.tp)
             if part is None or msg.epoch != part.reader_epoch:
                 return
-        now = anyio.current_time()
         match msg:
             case Trouble():
-                self._troubles.failed(msg.tp, msg.cause, now, transient=True)
-                if not self._outage.failing:
-                    first = "the high watermarks" if msg.tp is None else name_of(msg.tp)
-                    self._outage.what = f"reading ({first} first)"
-                self._outage.failed(msg.cause)
+                self._bulletin.trouble(msg.tp, msg.cause)
             case Recovered():
-                self._recovered(msg.tp)
+                self._bulletin.recovered(msg.tp)
             case Failed():
-                _log.error("reading %s stopped: %s", name_of(msg.tp), msg.error)
                 self._parts[msg.tp].failed = True
-                self._troubles.failed(msg.tp, msg.error, now, transient=False)
-
-    def _recovered(self, source: TopicPartition | None) -> None:
-        self._troubles.recovered(source)
-        if not self._troubles.transient and self._outage.failing:
-            self._outage.succeeded()
+                self._bulletin.failure(msg.tp, msg.error)
 
     def _out_of_range(self, part: Partition, offset: int, first: int | None) -> None:
         low = part.log_start if first is None else max(part.log_start, first)
@@ -439,9 +371,10 @@ class Coordinator:
                 f"offset {offset} of {name_of(part.tp)} is outside [{low}, "
                 f"{part.high_watermark}] and offset_reset='none'; seek to go on"
             )
-            self._stop_reader(part)
+            assert self._readers is not None
+            self._readers.stop(part)
             part.failed = True
-            self._troubles.failed(part.tp, error, anyio.current_time(), transient=False)
+            self._bulletin.failure(part.tp, error)
             return
         target = low if reset is OffsetReset.EARLIEST else max(part.high_watermark, low)
         _log.info(
@@ -449,61 +382,7 @@ class Coordinator:
             offset, name_of(part.tp), low, part.high_watermark, target, reset.value,
         )  # fmt: skip
         self._reset(part, target)
-        self._notice_epochs[part.tp] = part.epoch
-        self._ring()
-
-    # -- notices for the facade -------------------------------------------------------
-
-    def _ring(self) -> None:
-        """Make the facade take Notices before it hands out anything more."""
-        # WouldBlock: rung already; the others: nobody listens any more.
-        with contextlib.suppress(
-            anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError
-        ):
-            self._bell.send_nowait(None)
-
-    def _take_notices(self, req: TakeNotices) -> None:
-        notices = Notices(
-            self._notice_epochs,
-            self._notice_assignment,
-            self._errors.popleft() if self._errors else None,
-        )
-        if req.reply.put(notices):
-            self._notice_epochs = {}
-            self._notice_assignment = None
-        elif notices.error is not None:
-            self._errors.appendleft(notices.error)
-        if self._errors:
-            self._ring()
-
-    def _raise_due(self, now: float) -> None:
-        stuck: list[TopicPartition | None] = []
-        last: Exception | None = None
-        for source, cause, transient in self._troubles.take_due(now):
-            if transient:
-                stuck.append(source)
-                last = cause
-            else:
-                self._errors.append(cause)
-        if last is not None:
-            self._errors.append(self._stall_error(stuck, last))
-        if self._errors:
-            self._ring()
-
-    def _stall_error(self, sources: list[TopicPartition | None], last: Exception) -> Exception:
-        tps = {tp for tp in sources if tp is not None}
-        if None in sources:  # the refresh: those waiting for new data are stuck too
-            tps |= {tp for tp, p in self._parts.items() if p.waiting_at is not None}
-        what = names(tps) if tps else "the high watermark refresh"
-        timeout = self._settings.stall_timeout
-        kind = (
-            MetadataUnavailableError
-            if isinstance(last, MetadataUnavailableError)
-            else StorageUnavailableError
-        )
-        error = kind(f"no progress on {what} for {timeout:g} s because of errors; last: {last}")
-        error.__cause__ = last
-        return error
+        self._bulletin.epoch(part.tp, part.epoch)
 
     # -- polls ---------------------------------------------------------------------------
 
@@ -514,11 +393,12 @@ class Coordinator:
             if not poll.reply.wanted:
                 self._polls.popleft()  # the asker has gone
                 continue
-            if self._errors:
+            errors = self._bulletin.errors
+            if errors:
                 self._polls.popleft()
-                error = self._errors.popleft()
+                error = errors.popleft()
                 if not poll.reply.put(error):
-                    self._errors.appendleft(error)
+                    errors.appendleft(error)
                 continue
             if not self._ready:
                 now = anyio.current_time() if math.isnan(now) else now
@@ -549,7 +429,7 @@ class Coordinator:
                 continue  # records of a partition moved since: they do not count
             part.position = offset
             self._moved.add(tp)
-            self._uncommitted.add(tp)
+            self._commits.uncommitted.add(tp)
         if msg.came_back and self._moved:
             for tp in self._moved:
                 part = parts.get(tp)
@@ -604,66 +484,13 @@ class Coordinator:
             epochs[tp] = part.epoch
         return epochs
 
-    async def _committed(self, tp: TopicPartition) -> int | None:
-        self._part(tp)
-        if self._settings.group_id is None:
-            return None
-        found = await self._metadata.fetch_offsets(self._settings.group_id, [tp])
-        return found[tp].offset if tp in found else None
-
-    # -- commits ------------------------------------------------------------------------------
-
-    async def _commit_request(self, offsets: Mapping[TopicPartition, int] | None) -> None:
-        if offsets is None:
-            await self._commit_by(CloseMode.POSITIONS)
-        else:
-            await self._commit(offsets)
-
-    async def _commit_by(self, mode: CloseMode) -> None:
-        """Commit every position (or consumed offset) that differs from its commit."""
-        if mode is CloseMode.NOTHING:
-            return
-        offsets = {}
-        for tp in self._uncommitted:
-            part = self._parts[tp]
-            offset = part.position if mode is CloseMode.POSITIONS else part.consumed
-            if offset != part.committed:
-                offsets[tp] = offset
-        await self._commit(offsets)
-
-    async def _commit(self, offsets: Mapping[TopicPartition, int]) -> None:
-        group = self._settings.group_id
-        if group is None:
-            raise InvalidArgumentError("commit needs a group_id: open the consumer with one")
-        if not offsets:
-            return
-        await self._metadata.commit_offsets(group, offsets)
-        for tp, offset in offsets.items():
-            part = self._parts.get(tp)
-            if part is not None:
-                part.committed = offset
-                if part.uncommitted:
-                    self._uncommitted.add(tp)
-                else:
-                    self._uncommitted.discard(tp)
-
-    async def _auto_commit(self) -> None:
-        self._next_auto_commit = anyio.current_time() + self._settings.auto_commit_interval
-        try:
-            await self._commit_by(CloseMode.CONSUMED)
-        except RetriableError as exc:
-            self._commit_log.failed(exc)  # tried again at the next interval
-        except Exception as exc:
-            _log.error("auto-commit of group %r failed: %r", self._settings.group_id, exc)
-        else:
-            self._commit_log.succeeded()
-
     async def _close(self, msg: Close) -> None:
         self._closed = True
         for poll in self._polls:
             poll.reply.put(ClosedError("the consumer is closing"))
         self._polls.clear()
-        await self._answer_async(msg, lambda: self._commit_by(msg.mode))
+        parts = self._parts
+        await answer_async(msg, lambda: self._commits.commit_by(msg.mode, parts))
 
     # -- assignment --------------------------------------------------------------------
 
@@ -676,17 +503,15 @@ class Coordinator:
             if part is None:
                 part = self._parts[tp] = Partition.start(tp, start)
                 self._start_reader(part, part.position, reset=True)
-                if part.uncommitted:
-                    self._uncommitted.add(tp)
             else:
                 part.committed = start.committed
                 self._reset(part, start.position)
-                self._notice_epochs[tp] = part.epoch
+                self._bulletin.epoch(tp, part.epoch)
+            self._commits.moved(part)
         if {tp.topic for tp in self._parts} != topics:
-            self._restart_refresh()
+            self._refresh()
         if not initial:
-            self._notice_assignment = frozenset(self._parts)
-            self._ring()
+            self._bulletin.assignment(frozenset(self._parts))
 
     def _revoke(self, partitions: Iterable[TopicPartition]) -> None:
         topics = {tp.topic for tp in self._parts}
@@ -694,13 +519,13 @@ class Coordinator:
             part = self._parts.pop(tp, None)
             if part is None:
                 continue
-            self._stop_reader(part)
-            self._recovered(tp)
+            assert self._readers is not None
+            self._readers.stop(part)
+            self._bulletin.recovered(tp)
             self._ready.pop(tp, None)
-            for tps in (self._moved, self._uncommitted, self._paused):
+            for tps in (self._moved, self._commits.uncommitted, self._paused):
                 tps.discard(tp)
-            self._notice_epochs[tp] = next(self._epochs)
+            self._bulletin.epoch(tp, next(self._epochs))
         if {tp.topic for tp in self._parts} != topics:
-            self._restart_refresh()
-        self._notice_assignment = frozenset(self._parts)
-        self._ring()
+            self._refresh()
+        self._bulletin.assignment(frozenset(self._parts))

@@ -18,7 +18,7 @@ and blocks the actor could not hand over stay with the actor.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Generic, TypeVar, cast
 
 import anyio
@@ -42,10 +42,18 @@ __all__ = [
     "SeekTo",
     "Trouble",
     "Watermarks",
+    "answer",
+    "answer_async",
     "drain",
+    "name_of",
 ]
 
 T = TypeVar("T")
+
+
+def name_of(tp: TopicPartition) -> str:
+    """``topic[partition]``, as errors and logs name a partition."""
+    return f"{tp.topic}[{tp.partition}]"
 
 
 class ReplyDropped(Exception):
@@ -115,6 +123,24 @@ class Request(Generic[T]):
     """A message that is answered: with a ``T``, or an Exception for the asker to raise."""
 
     reply: Reply[T]
+
+
+def answer(req: Request[T], compute: Callable[[], T]) -> None:
+    """Answer ``req`` with what ``compute`` returns, or with the Exception it raised."""
+    try:
+        result: T | Exception = compute()
+    except Exception as exc:
+        result = exc
+    req.reply.put(result)
+
+
+async def answer_async(req: Request[T], compute: Callable[[], Awaitable[T]]) -> None:
+    """Answer ``req`` with what ``compute`` returns when awaited, or with its Exception."""
+    try:
+        result: T | Exception = await compute()
+    except Exception as exc:
+        result = exc
+    req.reply.put(result)
 
 
 def drain(inbox: MemoryObjectReceiveStream[object]) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import anyio
 import anyio.to_thread
+import attrs
 
 from .._config import open_stores
 from .._errors import InvalidArgumentError, TopicNotFoundError
@@ -106,30 +107,43 @@ async def open_consumer(
         group_id, offset_reset, auto_commit, auto_commit_interval, prefetch_batches,
         metadata_refresh_interval, stall_timeout, retry,
     )  # fmt: skip
-    check_count("max_poll_records", max_poll_records, least=1)
-    budget = check_count("cache_size_bytes", cache_size_bytes, least=0)
-    close_seconds = check_seconds("close_timeout", close_timeout, zero=True, infinite=True)
-    if cache_dir is not None and not isinstance(cache_dir, str | os.PathLike):
-        raise InvalidArgumentError(f"cache_dir must be a path, not {cache_dir!r}")
+    local = _Local.check(max_poll_records, cache_dir, cache_size_bytes, close_timeout)
     wanted = _topic_list(topics)
     async with open_stores(storage, metadata) as (store, meta):
         starts = await _starts(meta, wanted, settings)
-        directory, temporary = await _take_cache_directory(cache_dir, budget)
-        consumer: Consumer | None = None
-        try:
-            start = functools.partial(
-                _start, settings, store, meta, directory, budget, starts, max_poll_records
-            )
+        async with _cache_directory(local) as directory:
+            start = functools.partial(_start, settings, local, store, meta, directory, starts)
             close = functools.partial(_close, settings)
-            async with run_client("consumer", start, close, close_seconds) as consumer:
-                yield consumer
-        finally:
-            if consumer is not None:
-                consumer._release()
-            if directory is not None:
-                directory.close()
-            if temporary is not None:
-                shutil.rmtree(temporary, ignore_errors=True)
+            consumer: Consumer | None = None
+            try:
+                async with run_client("consumer", start, close, local.close_timeout) as consumer:
+                    yield consumer
+            finally:
+                if consumer is not None:
+                    consumer._release()
+
+
+@attrs.frozen
+class _Local:
+    """The options of this process's side: the facade's and the cache directory's."""
+
+    max_poll_records: int
+    cache_dir: str | os.PathLike[str] | None
+    budget: int
+    close_timeout: float
+
+    @classmethod
+    def check(
+        cls, max_poll_records: int, cache_dir: object, budget: int, close_timeout: float
+    ) -> _Local:
+        if cache_dir is not None and not isinstance(cache_dir, str | os.PathLike):
+            raise InvalidArgumentError(f"cache_dir must be a path, not {cache_dir!r}")
+        return cls(
+            check_count("max_poll_records", max_poll_records, least=1),
+            cache_dir,
+            check_count("cache_size_bytes", budget, least=0),
+            check_seconds("close_timeout", close_timeout, zero=True, infinite=True),
+        )
 
 
 def _settings(
@@ -213,38 +227,42 @@ def _choose(
     ]
 
 
-async def _take_cache_directory(
-    cache_dir: str | os.PathLike[str] | None, budget: int
-) -> tuple[CacheDirectory | None, str | None]:
-    """The cache's directory, locked (None without a budget), and a temporary one to remove."""
-    if budget == 0:
-        return None, None
+@contextlib.asynccontextmanager
+async def _cache_directory(local: _Local) -> AsyncIterator[CacheDirectory | None]:
+    """The cache's directory, locked while the consumer is open (None without a budget).
+
+    Without a ``cache_dir``, a temporary directory, removed at the end.
+    """
+    if local.budget == 0:
+        yield None
+        return
     temporary = None
+    cache_dir = local.cache_dir
     if cache_dir is None:
         temporary = cache_dir = tempfile.mkdtemp(prefix="streamhouse-cache-")
     try:
         directory = await anyio.to_thread.run_sync(open_cache_directory, Path(cache_dir))
-    except BaseException:
+        try:
+            yield directory
+        finally:
+            directory.close()
+    finally:
         if temporary is not None:
             shutil.rmtree(temporary, ignore_errors=True)
-        raise
-    return directory, temporary
 
 
 async def _start(
     settings: Settings,
+    local: _Local,
     store: ObjectStore,
     meta: MetadataStore,
     directory: CacheDirectory | None,
-    budget: int,
     starts: dict[TopicPartition, PartitionStart],
-    max_poll_records: int,
     runtime: Runtime,
 ) -> Consumer:
     """Start the cache and the coordinator (which starts the readers); make the facade."""
-    run = functools.partial(
-        run_cache, store, directory, budget, parked_limit=len(starts) * SEGMENTS_AHEAD
-    )
+    ahead = len(starts) * SEGMENTS_AHEAD
+    run = functools.partial(run_cache, store, directory, local.budget, parked_limit=ahead)
     cache: CacheClient = await runtime.start(run)
     # 64: the readers' batches and the facade's messages queue here while the
     # coordinator commits; more would only hold more blocks in memory.
@@ -259,7 +277,13 @@ async def _start(
             end.close()
         raise
     return Consumer(
-        runtime, inbox_send, bell, cache, frozenset(starts), settings.group_id, max_poll_records
+        runtime,
+        inbox_send,
+        bell,
+        cache,
+        frozenset(starts),
+        settings.group_id,
+        local.max_poll_records,
     )
 
 

@@ -29,13 +29,12 @@ import anyio
 import attrs
 from anyio.streams.memory import MemoryObjectSendStream
 
-from .._errors import OffsetOutOfRangeError
+from .._errors import MetadataUnavailableError, OffsetOutOfRangeError, StorageUnavailableError
 from .._metadata.protocol import PartitionState
 from .._types import OffsetReset, RecordBatch, TopicPartition
-from .messages import PartitionStart, ReaderSignal
-from .reader import name_of
+from .messages import PartitionStart, ReaderSignal, name_of
 
-__all__ = ["Partition", "Troubles", "names", "resolve_starts"]
+__all__ = ["Partition", "Troubles", "names", "resolve_starts", "stall_error"]
 
 
 @attrs.define(eq=False)
@@ -111,6 +110,24 @@ def names(tps: Iterable[TopicPartition], most: int = 10) -> str:
     ordered = sorted(tps)
     shown = ", ".join(map(name_of, ordered[:most]))
     return shown if len(ordered) <= most else f"{shown} and {len(ordered) - most} more"
+
+
+def stall_error(tps: Iterable[TopicPartition], last: Exception, timeout: float) -> Exception:
+    """The error a poll raises when errors kept ``tps`` from progress for ``timeout`` seconds.
+
+    Of the class of the last cause (the store's or the database's), naming
+    the partitions, with the last cause chained.
+    """
+    listed = list(tps)
+    what = names(listed) if listed else "the high watermark refresh"
+    kind = (
+        MetadataUnavailableError
+        if isinstance(last, MetadataUnavailableError)
+        else StorageUnavailableError
+    )
+    error = kind(f"no progress on {what} for {timeout:g} s because of errors; last: {last}")
+    error.__cause__ = last
+    return error
 
 
 @attrs.define

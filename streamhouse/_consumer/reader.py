@@ -27,7 +27,10 @@ starts a new one with a new epoch, and drops any message of the old epoch.
 
 from __future__ import annotations
 
+import functools
+
 import anyio
+import anyio.abc
 import attrs
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -47,17 +50,14 @@ from .messages import (
     Recovered,
     Trouble,
     Watermarks,
+    name_of,
 )
+from .partitions import Partition
 
-__all__ = ["SEGMENTS_AHEAD", "ReaderStart", "name_of", "run_reader", "run_refresher"]
+__all__ = ["SEGMENTS_AHEAD", "ReaderStart", "Readers", "run_reader", "run_refresher"]
 
 _SEGMENTS_PER_LOOKUP = 16
 SEGMENTS_AHEAD = 2
-
-
-def name_of(tp: TopicPartition) -> str:
-    """``topic[partition]``, as errors and logs name a partition."""
-    return f"{tp.topic}[{tp.partition}]"
 
 
 @attrs.frozen
@@ -242,3 +242,76 @@ async def run_refresher(
                     await out.send(Recovered(None, 0))
                 await out.send(Watermarks(states, asked_at))
                 break
+
+
+class Readers:
+    """Starts and stops the readers and the watermark refresh, for the coordinator.
+
+    Used in the coordinator's task only; each reader gets its start as
+    values and its own control channel, kept in its Partition.
+    """
+
+    def __init__(
+        self,
+        tg: anyio.abc.TaskGroup,
+        metadata: MetadataStore,
+        cache: CacheClient,
+        retry: RetryPolicy,
+        depth: int,
+        refresh_interval: float,
+        out: MemoryObjectSendStream[object],
+    ) -> None:
+        self._tg = tg
+        self._metadata = metadata
+        self._cache = cache
+        self._retry = retry
+        self._depth = depth
+        self._refresh_interval = refresh_interval
+        self._out = out  # the coordinator's inbox, cloned for each
+        self._refresh: anyio.CancelScope | None = None
+
+    def start(self, part: Partition, offset: int, epoch: int) -> None:
+        """Replace ``part``'s reader with one reading from ``offset`` under ``epoch``."""
+        self.stop(part)
+        # Capacity depth + 1: the reader's credits (never more than depth in
+        # all) and one WAKE, so that sending either never waits.
+        control, control_receive = anyio.create_memory_object_stream[ReaderSignal](self._depth + 1)
+        for _ in range(self._depth):
+            control.send_nowait(ReaderSignal.CREDIT)
+        part.control = control
+        part.scope = anyio.CancelScope()
+        run = functools.partial(
+            run_reader,
+            ReaderStart(part.tp, offset, epoch),
+            metadata=self._metadata,
+            cache=self._cache,
+            retry=self._retry,
+            out=self._out.clone(),
+            control=control_receive,
+            scope=part.scope,
+        )
+        self._tg.start_soon(run)
+
+    def stop(self, part: Partition) -> None:
+        if part.scope is not None:
+            part.scope.cancel()
+            part.scope = None
+        if part.control is not None:
+            part.control.close()
+            part.control = None
+
+    def refresh(self, topics: tuple[str, ...]) -> None:
+        """Refresh the watermarks of ``topics`` from now on (a new task)."""
+        if self._refresh is not None:
+            self._refresh.cancel()
+        self._refresh = anyio.CancelScope()
+        run = functools.partial(
+            run_refresher,
+            topics,
+            metadata=self._metadata,
+            interval=self._refresh_interval,
+            retry=self._retry,
+            out=self._out.clone(),
+            scope=self._refresh,
+        )
+        self._tg.start_soon(run)
