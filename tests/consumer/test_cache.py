@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 
 import anyio
@@ -96,8 +96,8 @@ async def test_concurrent_misses_of_one_range_make_one_get(tmp_path: Path) -> No
         assert (await cache.stats()).joined == 1
 
 
-async def _append(results: list[bytes], awaitable: object) -> None:
-    results.append(await awaitable)  # type: ignore[misc]
+async def _append(results: list[bytes], awaitable: Awaitable[bytes]) -> None:
+    results.append(await awaitable)
 
 
 async def test_a_restart_counts_its_files_and_drops_only_its_own_debris(tmp_path: Path) -> None:
@@ -185,17 +185,27 @@ async def test_sequential_reads_prefetch_the_next_segment(tmp_path: Path) -> Non
 
 
 async def test_read_ahead_is_bounded_however_large_the_backlog(tmp_path: Path) -> None:
-    """With nothing delivered, a reader fetches only its prefetch depth ahead."""
+    """At every GET, the reader is a bounded number of segments ahead of the application."""
     store, meta = await segments_in(tmp_path, 30, 50)
-    tp = TopicPartition("t", 0)
-    async with open_consumer(tp, storage=store, metadata=meta, offset_reset="earliest",
-                             prefetch_batches=2) as consumer:  # fmt: skip
-        await consumer.pause(tp)
-        assert await consumer.poll(timeout=0.5) == []  # the reader runs ahead meanwhile
-        # 2 batches held + the segment being sent + its prefetched successors
-        assert len(store.gets) <= 2 + 1 + reader.SEGMENTS_AHEAD
-        await consumer.resume(tp)
-        assert (await consumer.poll(timeout=5))[0].offset == 0
+    segment_of = {s.object_key: i for i, s in enumerate(await meta.list_segments("t", 0))}
+    handed = 0  # records the application has
+    ahead: list[int] = []  # at each GET: its segment - the application's segment
+    inner_get = store.get
+
+    async def get(key: str, start: int = 0, end: int | None = None) -> bytes:
+        ahead.append(segment_of[key] - handed // 50)
+        return await inner_get(key, start, end)
+
+    store.get = get
+    async with open_consumer(TopicPartition("t", 0), storage=store, metadata=meta,
+                             offset_reset="earliest", prefetch_batches=2) as consumer:  # fmt: skip
+        with anyio.fail_after(30):
+            while handed < 1500:
+                handed += len(await consumer.poll(timeout=5, max_records=7))
+    # Blocks the facade holds and those pending (prefetch_batches each), the
+    # one waiting for a credit, and the segments fetched ahead of it.
+    assert max(ahead) <= 2 * 2 + 1 + reader.SEGMENTS_AHEAD
+    assert len(ahead) == 30  # and each segment fetched once
     await meta.aclose()
 
 
