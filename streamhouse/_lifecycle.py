@@ -84,6 +84,12 @@ class Runtime:
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
 
+    def stop(self) -> None:
+        """The client is closed: stop every actor; from now on, calls raise ClosedError."""
+        self._closed = True
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
+
     def broken(self) -> Exception:
         """What a call must raise when a channel into the runtime broke or closed."""
         if self._closed or self._error is None:
@@ -115,14 +121,19 @@ class Runtime:
     ) -> None:
         started = False
         try:
-            async with anyio.create_task_group() as tg:
-                self._tg = tg
-                client = await start(self)
-                started = True
-                task_status.started(client)
-                # Open until the client closes (or an actor fails): the
-                # client may start tasks here all along.
-                await anyio.sleep_forever()
+            # Shielded: a cancellation of the block must not stop the actors
+            # before the client has closed by its policy (a consumer commits
+            # what was processed); run_client stops them right after, in a
+            # finally, so they never outlive the block.
+            with anyio.CancelScope(shield=True):
+                async with anyio.create_task_group() as tg:
+                    self._tg = tg
+                    client = await start(self)
+                    started = True
+                    task_status.started(client)
+                    # Open until the client closes (or an actor fails): the
+                    # client may start tasks here all along.
+                    await anyio.sleep_forever()
         except BaseExceptionGroup as group:
             if not started:
                 raise
@@ -164,14 +175,15 @@ async def run_client(
         async with anyio.create_task_group() as tg:
             client: C = await tg.start(runtime._run, start)
             try:
-                yield client
-            except GeneratorExit:  # pragma: no cover - only if the generator is collected
-                raise
-            except BaseException as exc:
-                body_error = exc
-            close_error = await _close(runtime, client, close, body_error, close_timeout)
-            runtime._closed = True
-            tg.cancel_scope.cancel()
+                try:
+                    yield client
+                except GeneratorExit:  # pragma: no cover - only if the generator is collected
+                    raise
+                except BaseException as exc:
+                    body_error = exc
+                close_error = await _close(runtime, client, close, body_error, close_timeout)
+            finally:
+                runtime.stop()
     except BaseException as exc:
         # What the task group raised on the way out. The body's own
         # exception wins, unless it was only a cancellation.

@@ -119,10 +119,10 @@ class Consumer:
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             raise self._runtime.broken() from None
 
-    async def _report(self, *, came_back: bool) -> bool:
-        """Tell the coordinator what was handed out since the last report; True if sent."""
+    async def _report(self, *, came_back: bool) -> None:
+        """Tell the coordinator what was handed out since the last report."""
         if not self._handed and not (came_back and self._owed):
-            return False
+            return
         handed, epochs = self._handed, self._epochs
         self._handed = {}
         offsets = {tp: (epochs[tp], offset) for tp, offset in handed.items()}
@@ -132,7 +132,6 @@ class Consumer:
             self._handed = handed | self._handed  # not told: told next time
             raise
         self._owed = not came_back
-        return True
 
     async def _ask(self, make: Callable[[Reply[T]], Request[T]]) -> T:
         """One request, with what was handed out reported first."""
@@ -147,13 +146,15 @@ class Consumer:
             reply.abandon()
 
     async def _begin_poll(self) -> None:
-        """A poll begins: report, take notices if the bell rang, and checkpoint."""
-        sent = await self._report(came_back=True)
+        """A poll begins: report, take notices if the bell rang, and checkpoint.
+
+        Every poll is a checkpoint, even one answered from held records.
+        """
+        await self._report(came_back=True)
         try:
             self._bell.receive_nowait()
         except anyio.WouldBlock:
-            if not sent:
-                await anyio.lowlevel.checkpoint()
+            await anyio.lowlevel.checkpoint()
             return
         except (anyio.EndOfStream, anyio.ClosedResourceError):
             raise self._runtime.broken() from None

@@ -275,3 +275,21 @@ async def test_the_bodys_exception_leaves_as_itself_and_commits_what_was_process
             await body(consumer)
     assert caught.value is error
     assert (await stores.meta.fetch_offsets("g"))[TopicPartition("t", 0)].offset == 4
+
+
+async def test_cancelling_the_block_from_outside_commits_what_was_processed(
+    stores: Stores,
+) -> None:
+    """A cancel scope around the block: no exception leaks, what was processed is committed."""
+    await stores.meta.create_topic("t", 1)
+    await produce(stores, "t", 0, 10)
+    with anyio.CancelScope() as scope:
+        async with stores.consumer("t", group_id="g", offset_reset="earliest",
+                                   max_poll_records=4) as consumer:  # fmt: skip
+            assert len(await consumer.poll(timeout=30)) == 4
+            scope.cancel()
+            await consumer.poll(timeout=30)  # came back for more: then cancelled
+    assert scope.cancelled_caught
+    assert (await stores.meta.fetch_offsets("g"))[TopicPartition("t", 0)].offset == 4
+    with pytest.raises(ClosedError):
+        await consumer.position("t", 0)
