@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+
+import anyio
 import pytest
 
 from streamhouse import ClosedError
@@ -37,3 +40,16 @@ async def test_a_producer_used_after_its_block_says_it_was_closed(stores: Stores
         pass
     with pytest.raises(ClosedError):
         await producer.send("t", b"late")
+
+
+async def test_a_cancelled_block_still_writes_what_it_accepted(stores: Stores) -> None:
+    """A block cancelled from outside writes the record it accepted at close; nothing leaks."""
+    await stores.meta.create_topic("t", 1)
+    with anyio.CancelScope() as scope:
+        async with stores.producer(linger=60) as producer, anyio.create_task_group() as tg:
+            tg.start_soon(functools.partial(producer.send, "t", b"accepted", partition=0))
+            await anyio.wait_all_tasks_blocked()  # accepted; waiting for its batch to fill
+            scope.cancel()
+    assert scope.cancelled_caught
+    rows = await read_partition(stores.storage, stores.meta, "t", 0)
+    assert [r[3] for r in rows] == [b"accepted"]
