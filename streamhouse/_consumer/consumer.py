@@ -3,8 +3,8 @@
 The facade holds only records it was given and has not handed out yet
 (``HeldRecords``, and the runs ``async for`` is going through). It owns no
 position: it tells the coordinator what it handed out (``Delivered``: one
-message per poll, not per record, sent when the next poll begins or before
-any request), and every question about positions, commits, pauses and seeks
+message per poll with auto-commit, never one per record, and before any
+request), and every question about positions, commits, pauses and seeks
 is one request to the coordinator, answered by it alone.
 
 Epochs keep what the facade holds honest. Every block comes with its
@@ -94,6 +94,7 @@ class Consumer:
         assignment: frozenset[TopicPartition],
         group_id: str | None,
         max_poll_records: int,
+        auto_commit: bool,
     ) -> None:
         self._runtime = runtime
         self._inbox = inbox
@@ -107,6 +108,10 @@ class Consumer:
         self._epochs: dict[TopicPartition, int] = {}  # the newest epoch seen, per partition
         self._handed: dict[TopicPartition, int] = {}  # handed out since the last report
         self._owed = False  # the coordinator has not heard the application came back
+        # Auto-commit needs to hear, at each poll, that the application came
+        # back for more; without it, reports wait for the next request (a
+        # message a poll costs the coordinator a wake-up: about 25 us).
+        self._auto_commit = auto_commit
 
     # -- talking to the coordinator -----------------------------------------------
 
@@ -150,7 +155,8 @@ class Consumer:
 
         Every poll is a checkpoint, even one answered from held records.
         """
-        await self._report(came_back=True)
+        if self._auto_commit:
+            await self._report(came_back=True)
         try:
             self._bell.receive_nowait()
         except anyio.WouldBlock:

@@ -178,6 +178,8 @@ class Coordinator:
             wake = min(self._commits.next_auto_commit, self._bulletin.troubles.next_deadline())
             if self._polls:
                 wake = min(wake, min(p.deadline for p in self._polls))
+            if wake == math.inf:
+                return await self._inbox.receive()  # no cancel scope to make: the common case
             with anyio.move_on_at(wake):
                 return await self._inbox.receive()
         return None

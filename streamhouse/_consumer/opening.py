@@ -284,6 +284,7 @@ async def _start(
         frozenset(starts),
         settings.group_id,
         local.max_poll_records,
+        settings.auto_commit,
     )
 
 
