@@ -87,7 +87,7 @@ from .messages import (
 )
 from .notices import Bulletin
 from .partitions import Partition
-from .reader import Readers
+from .reader import Readers, ReaderStart
 
 __all__ = ["Coordinator", "Settings"]
 
@@ -165,8 +165,8 @@ class Coordinator:
             for poll in self._polls:
                 poll.reply.drop()
             for part in self._parts.values():
-                if part.control is not None:
-                    part.control.close()
+                if part.reader is not None:
+                    part.reader.stop()
             drain(self._inbox)
             self._inbox.close()
 
@@ -280,8 +280,14 @@ class Coordinator:
         part.waiting_at = None
         part.failed = False
         self._bulletin.recovered(part.tp)
+        self._stop_reader(part)
         assert self._readers is not None
-        self._readers.start(part, offset, part.reader_epoch)
+        part.reader = self._readers.start(ReaderStart(part.tp, offset, part.reader_epoch))
+
+    def _stop_reader(self, part: Partition) -> None:
+        if part.reader is not None:
+            part.reader.stop()
+            part.reader = None
 
     def _reset(self, part: Partition, offset: int) -> None:
         """Move ``part`` to ``offset``: what the facade holds of it is stale."""
@@ -348,8 +354,8 @@ class Coordinator:
     def _wake_if_behind(self, part: Partition) -> None:
         if part.waiting_at is not None and part.high_watermark > part.waiting_at:
             part.waiting_at = None
-            assert part.control is not None
-            part.control.send_nowait(ReaderSignal.WAKE)
+            assert part.reader is not None
+            part.reader.signal(ReaderSignal.WAKE)
 
     def _on_trouble(self, msg: Trouble | Recovered | Failed) -> None:
         if msg.tp is not None:
@@ -373,8 +379,7 @@ class Coordinator:
                 f"offset {offset} of {name_of(part.tp)} is outside [{low}, "
                 f"{part.high_watermark}] and offset_reset='none'; seek to go on"
             )
-            assert self._readers is not None
-            self._readers.stop(part)
+            self._stop_reader(part)
             part.failed = True
             self._bulletin.failure(part.tp, error)
             return
@@ -417,9 +422,9 @@ class Coordinator:
         for tp in self._ready:
             part = parts[tp]
             part.fetched = part.expected
-            assert part.control is not None
+            assert part.reader is not None
             for _ in part.pending:
-                part.control.send_nowait(ReaderSignal.CREDIT)
+                part.reader.signal(ReaderSignal.CREDIT)
             part.pending.clear()
         self._ready.clear()
 
@@ -521,8 +526,7 @@ class Coordinator:
             part = self._parts.pop(tp, None)
             if part is None:
                 continue
-            assert self._readers is not None
-            self._readers.stop(part)
+            self._stop_reader(part)
             self._bulletin.recovered(tp)
             self._ready.pop(tp, None)
             for tps in (self._moved, self._commits.uncommitted, self._paused):

@@ -25,14 +25,13 @@ from __future__ import annotations
 import collections
 from collections.abc import Iterable, Mapping, Sequence
 
-import anyio
 import attrs
-from anyio.streams.memory import MemoryObjectSendStream
 
 from .._errors import MetadataUnavailableError, OffsetOutOfRangeError, StorageUnavailableError
 from .._metadata.protocol import PartitionState
 from .._types import OffsetReset, RecordBatch, TopicPartition
-from .messages import PartitionStart, ReaderSignal, name_of
+from .messages import PartitionStart, name_of
+from .reader import ReaderHandle
 
 __all__ = ["Partition", "Troubles", "names", "resolve_starts", "stall_error"]
 
@@ -55,8 +54,7 @@ class Partition:
     paused: bool = False
     waiting_at: int | None = None  # the reader waits at this offset for data
     waiting_since: float = 0.0  # when that wait was reported
-    scope: anyio.CancelScope | None = None  # the reader's
-    control: MemoryObjectSendStream[ReaderSignal] | None = None  # to the reader
+    reader: ReaderHandle | None = None
     failed: bool = False  # a failure no retry cures stopped the reader
 
     def __attrs_post_init__(self) -> None:

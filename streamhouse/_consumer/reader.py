@@ -52,9 +52,15 @@ from .messages import (
     Watermarks,
     name_of,
 )
-from .partitions import Partition
 
-__all__ = ["SEGMENTS_AHEAD", "ReaderStart", "Readers", "run_reader", "run_refresher"]
+__all__ = [
+    "SEGMENTS_AHEAD",
+    "ReaderHandle",
+    "ReaderStart",
+    "Readers",
+    "run_reader",
+    "run_refresher",
+]
 
 _SEGMENTS_PER_LOOKUP = 16
 SEGMENTS_AHEAD = 2
@@ -244,11 +250,30 @@ async def run_refresher(
                 break
 
 
-class Readers:
-    """Starts and stops the readers and the watermark refresh, for the coordinator.
+class ReaderHandle:
+    """The coordinator's end of one reader: its control channel and its cancel scope."""
 
-    Used in the coordinator's task only; each reader gets its start as
-    values and its own control channel, kept in its Partition.
+    __slots__ = ("_control", "_scope")
+
+    def __init__(
+        self, control: MemoryObjectSendStream[ReaderSignal], scope: anyio.CancelScope
+    ) -> None:
+        self._control = control
+        self._scope = scope
+
+    def signal(self, signal: ReaderSignal) -> None:
+        """Hand a credit or a wake-up over; never waits (the channel has room for all)."""
+        self._control.send_nowait(signal)
+
+    def stop(self) -> None:
+        self._scope.cancel()
+        self._control.close()
+
+
+class Readers:
+    """Starts the readers and the watermark refresh, for the coordinator (in its task).
+
+    Each reader gets its start as values and a control channel of its own.
     """
 
     def __init__(
@@ -270,35 +295,26 @@ class Readers:
         self._out = out  # the coordinator's inbox, cloned for each
         self._refresh: anyio.CancelScope | None = None
 
-    def start(self, part: Partition, offset: int, epoch: int) -> None:
-        """Replace ``part``'s reader with one reading from ``offset`` under ``epoch``."""
-        self.stop(part)
+    def start(self, start: ReaderStart) -> ReaderHandle:
+        """Start a reader with ``prefetch_batches`` credits; return its handle."""
         # Capacity depth + 1: the reader's credits (never more than depth in
         # all) and one WAKE, so that sending either never waits.
         control, control_receive = anyio.create_memory_object_stream[ReaderSignal](self._depth + 1)
         for _ in range(self._depth):
             control.send_nowait(ReaderSignal.CREDIT)
-        part.control = control
-        part.scope = anyio.CancelScope()
+        scope = anyio.CancelScope()
         run = functools.partial(
             run_reader,
-            ReaderStart(part.tp, offset, epoch),
+            start,
             metadata=self._metadata,
             cache=self._cache,
             retry=self._retry,
             out=self._out.clone(),
             control=control_receive,
-            scope=part.scope,
+            scope=scope,
         )
         self._tg.start_soon(run)
-
-    def stop(self, part: Partition) -> None:
-        if part.scope is not None:
-            part.scope.cancel()
-            part.scope = None
-        if part.control is not None:
-            part.control.close()
-            part.control = None
+        return ReaderHandle(control, scope)
 
     def refresh(self, topics: tuple[str, ...]) -> None:
         """Refresh the watermarks of ``topics`` from now on (a new task)."""
