@@ -88,35 +88,37 @@ async def test_an_outage_is_logged_twice_raised_once_a_stall_and_survived(
     autojump_clock: trio.testing.MockClock,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Store down: two WARNING lines, one error per stall_timeout naming the partitions, no loss."""
+    """Store down: two WARNING lines, one error per stall_timeout naming the partition, no loss."""
     autojump_clock.autojump_threshold = 0.1  # real I/O runs in threads: jump only when idle
     caplog.set_level(logging.WARNING, logger="streamhouse")
     script = Script(only={"get"})
     stores = Stores(FaultyStore(LocalObjectStore(tmp_path / "objects"), script), meta)
-    await meta.create_topic("t", 2)
-    for p in (0, 1):
-        await produce(stores, "t", p, 10)
+    await meta.create_topic("t", 1)
+    await produce(stores, "t", 0, 10)
     script.down = True
     retry = RetryPolicy(base_delay=0.5, max_delay=2.0, rng=Highest())
     start = trio.current_time()
     async with stores.consumer("t", offset_reset="earliest", stall_timeout=10.0, retry=retry,
                                metadata_refresh_interval=2.0) as consumer:  # fmt: skip
-        with pytest.raises(StorageUnavailableError, match=r"t\[0\], t\[1\] for 10 s") as caught:
+        with pytest.raises(StorageUnavailableError, match=r"on t\[0\] for 10 s") as caught:
             await consumer.poll(timeout=60)
-        assert 10 <= trio.current_time() - start <= 12
+        # Not before stall_timeout (virtual time may jump a little while a
+        # thread works, never back).
+        assert 10 <= trio.current_time() - start < 20
         assert isinstance(caught.value.__cause__, StorageUnavailableError)
         assert "scripted: get failed" in str(caught.value)
         assert await consumer.poll(timeout=5) == []  # raised once; the consumer carries on
         with pytest.raises(StorageUnavailableError, match="for 10 s"):
             await consumer.poll(timeout=60)  # and again after another stall_timeout
         script.down = False
-        records = await poll_until(consumer, 20)
-    assert offsets_by_partition(records) == {0: list(range(10)), 1: list(range(10))}
+        records = await poll_until(consumer, 10)
+    assert [r.offset for r in records] == list(range(10))
     lines = [r.getMessage() for r in caplog.records if r.name == "streamhouse.consumer"]
-    assert len(lines) == 2, lines
-    assert lines[0].startswith("reading (t[")
-    assert lines[0].endswith("failed, retrying: scripted: get failed")
-    assert "works again after" in lines[1]
+    assert lines == [
+        "reading (t[0] first) failed, retrying: scripted: get failed",
+        lines[1],
+    ]
+    assert lines[1].startswith("reading (t[0] first) works again after ")
     assert script.faults["get"] > 10
 
 
