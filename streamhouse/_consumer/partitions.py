@@ -142,7 +142,8 @@ class Troubles:
     a transient trouble has lasted ``stall_timeout``, or at once for a
     failure no retry cures, it is *due*: the coordinator raises it from the
     next poll, and the clock starts again, so a trouble that lasts is raised
-    again every ``stall_timeout``. Finding what is due costs nothing per
+    again every ``stall_timeout``. The sources stuck by transient errors go
+    together: one outage makes one error, naming them all. Finding what is due costs nothing per
     source: the sources wait in a queue in the order of their deadlines.
     """
 
@@ -212,6 +213,10 @@ class Troubles:
         while self.next_deadline() <= now:
             _, source, _ = self._queue.popleft()
             due.append(source)
+        if any(self._stuck[source].transient for source in due):
+            # One outage, one error: every source stuck by transient errors
+            # now goes with it (and starts its clock again with it).
+            due += [source for source, stuck in self._stuck.items() if stuck.transient]
         out = []
         for source in dict.fromkeys(due):
             stuck = self._stuck[source]

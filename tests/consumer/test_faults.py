@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import random
 from pathlib import Path
 
@@ -295,3 +296,27 @@ async def test_cancelling_the_block_from_outside_commits_what_was_processed(
     assert (await stores.meta.fetch_offsets("g"))[TopicPartition("t", 0)].offset == 4
     with pytest.raises(ClosedError):
         await consumer.position("t", 0)
+
+
+def test_one_outage_makes_one_stall_error_naming_every_partition_it_stops() -> None:
+    """Troubles due together: the transient ones go in one error; a failure goes on its own."""
+    from streamhouse._consumer.partitions import Troubles
+
+    troubles = Troubles(stall_timeout=10.0)
+    down = StorageUnavailableError("down")
+    troubles.failed(TopicPartition("t", 0), down, now=0.0, transient=True)
+    troubles.failed(TopicPartition("t", 1), down, now=0.5, transient=True)
+    troubles.failed(None, MetadataUnavailableError("locked"), now=3.0, transient=True)
+    assert troubles.take_due(9.9) == []
+    assert troubles.next_deadline() == 10.0
+    due = troubles.take_due(10.0)
+    assert sorted(map(str, (source for source, _, _ in due))) == [
+        "None", "TopicPartition(topic='t', partition=0)", "TopicPartition(topic='t', partition=1)",
+    ]  # fmt: skip
+    assert troubles.next_deadline() == 20.0  # their clocks start again, together
+    corrupt = CorruptDataError("k", 7, "bad")
+    troubles.failed(TopicPartition("t", 2), corrupt, now=11.0, transient=False)
+    assert troubles.next_deadline() == -math.inf
+    assert troubles.take_due(11.0) == [(TopicPartition("t", 2), corrupt, False)]
+    assert troubles.recovered(TopicPartition("t", 0))
+    assert troubles.transient == 2
