@@ -108,6 +108,7 @@ class Consumer:
         self._epochs: dict[TopicPartition, int] = {}  # the newest epoch seen, per partition
         self._handed: dict[TopicPartition, int] = {}  # handed out since the last report
         self._owed = False  # the coordinator has not heard the application came back
+        self._owed_error: Exception | None = None  # taken from the coordinator, not raised yet
         # Auto-commit needs to hear, at each poll, that the application came
         # back for more; without it, reports wait for the next request (a
         # message a poll costs the coordinator a wake-up: about 25 us).
@@ -138,8 +139,15 @@ class Consumer:
             raise
         self._owed = not came_back
 
-    async def _ask(self, make: Callable[[Reply[T]], Request[T]]) -> T:
-        """One request, with what was handed out reported first."""
+    async def _ask(
+        self, make: Callable[[Reply[T]], Request[T]], late: Callable[[T], None] | None = None
+    ) -> T:
+        """One request, with what was handed out reported first.
+
+        ``late`` takes an answer that arrived while the asker was being
+        cancelled, when it must not be lost (the coordinator counts it as
+        given).
+        """
         await self._report(came_back=False)
         reply = Reply[T]()
         await self._send(make(reply))
@@ -147,8 +155,11 @@ class Consumer:
             return await reply.wait()
         except ReplyDropped:
             raise self._runtime.broken() from None
-        finally:
-            reply.abandon()
+        except BaseException:
+            answer = reply.abandon()
+            if late is not None and answer is not None and not isinstance(answer, Exception):
+                late(answer)
+            raise
 
     async def _begin_poll(self) -> None:
         """A poll begins: report, take notices if the bell rang, and checkpoint.
@@ -157,6 +168,9 @@ class Consumer:
         """
         if self._auto_commit:
             await self._report(came_back=True)
+        if self._owed_error is not None:
+            error, self._owed_error = self._owed_error, None
+            raise error
         try:
             self._bell.receive_nowait()
         except anyio.WouldBlock:
@@ -164,12 +178,20 @@ class Consumer:
             return
         except (anyio.EndOfStream, anyio.ClosedResourceError):
             raise self._runtime.broken() from None
-        notices: Notices = await self._ask(TakeNotices)
+        notices: Notices = await self._ask(TakeNotices, self._keep_notices)
+        self._apply_notices(notices)
+        if notices.error is not None:
+            raise notices.error
+
+    def _apply_notices(self, notices: Notices) -> None:
         if notices.assignment is not None:
             self._assignment = notices.assignment
         self._apply_epochs(notices.epochs)
-        if notices.error is not None:
-            raise notices.error
+
+    def _keep_notices(self, notices: Notices) -> None:
+        """Notices that arrived as the poll was cancelled: the next poll raises their error."""
+        self._apply_notices(notices)
+        self._owed_error = notices.error
 
     def _apply_epochs(self, epochs: Mapping[TopicPartition, int]) -> None:
         for tp, epoch in epochs.items():
@@ -391,7 +413,9 @@ class Consumer:
         for tp in targets:
             self._held.drop(tp)  # not handed out from now on, whatever the answer
         self._runs = collections.deque(r for r in self._runs if r.tp not in targets)
-        epochs: dict[TopicPartition, int] = await self._ask(lambda r: Seek(r, targets))
+        epochs: dict[TopicPartition, int] = await self._ask(
+            lambda r: Seek(r, targets), self._apply_epochs
+        )
         self._apply_epochs(epochs)
         self._owed = True
 
@@ -434,7 +458,9 @@ class Consumer:
         for tp in tps:
             self._held.drop(tp)
         self._runs = collections.deque(r for r in self._runs if r.tp not in tps)
-        epochs: dict[TopicPartition, int] = await self._ask(lambda r: Pause(r, tps))
+        epochs: dict[TopicPartition, int] = await self._ask(
+            lambda r: Pause(r, tps), self._apply_epochs
+        )
         self._apply_epochs(epochs)
 
     async def resume(self, *partitions: TopicPartition) -> None:

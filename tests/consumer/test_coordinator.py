@@ -32,6 +32,7 @@ from streamhouse._consumer.messages import (
     Poll,
     Position,
     Reply,
+    ReplyDropped,
     Request,
     Revoke,
 )
@@ -168,3 +169,25 @@ async def test_partitions_assigned_and_revoked_at_runtime(local: Stores) -> None
         with pytest.raises(InvalidArgumentError, match=r"t\[0\] is not assigned"):
             await consumer.position("t", 0)
         assert await consumer.position("t", 1) == 10
+
+
+async def test_a_reply_is_either_taken_or_known_refused() -> None:
+    """put() after the asker gave up is refused; an answer that came first is kept by abandon()."""
+    gone = Reply[int]()
+    assert gone.abandon() is None
+    assert not gone.wanted
+    assert gone.put(1) is False  # the actor keeps what it would have handed over
+    late = Reply[int]()
+    assert late.put(2) is True
+    assert late.abandon() == 2  # the asker, cancelled meanwhile, keeps the answer
+    answered = Reply[int]()
+    answered.put(3)
+    assert await answered.wait() == 3
+    failed = Reply[int]()
+    failed.put(InvalidArgumentError("no"))
+    with pytest.raises(InvalidArgumentError, match="no"):
+        await failed.wait()
+    dropped = Reply[int]()
+    dropped.drop()
+    with pytest.raises(ReplyDropped):
+        await dropped.wait()
