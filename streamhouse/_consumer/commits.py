@@ -58,11 +58,13 @@ class Commits:
         if mode is CloseMode.NOTHING:
             return
         offsets = {}
-        for tp in self.uncommitted:
+        for tp in list(self.uncommitted):
             part = parts[tp]
             offset = part.position if mode is CloseMode.POSITIONS else part.consumed
             if offset != part.committed:
                 offsets[tp] = offset
+            elif not part.uncommitted:
+                self.uncommitted.discard(tp)  # moved, and back where it was committed
         await self.commit(offsets, parts)
 
     async def commit(

@@ -217,6 +217,8 @@ class Coordinator:
             case OutOfRange():
                 part = self._parts.get(msg.tp)
                 if part is not None and part.reader_epoch == msg.epoch:
+                    if msg.high is not None:
+                        part.log_start, part.high_watermark = msg.first, msg.high
                     self._out_of_range(part, msg.offset, msg.first)
             case Close():
                 await self._close(msg)
@@ -282,7 +284,8 @@ class Coordinator:
         self._bulletin.recovered(part.tp)
         self._stop_reader(part)
         assert self._readers is not None
-        part.reader = self._readers.start(ReaderStart(part.tp, offset, part.reader_epoch))
+        start = ReaderStart(part.tp, offset, part.reader_epoch, offset > part.high_watermark)
+        part.reader = self._readers.start(start)
 
     def _stop_reader(self, part: Partition) -> None:
         if part.reader is not None:
@@ -332,7 +335,6 @@ class Coordinator:
         if part is None or msg.epoch != part.reader_epoch:
             return
         part.waiting_at = msg.offset
-        part.waiting_since = anyio.current_time()
         self._wake_if_behind(part)
 
     def _on_watermarks(self, msg: Watermarks) -> None:
@@ -341,15 +343,7 @@ class Coordinator:
             if part is None:
                 continue
             part.log_start, part.high_watermark = s.log_start_offset, s.high_watermark
-            waiting = part.waiting_at
-            if waiting is None:
-                continue
-            if s.high_watermark > waiting:
-                self._wake_if_behind(part)
-            elif waiting > s.high_watermark and msg.asked_at >= part.waiting_since:
-                # Past the end, by a query asked after the reader looked:
-                # out of range, as in Kafka.
-                self._out_of_range(part, waiting, None)
+            self._wake_if_behind(part)
 
     def _wake_if_behind(self, part: Partition) -> None:
         if part.waiting_at is not None and part.high_watermark > part.waiting_at:
@@ -371,8 +365,8 @@ class Coordinator:
                 self._parts[msg.tp].failed = True
                 self._bulletin.failure(msg.tp, msg.error)
 
-    def _out_of_range(self, part: Partition, offset: int, first: int | None) -> None:
-        low = part.log_start if first is None else max(part.log_start, first)
+    def _out_of_range(self, part: Partition, offset: int, first: int) -> None:
+        low = max(part.log_start, first)
         reset = self._settings.offset_reset
         if reset is OffsetReset.NONE:
             error = OffsetOutOfRangeError(

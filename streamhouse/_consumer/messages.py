@@ -226,12 +226,13 @@ class AtEnd:
 
 @attrs.frozen
 class OutOfRange:
-    """``offset`` is below the first segment left (deleted); ``first`` is that segment's base."""
+    """``offset`` is not in the log: below ``first`` (the first offset left) or past ``high``."""
 
     tp: TopicPartition
     epoch: int
     offset: int
     first: int
+    high: int | None = None  # the high watermark, when the reader asked for it
 
 
 @attrs.frozen
@@ -266,10 +267,9 @@ class Failed:
 
 @attrs.frozen
 class Watermarks:
-    """Fresh bounds of every assigned partition, from one query asked at ``asked_at``."""
+    """Fresh bounds of every assigned partition, from one query."""
 
     states: Sequence[PartitionState]
-    asked_at: float
 
 
 # -- facade -> coordinator -------------------------------------------------------

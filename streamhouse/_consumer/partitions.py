@@ -53,7 +53,6 @@ class Partition:
     pending: collections.deque[RecordBatch] = attrs.Factory(collections.deque)
     paused: bool = False
     waiting_at: int | None = None  # the reader waits at this offset for data
-    waiting_since: float = 0.0  # when that wait was reported
     reader: ReaderHandle | None = None
     failed: bool = False  # a failure no retry cures stopped the reader
 

@@ -21,7 +21,10 @@ bounds the memory a partition can take however large its backlog is.
 
 At the high watermark the reader says so (AtEnd) and waits for a WAKE, which
 the coordinator sends when its one watermark query for all partitions shows
-more data. A seek does not talk to the reader: the coordinator cancels it and
+more data. A reader started past the high watermark the coordinator knows
+asks the partition's bounds once when it finds nothing: an offset past the
+end is out of range (as in Kafka), and so is one below the first segment
+left. A seek does not talk to the reader: the coordinator cancels it and
 starts a new one with a new epoch, and drops any message of the old epoch.
 """
 
@@ -68,11 +71,17 @@ SEGMENTS_AHEAD = 2
 
 @attrs.frozen
 class ReaderStart:
-    """Where a reader starts, and the epoch its messages carry."""
+    """Where a reader starts, and the epoch its messages carry.
+
+    ``check_end``: the offset is past the high watermark the coordinator
+    knows; if the reader finds nothing there, it asks the partition's bounds
+    once, since the offset may be past the end (out of range).
+    """
 
     tp: TopicPartition
     offset: int
     epoch: int
+    check_end: bool = False
 
 
 class _Reader:
@@ -94,6 +103,7 @@ class _Reader:
         self.control = control
         self.backoff = Backoff(retry)
         self.credits = 0
+        self.check_end = start.check_end
 
     async def run(self) -> None:
         while True:
@@ -122,6 +132,8 @@ class _Reader:
             tp.topic, tp.partition, self.offset, limit=_SEGMENTS_PER_LOOKUP
         )
         if not segments:
+            if self.check_end:
+                await self.check_past_end()
             await self.progressed()
             await self.out.send(AtEnd(tp, self.epoch, self.offset))
             await self.wait_for_wake()
@@ -149,6 +161,18 @@ class _Reader:
                         f"{exc.reason}; partition {name_of(tp)}, segment of offsets "
                         f"{seg.base_offset}..{seg.end_offset - 1}, next offset {self.offset}",
                     ) from exc
+
+    async def check_past_end(self) -> None:
+        """At a start offset with nothing there: past the end is out of range, as in Kafka."""
+        tp = self.tp
+        for state in await self.metadata.partition_states([tp.topic]):
+            if state.partition == tp.partition and self.offset > state.high_watermark:
+                await self.out.send(
+                    OutOfRange(tp, self.epoch, self.offset, state.log_start_offset,
+                               state.high_watermark)
+                )  # fmt: skip
+                await anyio.sleep_forever()  # the coordinator starts a new reader
+        self.check_end = False  # at the end, not past it: later ends are natural
 
     async def send_segment(self, seg: SegmentInfo, *, refresh: bool) -> None:
         """Send the records of ``seg`` from ``self.offset`` on."""
@@ -237,7 +261,6 @@ async def run_refresher(
         while True:
             await anyio.sleep(interval)
             while True:
-                asked_at = anyio.current_time()
                 try:
                     states = await metadata.partition_states(topics)
                 except RetriableError as exc:
@@ -246,7 +269,7 @@ async def run_refresher(
                     continue
                 if backoff.succeeded():
                     await out.send(Recovered(None, 0))
-                await out.send(Watermarks(states, asked_at))
+                await out.send(Watermarks(states))
                 break
 
 
