@@ -30,11 +30,20 @@ lz4, struct) are translated at the boundary where they happen and kept as
 
 ``RetriableError`` marks the errors worth trying again later; it is a mixin,
 so ``except RetriableError`` catches exactly those.
+
+Outages and retries are logged with the stdlib ``logging`` under
+``streamhouse.*``; the package's logger has a NullHandler, so nothing is
+printed until the application configures logging.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import NoReturn
+
+import trio
+
+from . import _log  # noqa: F401  (the package logger's NullHandler, set up once there)
 
 
 class StreamHouseError(Exception):
@@ -140,28 +149,38 @@ class MetadataUnavailableError(MetadataError, RetriableError):
 
 
 def first_error(group: BaseExceptionGroup[BaseException]) -> StreamHouseError | None:
-    """The first StreamHouseError in a (nested) exception group, or None.
-
-    Used where a nursery's group becomes one meaningful error at the public
-    boundary (raised ``from`` the group, which keeps the rest).
-    """
-    for exc in group.exceptions:
+    """The first StreamHouseError in a (nested) exception group, or None."""
+    for exc in _leaves(group):
         if isinstance(exc, StreamHouseError):
             return exc
-        if isinstance(exc, BaseExceptionGroup):
-            found = first_error(exc)
-            if found is not None:
-                return found
     return None
 
 
-def raise_as_one(group: BaseExceptionGroup[BaseException]) -> NoReturn:
-    """Raise a nursery's group at the public boundary as one meaningful error.
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out += _leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
+    return out
 
-    The first StreamHouseError in it, chained to the whole group; a group
-    without one (a bug, or a KeyboardInterrupt) is raised as it is.
+
+def raise_as_one(group: BaseExceptionGroup[BaseException]) -> NoReturn:
+    """Raise a task group's exception group at the public boundary as one meaningful error.
+
+    KeyboardInterrupt or SystemExit as themselves; a group holding a
+    cancellation as it is (it is for the cancel scopes above, which
+    understand groups); else the first StreamHouseError, chained to the
+    whole group; else a group of one exception as that exception; else the
+    group as it is.
     """
+    leaves = _leaves(group)
+    for exc in leaves:
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            raise exc from None
+    if any(isinstance(exc, asyncio.CancelledError | trio.Cancelled) for exc in leaves):
+        raise group
     error = first_error(group)
     if error is not None:
         raise error from group
+    if len(leaves) == 1:
+        raise leaves[0]
     raise group

@@ -13,6 +13,10 @@ requests (S3) shorten the last request to fit. It is a context variable, so
 it reaches through the ObjectStore protocol without a parameter on every
 method, and a task's deadline is its own.
 
+Actors that retry for as long as they live (a consumer's reader never gives
+up, it reports) keep a :class:`Backoff`: the failures of the current burst
+and the waits between them, by the same policy.
+
 Logging: an outage is one *burst* of failures, logged as two WARNING lines,
 one when the first failure comes (with its cause) and one when the first
 success after it comes (how many failures, over how long), never a line per
@@ -36,7 +40,14 @@ import attrs
 
 from ._errors import InvalidArgumentError, RetriableError
 
-__all__ = ["RetryBurst", "RetryPolicy", "current_deadline", "deadline_at", "retry_call"]
+__all__ = [
+    "Backoff",
+    "RetryBurst",
+    "RetryPolicy",
+    "current_deadline",
+    "deadline_at",
+    "retry_call",
+]
 
 T = TypeVar("T")
 
@@ -112,6 +123,32 @@ class RetryPolicy:
         return self.attempts is not None and attempt + 1 >= self.attempts
 
 
+class Backoff:
+    """The failures of one burst, and the waits between them, by a policy.
+
+    Owned by one task. ``failures`` counts the attempts that failed since
+    the last success; :meth:`succeeded` starts a new burst.
+    """
+
+    __slots__ = ("failures", "policy")
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self.policy = policy
+        self.failures = 0
+
+    async def wait(self) -> None:
+        """Sleep the policy's delay after one more failure."""
+        delay = self.policy.delay(self.failures)
+        self.failures += 1
+        await anyio.sleep(delay)
+
+    def succeeded(self) -> bool:
+        """Start afresh; True when this ended a burst of failures."""
+        ended = self.failures > 0
+        self.failures = 0
+        return ended
+
+
 @attrs.define(eq=False)
 class RetryBurst:
     """Logs an outage of one thing as it starts and as it ends (see the module docstring).
@@ -155,7 +192,7 @@ async def retry_call(
     call: Callable[[], Awaitable[T]],
     *,
     policy: RetryPolicy,
-    burst: RetryBurst,
+    burst: RetryBurst | None = None,
     retriable: type[BaseException] | tuple[type[BaseException], ...] = RetriableError,
     deadline: float | None = None,
     expired: Callable[[BaseException], BaseException] | None = None,
@@ -171,7 +208,7 @@ async def retry_call(
     here, so a caller that may abandon one wraps this call in a cancel scope,
     and a caller that must not (a commit whose outcome it has to know) does
     not. Other errors propagate at once. Failures and the recovery are logged
-    through ``burst``.
+    through ``burst``, if given.
     """
     outer = current_deadline()
     if outer is not None:
@@ -181,7 +218,8 @@ async def retry_call(
         try:
             result = await call()
         except retriable as exc:
-            burst.failed(exc)
+            if burst is not None:
+                burst.failed(exc)
             if policy.gives_up_after(attempt):
                 raise
             delay = policy.delay(attempt)
@@ -192,5 +230,6 @@ async def retry_call(
             await anyio.sleep(delay)
             attempt += 1
         else:
-            burst.succeeded()
+            if burst is not None:
+                burst.succeeded()
             return result

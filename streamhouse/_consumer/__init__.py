@@ -1,6 +1,6 @@
 """open_consumer(): the facade and the actors behind it (coordinator,
-readers, cache) on one nursery."""
+readers, cache) on one nursery; docs/ARCHITECTURE.md draws them."""
 
 from .cache import CacheStats as CacheStats
 from .consumer import Consumer as Consumer
-from .consumer import open_consumer as open_consumer
+from .opening import open_consumer as open_consumer

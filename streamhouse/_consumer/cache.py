@@ -6,19 +6,22 @@ same range at once (single flight), written to a file and handed to every
 asker. The directory never holds more than its byte budget: room is made,
 least recently used first, *before* a fetch starts, since the size of a range
 is known in advance. A range larger than the whole budget is served without
-being cached.
+being cached; with a budget of 0 nothing touches the disk at all.
 
-On start the directory is scanned: complete files are counted against the
-budget, and files that are partial (a ``.tmp`` left by a crash) or whose size
-does not match the range in their name are deleted. A file whose bytes turn
-out corrupt later fails its segment checksums; the reader then asks again
-with ``refresh``, which drops the file and fetches anew.
+A file whose bytes turn out corrupt fails its segment checksums; the reader
+then asks again with ``refresh``, which drops the file and fetches anew
+(bytes read ahead from that file are never served). A failed GET is handed
+to its askers and leaves nothing behind: the next ask fetches again.
+
+The actor's state (:class:`_Cache`) belongs to its task alone: the helper
+tasks that GET, read and write report back through the actor's own inbox,
+and only the actor counts.
 """
 
 from __future__ import annotations
 
 import collections
-import contextlib
+import functools
 import hashlib
 import itertools
 import os
@@ -31,53 +34,11 @@ import attrs
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectSendStream
 
-from .._errors import ClosedError, StreamHouseError
 from .._storage.protocol import ObjectStore
-from .messages import drain
+from .cachedir import CacheDirectory
+from .messages import Reply, Request, drain
 
-__all__ = ["CacheClient", "Fetch", "run_cache"]
-
-
-@attrs.frozen
-class Fetch:
-    """Ask for bytes ``[start, end)`` of ``key``; ``reply`` None = prefetch only."""
-
-    key: str
-    start: int
-    end: int
-    reply: MemoryObjectSendStream[bytes | BaseException] | None
-    refresh: bool = False
-
-
-@attrs.frozen
-class _Fetched:
-    ident: str
-    data: bytes | None
-    error: BaseException | None
-    write: int | None  # the write that will cache the bytes, if any
-    ended: anyio.Event | None = None  # set when that write has ended, either way
-
-
-@attrs.frozen
-class _Read:
-    ident: str
-    token: int
-    fetch: Fetch
-    data: bytes | None  # None: the file was gone
-
-
-@attrs.frozen
-class _Written:
-    ident: str
-    write: int
-    ok: bool
-
-
-@attrs.frozen
-class _Writing:
-    token: int
-    data: bytes
-    done: anyio.Event
+__all__ = ["CacheClient", "CacheStats", "Fetch", "Prefetch", "Stats", "run_cache"]
 
 
 @attrs.frozen
@@ -95,318 +56,390 @@ class CacheStats:
 
 
 @attrs.frozen
-class _Stats:
-    reply: MemoryObjectSendStream[CacheStats]
+class Fetch(Request[bytes]):
+    """Bytes ``[start, end)`` of ``key``; ``refresh``: not from the cached copy."""
+
+    key: str
+    start: int
+    end: int
+    refresh: bool = False
+
+
+@attrs.frozen
+class Prefetch:
+    """Bring ``[start, end)`` of ``key`` near: a Fetch of it follows soon (one-way)."""
+
+    key: str
+    start: int
+    end: int
+
+
+@attrs.frozen
+class Stats(Request[CacheStats]):
+    pass
+
+
+# -- what the actor's helper tasks report ---------------------------------------
+
+
+@attrs.frozen
+class _Want:
+    """A Fetch or a Prefetch (``reply`` None), as the actor handles both."""
+
+    key: str
+    start: int
+    end: int
+    reply: Reply[bytes] | None
+    refresh: bool
+
+
+@attrs.frozen
+class _Fetched:
+    ident: str
+    data: bytes | None
+    error: Exception | None
+    write: int | None  # the write that will cache the bytes, if any
+    ended: anyio.Event | None = None  # set when that write has ended, either way
+
+
+@attrs.frozen
+class _Read:
+    ident: str
+    token: int
+    want: _Want
+    data: bytes | None  # None: the file was gone
+
+
+@attrs.frozen
+class _Written:
+    ident: str
+    write: int
+    ok: bool
+
+
+@attrs.frozen
+class _Writing:
+    token: int
+    data: bytes
+    done: anyio.Event
 
 
 def _ident(key: str, start: int, end: int) -> str:
     return f"{hashlib.sha1(key.encode()).hexdigest()[:32]}-{start}-{end}"
 
 
-def _scan(directory: Path) -> list[tuple[str, int, float]]:
-    """Complete cache files (ident, size, atime); removes partial or bad ones."""
-    directory.mkdir(parents=True, exist_ok=True)
-    found = []
-    for entry in os.scandir(directory):
-        path = Path(entry.path)
-        name = entry.name
-        ok = False
-        if name.endswith(".bin") and not name.startswith(".tmp"):
-            parts = name[: -len(".bin")].split("-")
-            if len(parts) == 3 and all(p.isalnum() for p in parts):
-                try:
-                    start, end = int(parts[1]), int(parts[2])
-                    st = entry.stat()
-                    ok = st.st_size == end - start
-                except ValueError:
-                    ok = False
-                if ok:
-                    found.append((name[: -len(".bin")], st.st_size, st.st_atime))
-        if not ok:
-            path.unlink(missing_ok=True)
-    found.sort(key=lambda f: f[2])
-    return found
-
-
 class CacheClient:
-    """The readers' handle on the cache actor: a clone of its inbox."""
+    """The readers' (and the facade's) handle on the cache actor: a clone of its inbox."""
 
     def __init__(self, inbox: MemoryObjectSendStream[object]) -> None:
         self._inbox = inbox
 
     async def get(self, key: str, start: int, end: int, *, refresh: bool = False) -> bytes:
         """The bytes ``[start, end)`` of ``key``: from the cache, or fetched and cached."""
-        send, receive = anyio.create_memory_object_stream[bytes | BaseException](1)
-        with receive:
-            try:
-                await self._inbox.send(Fetch(key, start, end, send, refresh))
-            except BaseException:
-                send.close()
-                raise
-            try:
-                answer = await receive.receive()
-            except anyio.EndOfStream:
-                raise ClosedError("the segment cache stopped") from None
-        if isinstance(answer, BaseException):
-            raise answer
-        return answer
+        reply = Reply[bytes]()
+        await self._inbox.send(Fetch(reply, key, start, end, refresh))
+        try:
+            return await reply.wait()
+        finally:
+            reply.abandon()
 
     async def prefetch(self, key: str, start: int, end: int) -> None:
-        await self._inbox.send(Fetch(key, start, end, None))
+        await self._inbox.send(Prefetch(key, start, end))
 
     async def stats(self) -> CacheStats:
-        send, receive = anyio.create_memory_object_stream[CacheStats](1)
-        with receive:
-            try:
-                await self._inbox.send(_Stats(send))
-            except BaseException:
-                send.close()
-                raise
-            return await receive.receive()
-
-    def close(self) -> None:
-        self._inbox.close()
+        reply = Reply[CacheStats]()
+        await self._inbox.send(Stats(reply))
+        try:
+            return await reply.wait()
+        finally:
+            reply.abandon()
 
 
-async def run_cache(
-    storage: ObjectStore,
-    directory: Path,
-    budget: int,
-    *,
-    parked_limit: int = 8,
-    task_status: TaskStatus[MemoryObjectSendStream[object]] = anyio.TASK_STATUS_IGNORED,
-) -> None:
-    """Run the cache actor until cancelled.
+class _Cache:
+    """The cache actor's state and its handlers, one per message kind."""
 
-    Hands its inbox's send end to the starter through ``task_status``.
-    ``parked_limit`` bounds the prefetched ranges held in memory for the
-    reads that follow them: read ahead from their files, or fetched when the
-    budget cannot cache them (the readers' read-ahead, in segments).
-    """
-    files = await anyio.to_thread.run_sync(_scan, directory)
-    # The ranges cached, least recently used first, with their sizes; a range
-    # enters when its bytes arrive, while its file may still be being written.
-    lru: collections.OrderedDict[str, int] = collections.OrderedDict()
-    total = 0
-    for ident, size, _ in files:
-        lru[ident] = size
-        total += size
-    inflight: dict[str, list[MemoryObjectSendStream[bytes | BaseException]]] = {}
-    reserved: dict[str, int] = {}  # bytes promised to fetches under way
-    writing: dict[str, _Writing] = {}  # files being written
-    deferred: dict[str, list[Fetch]] = {}  # refreshes waiting for a write to end
-    parked: collections.OrderedDict[str, bytes] = collections.OrderedDict()  # read ahead
-    # Files being read: (read, waiting replies); a refresh abandons a read.
-    reading: dict[str, tuple[int, list[MemoryObjectSendStream[bytes | BaseException]]]] = {}
-    reads = itertools.count()
-    counters = collections.Counter[str]()
-    writes = itertools.count()
-    inbox_send, inbox = anyio.create_memory_object_stream[object](16)
+    def __init__(
+        self,
+        storage: ObjectStore,
+        directory: CacheDirectory | None,
+        budget: int,
+        parked_limit: int,
+        own: MemoryObjectSendStream[object],
+        tg: anyio.abc.TaskGroup,
+    ) -> None:
+        self.storage = storage
+        self.directory = directory.path if directory is not None else None
+        self.budget = budget if directory is not None else 0
+        self.parked_limit = parked_limit
+        self.own = own
+        self.tg = tg
+        # The ranges cached, least recently used first, with their sizes; a
+        # range enters when its bytes arrive, while its file may still be
+        # being written.
+        self.lru: collections.OrderedDict[str, int] = collections.OrderedDict()
+        self.total = 0
+        for found in directory.files if directory is not None else []:
+            self.lru[found.ident] = found.size
+            self.total += found.size
+        self.inflight: dict[str, list[Reply[bytes]]] = {}  # GETs under way, and their askers
+        self.reserved: dict[str, int] = {}  # bytes promised to fetches under way
+        self.writing: dict[str, _Writing] = {}  # files being written
+        self.deferred: dict[str, list[_Want]] = {}  # refreshes waiting for a write to end
+        self.parked: collections.OrderedDict[str, bytes] = collections.OrderedDict()  # ahead
+        # Files being read: (read, waiting replies); a refresh abandons a read.
+        self.reading: dict[str, tuple[int, list[Reply[bytes]]]] = {}
+        self.reads = itertools.count()
+        self.writes = itertools.count()
+        self.hits = self.misses = self.gets = self.evictions = self.joined = 0
 
-    def path_of(ident: str) -> Path:
-        return directory / f"{ident}.bin"
+    def path_of(self, ident: str) -> Path:
+        assert self.directory is not None
+        return self.directory / f"{ident}.bin"
 
-    async def make_room(room: int) -> bool:
+    async def handle(self, msg: object) -> None:
+        match msg:
+            case Fetch():
+                await self.want(_Want(msg.key, msg.start, msg.end, msg.reply, msg.refresh))
+            case Prefetch():
+                await self.want(_Want(msg.key, msg.start, msg.end, None, False))
+            case _Fetched():
+                self.fetched(msg)
+            case _Read():
+                await self.read(msg)
+            case _Written():
+                await self.written(msg)
+            case Stats():
+                msg.reply.put(self.stats())
+            case _:  # pragma: no cover - nothing else is sent here
+                raise AssertionError(f"unexpected message {msg!r}")
+
+    def stats(self) -> CacheStats:
+        return CacheStats(
+            len(self.lru), self.total, self.budget, self.hits, self.misses, self.gets,
+            self.evictions, self.joined,
+        )  # fmt: skip
+
+    # -- asks ----------------------------------------------------------------------
+
+    async def want(self, want: _Want) -> None:
+        ident = _ident(want.key, want.start, want.end)
+        if want.refresh and ident in self.writing:
+            # Handled once the file is written: then it is dropped.
+            self.deferred.setdefault(ident, []).append(want)
+            return
+        abandoned: list[Reply[bytes]] = []
+        if want.refresh:
+            await self.forget(ident)
+            # The bytes read or parked may be the bad ones: none is served.
+            self.parked.pop(ident, None)
+            abandoned = self.reading.pop(ident, (0, []))[1]
+        if ident in self.parked:
+            if want.reply is not None:
+                want.reply.put(self.parked.pop(ident))
+        elif ident in self.lru:
+            self.hit(ident, want)
+        elif ident in self.inflight:
+            self.joined += 1
+            if want.reply is not None:
+                self.inflight[ident].append(want.reply)
+        else:
+            await self.miss(ident, want)
+        if abandoned:  # a refresh always ends in a fetch: they wait for it too
+            self.inflight[ident] += abandoned
+
+    def hit(self, ident: str, want: _Want) -> None:
+        self.hits += 1
+        self.lru.move_to_end(ident)
+        if ident in self.writing:
+            if want.reply is not None:
+                want.reply.put(self.writing[ident].data)
+        elif ident in self.reading:
+            if want.reply is not None:
+                self.reading[ident][1].append(want.reply)
+        else:
+            # Read in a thread; a prefetch's bytes are parked for the read
+            # that follows it, so the file is read while the reader decodes
+            # the segment before.
+            token = next(self.reads)
+            self.reading[ident] = (token, [want.reply] if want.reply is not None else [])
+            self.tg.start_soon(self.read_file, ident, token, want, self.own.clone())
+
+    async def miss(self, ident: str, want: _Want) -> None:
+        self.misses += 1
+        self.gets += 1
+        self.inflight[ident] = [want.reply] if want.reply is not None else []
+        size = want.end - want.start
+        write = None
+        if await self.make_room(size):
+            self.reserved[ident] = size
+            write = next(self.writes)
+        self.tg.start_soon(self.fetch, ident, want, write, self.own.clone())
+
+    async def forget(self, ident: str) -> None:
+        """Drop the cached file of ``ident``, if any."""
+        if ident in self.lru:
+            self.total -= self.lru.pop(ident)
+            await anyio.to_thread.run_sync(self.path_of(ident).unlink, True)
+
+    async def make_room(self, room: int) -> bool:
         """Evict least recently used files until ``room`` more bytes fit; False if they cannot.
 
         A file still being written is evicted once its write ends, so the
         directory never holds more than the budget, not even for a moment.
         """
-        nonlocal total
-        if sum(reserved.values()) + room > budget:
+        reserved = sum(self.reserved.values())
+        if room <= 0 or reserved + room > self.budget:
             return False
-        while lru and total + sum(reserved.values()) + room > budget:
-            ident = next(iter(lru))
-            if ident in writing:
-                await writing[ident].done.wait()
-            if lru.get(ident) is not None and next(iter(lru)) == ident:
-                total -= lru.pop(ident)
-                counters["evictions"] += 1
-                await anyio.to_thread.run_sync(path_of(ident).unlink, True)
+        while self.lru and self.total + reserved + room > self.budget:
+            ident = next(iter(self.lru))
+            if ident in self.writing:
+                await self.writing[ident].done.wait()
+            if self.lru.get(ident) is not None and next(iter(self.lru)) == ident:
+                self.evictions += 1
+                await self.forget(ident)
+            reserved = sum(self.reserved.values())
         return True
 
-    def write(ident: str, token: int, data: bytes) -> None:
-        tmp = directory / f".tmp-{ident}-{token}"
-        try:
-            tmp.write_bytes(data)
-            os.replace(tmp, path_of(ident))
-        except OSError:
-            tmp.unlink(missing_ok=True)
-            raise
+    # -- what the helper tasks report -----------------------------------------------
+
+    def fetched(self, msg: _Fetched) -> None:
+        waiters = self.inflight.pop(msg.ident, [])
+        size = self.reserved.pop(msg.ident, 0)
+        if msg.write is not None and msg.data is not None:
+            assert msg.ended is not None
+            self.writing[msg.ident] = _Writing(msg.write, msg.data, msg.ended)
+            self.lru[msg.ident] = size
+            self.total += size
+        answer: bytes | Exception
+        if msg.data is not None:
+            answer = msg.data
+        else:
+            assert msg.error is not None
+            answer = msg.error
+        for reply in waiters:
+            reply.put(answer)
+        if not waiters and msg.write is None and msg.data is not None:
+            # A prefetch that the budget could not cache: kept in memory for
+            # the read that follows it, instead of fetched twice.
+            self.park(msg.ident, msg.data)
+
+    def park(self, ident: str, data: bytes) -> None:
+        self.parked[ident] = data
+        while len(self.parked) > self.parked_limit:
+            self.parked.popitem(last=False)
+
+    async def read(self, msg: _Read) -> None:
+        current = self.reading.get(msg.ident)
+        if current is None or current[0] != msg.token:
+            return  # abandoned by a refresh
+        waiters = self.reading.pop(msg.ident)[1]
+        if msg.data is None:
+            # The file went (evicted while it was read): fetch it again.
+            for reply in waiters:
+                await self.want(attrs.evolve(msg.want, reply=reply, refresh=True))
+        elif waiters:
+            for reply in waiters:
+                reply.put(msg.data)
+        else:
+            self.park(msg.ident, msg.data)
+
+    async def written(self, msg: _Written) -> None:
+        current = self.writing.get(msg.ident)
+        if current is None or current.token != msg.write:
+            return  # a later fetch of the same range is being written
+        del self.writing[msg.ident]
+        if msg.ident in self.lru and not msg.ok:
+            self.total -= self.lru.pop(msg.ident)
+        for later in self.deferred.pop(msg.ident, []):
+            await self.want(later)
+
+    # -- helper tasks ------------------------------------------------------------------
 
     async def fetch(
-        ident: str, msg: Fetch, cache_it: bool, done: MemoryObjectSendStream[object]
+        self, ident: str, want: _Want, write: int | None, done: MemoryObjectSendStream[object]
     ) -> None:
         with done:
             try:
-                counters["gets"] += 1
-                data = await storage.get(msg.key, msg.start, msg.end)
+                data = await self.storage.get(want.key, want.start, want.end)
             except Exception as exc:
                 await done.send(_Fetched(ident, None, exc, None))
                 return
-            token = next(writes) if cache_it and len(data) == msg.end - msg.start else None
+            if len(data) != want.end - want.start:
+                write = None  # clipped at the object's end: not what the name says
             ended = anyio.Event()
             # The askers get the bytes first; the file is written while they
             # decode them.
-            await done.send(_Fetched(ident, data, None, token, ended))
-            if token is not None:
+            await done.send(_Fetched(ident, data, None, write, ended))
+            if write is not None:
                 ok = True
                 try:
-                    await anyio.to_thread.run_sync(write, ident, token, data)
+                    writer = functools.partial(_write, self.path_of(ident), write, data)
+                    await anyio.to_thread.run_sync(writer)
                 except OSError:
                     # A full or failing disk costs the cache, not the read:
                     # the bytes were handed over already.
                     ok = False
                 finally:
                     ended.set()
-                await done.send(_Written(ident, token, ok))
+                await done.send(_Written(ident, write, ok))
 
     async def read_file(
-        ident: str, token: int, msg: Fetch, done: MemoryObjectSendStream[object]
+        self, ident: str, token: int, want: _Want, done: MemoryObjectSendStream[object]
     ) -> None:
         with done:
             try:
-                data: bytes | None = await anyio.to_thread.run_sync(path_of(ident).read_bytes)
+                data: bytes | None = await anyio.to_thread.run_sync(self.path_of(ident).read_bytes)
             except OSError:  # evicted meanwhile
                 data = None
-            await done.send(_Read(ident, token, msg, data))
+            await done.send(_Read(ident, token, want, data))
 
-    def answer_with(reply: MemoryObjectSendStream[bytes | BaseException], answer: object) -> None:
-        with reply, contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-            reply.send_nowait(answer)  # type: ignore[arg-type]
-
-    async def on_fetch(msg: Fetch, tg: anyio.abc.TaskGroup) -> None:
-        nonlocal total
-        ident = _ident(msg.key, msg.start, msg.end)
-        if msg.refresh and ident in writing:
-            # Handled once the file is written: then it is dropped.
-            deferred.setdefault(ident, []).append(msg)
-            return
-        if msg.refresh and ident in lru:
-            total -= lru.pop(ident)
-            await anyio.to_thread.run_sync(path_of(ident).unlink, True)
-        abandoned: list[MemoryObjectSendStream[bytes | BaseException]] = []
-        if msg.refresh:
-            # The bytes read or parked may be the bad ones: none is served.
-            parked.pop(ident, None)
-            abandoned = reading.pop(ident, (0, []))[1]
-        if ident in parked:
-            if msg.reply is not None:
-                answer_with(msg.reply, parked.pop(ident))
-        elif ident in lru:
-            counters["hits"] += 1
-            lru.move_to_end(ident)
-            if ident in writing:
-                if msg.reply is not None:
-                    answer_with(msg.reply, writing[ident].data)
-            elif ident in reading:
-                if msg.reply is not None:
-                    reading[ident][1].append(msg.reply)
-            else:
-                # Read in a thread; a prefetch's bytes are parked for the
-                # read that follows it, so the file is read while the reader
-                # decodes the segment before.
-                token = next(reads)
-                reading[ident] = (token, [msg.reply] if msg.reply is not None else [])
-                tg.start_soon(read_file, ident, token, msg, own.clone())
-        elif ident in inflight:
-            counters["joined"] += 1
-            if msg.reply is not None:
-                inflight[ident].append(msg.reply)
-        else:
-            counters["misses"] += 1
-            inflight[ident] = [msg.reply] if msg.reply is not None else []
-            size = msg.end - msg.start
-            cache_it = await make_room(size)
-            if cache_it:
-                reserved[ident] = size
-            tg.start_soon(fetch, ident, msg, cache_it, own.clone())
-        if abandoned:  # a refresh always ends in a fetch: they wait for it too
-            inflight[ident] += abandoned
-
-    async def on_fetched(msg: _Fetched) -> None:
-        nonlocal total
-        waiters = inflight.pop(msg.ident, [])
-        size = reserved.pop(msg.ident, 0)
-        if msg.write is not None and msg.data is not None:
-            assert msg.ended is not None
-            writing[msg.ident] = _Writing(msg.write, msg.data, msg.ended)
-            lru[msg.ident] = size
-            total += size
-        answer: bytes | BaseException = (
-            msg.data if msg.data is not None else (msg.error or StreamHouseError("fetch failed"))
-        )
-        for reply in waiters:
-            answer_with(reply, answer)
-        if not waiters and msg.write is None and msg.data is not None:
-            # A prefetch that the budget could not cache: kept in memory for
-            # the read that follows it, instead of fetched twice.
-            park(msg.ident, msg.data)
-
-    def park(ident: str, data: bytes) -> None:
-        parked[ident] = data
-        while len(parked) > parked_limit:
-            parked.popitem(last=False)
-
-    async def on_read(msg: _Read, tg: anyio.abc.TaskGroup) -> None:
-        current = reading.get(msg.ident)
-        if current is None or current[0] != msg.token:
-            return  # abandoned by a refresh
-        waiters = reading.pop(msg.ident)[1]
-        if msg.data is None:
-            # The file went (evicted while it was read): fetch it again.
+    def close(self) -> None:
+        """Tell every asker still waiting that no answer will come."""
+        for waiters in (*self.inflight.values(), *(w for _, w in self.reading.values())):
             for reply in waiters:
-                await on_fetch(attrs.evolve(msg.fetch, reply=reply, refresh=True), tg)
-        elif waiters:
-            for reply in waiters:
-                answer_with(reply, msg.data)
-        else:
-            park(msg.ident, msg.data)
+                reply.drop()
 
-    async def on_written(msg: _Written, tg: anyio.abc.TaskGroup) -> None:
-        nonlocal total
-        current = writing.get(msg.ident)
-        if current is None or current.token != msg.write:
-            return  # a later fetch of the same range is being written
-        del writing[msg.ident]
-        if msg.ident in lru and not msg.ok:
-            total -= lru.pop(msg.ident)
-        for later in deferred.pop(msg.ident, []):
-            await on_fetch(later, tg)
 
-    # The actor keeps a clone for its own tasks' answers, so it runs until it
+def _write(path: Path, token: int, data: bytes) -> None:
+    tmp = path.with_name(f".tmp-{path.stem}-{token}")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+async def run_cache(
+    storage: ObjectStore,
+    directory: CacheDirectory | None,
+    budget: int,
+    *,
+    parked_limit: int = 8,
+    task_status: TaskStatus[CacheClient] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the cache actor until cancelled; hand a client to the starter.
+
+    ``directory`` None (or a budget of 0) keeps nothing on disk.
+    ``parked_limit`` bounds the prefetched ranges held in memory for the
+    reads that follow them: read ahead from their files, or fetched when the
+    budget cannot cache them (the readers' read-ahead, in segments).
+    """
+    # 16: readers ask, and helper tasks report, while the actor may wait for
+    # a write to end (make_room); a few queued messages keep them going.
+    inbox_send, inbox = anyio.create_memory_object_stream[object](16)
+    # The actor keeps a clone for its helpers' reports, so it runs until it
     # is cancelled when the consumer closes.
     own = inbox_send.clone()
-    task_status.started(inbox_send)
+    cache: _Cache | None = None
     try:
-        async with anyio.create_task_group() as tg, own:
+        async with anyio.create_task_group() as tg, own, inbox:
+            cache = _Cache(storage, directory, budget, parked_limit, own, tg)
+            task_status.started(CacheClient(inbox_send))
             async for msg in inbox:
-                if isinstance(msg, _Stats):
-                    with msg.reply:
-                        await msg.reply.send(
-                            CacheStats(
-                                len(lru),
-                                total,
-                                budget,
-                                counters["hits"],
-                                counters["misses"],
-                                counters["gets"],
-                                counters["evictions"],
-                                counters["joined"],
-                            )
-                        )
-                elif isinstance(msg, Fetch):
-                    await on_fetch(msg, tg)
-                elif isinstance(msg, _Fetched):
-                    await on_fetched(msg)
-                elif isinstance(msg, _Written):
-                    await on_written(msg, tg)
-                elif isinstance(msg, _Read):
-                    await on_read(msg, tg)
-            tg.cancel_scope.cancel()
+                await cache.handle(msg)
     finally:
-        for waiters in (*inflight.values(), *(w for _, w in reading.values())):
-            for reply in waiters:
-                reply.close()
+        if cache is not None:
+            cache.close()
         drain(inbox)
-        inbox.close()
+        inbox_send.close()

@@ -1,47 +1,85 @@
-"""open_consumer(): the public facade of the consumer's actor runtime.
+"""The Consumer: the public facade of the consumer's actor runtime.
 
-The facade holds no consumer state of its own beyond the records of its last
-poll that ``async for`` has not handed out yet; every call is a request with
-its own reply channel into the coordinator (the actors of this folder).
+The facade holds only records it was given and has not handed out yet
+(``HeldRecords``, and the runs ``async for`` is going through). It owns no
+position: it tells the coordinator what it handed out (``Delivered``: one
+message per poll with auto-commit, never one per record, and before any
+request), and every question about positions, commits, pauses and seeks
+is one request to the coordinator, answered by it alone.
+
+Epochs keep what the facade holds honest. Every block comes with its
+partition's epoch, which the coordinator changes whenever it moves the
+partition for any reason but a delivery (a seek, a pause, an offset reset,
+a revocation). A block of a newer epoch makes the facade drop what it holds
+of the partition; a block of an older one is dropped. Seeks and pauses
+answer with the new epoch; changes the coordinator makes on its own ring the
+facade's bell, and the next poll takes them (``Notices``) before it hands out
+anything: records the application would get stale are never handed out.
 """
 
 from __future__ import annotations
 
 import collections
-import contextlib
-import functools
 import math
-import shutil
 import sys
-import tempfile
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from pathlib import Path
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import TypeVar
 
 import anyio
-import anyio.abc
 import anyio.lowlevel
-from anyio.streams.memory import MemoryObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from .._config import open_stores
-from .._errors import (
-    ClosedError,
-    InvalidArgumentError,
-    StreamHouseError,
-    TopicNotFoundError,
-    raise_as_one,
+from .._errors import InvalidArgumentError
+from .._lifecycle import Runtime
+from .._types import ConsumedRecord, RecordBatch, TopicPartition
+from .args import (
+    check_count,
+    check_offsets,
+    check_partition,
+    check_partitions,
+    check_timeout,
 )
-from .._metadata.protocol import MetadataStore, PartitionState
-from .._names import check_group_id, check_topic_name
-from .._storage.protocol import ObjectStore
-from .._types import ConsumedRecord, OffsetReset, RecordBatch, TopicPartition
-from .cache import CacheClient, CacheStats, run_cache
-from .coordinator import Coordinator, Settings, resolve_start
-from .held import HeldRecords, take_runs
-from .messages import Close, Commit, Pause, Poll, Progress, Query, Seek
-from .reader import SEGMENTS_AHEAD
+from .cache import CacheClient, CacheStats
+from .held import HeldRecords
+from .messages import (
+    Blocks,
+    Close,
+    CloseMode,
+    Commit,
+    Committed,
+    Delivered,
+    HighWatermark,
+    Lags,
+    Notices,
+    Pause,
+    Paused,
+    Poll,
+    Position,
+    Reply,
+    ReplyDropped,
+    Request,
+    Resume,
+    Seek,
+    SeekTo,
+    TakeNotices,
+    name_of,
+)
 
-__all__ = ["Consumer", "open_consumer"]
+__all__ = ["Consumer"]
+
+T = TypeVar("T")
+
+
+class _Run:
+    """Records ``async for`` took to hand out one at a time (all of one partition)."""
+
+    __slots__ = ("batch", "next", "records", "tp")
+
+    def __init__(self, tp: TopicPartition, batch: RecordBatch) -> None:
+        self.tp = tp
+        self.batch = batch
+        self.records = batch.records()
+        self.next = 0
 
 
 class Consumer:
@@ -49,46 +87,165 @@ class Consumer:
 
     def __init__(
         self,
+        runtime: Runtime,
         inbox: MemoryObjectSendStream[object],
+        bell: MemoryObjectReceiveStream[None],
         cache: CacheClient,
         assignment: frozenset[TopicPartition],
         group_id: str | None,
         max_poll_records: int,
-        auto_commit: bool = False,
+        auto_commit: bool,
     ) -> None:
+        self._runtime = runtime
         self._inbox = inbox
+        self._bell = bell
         self._cache = cache
         self._assignment = assignment
         self._group_id = group_id
         self._max_poll_records = max_poll_records
-        self._auto_commit = auto_commit and group_id is not None
-        # Delivered by the coordinator but not yet handed out: records built
-        # for ``async for``, then whole runs of columns. Positions, commits
-        # and seeks take both into account.
-        self._unread: collections.deque[ConsumedRecord] = collections.deque()
         self._held = HeldRecords()
+        self._runs: collections.deque[_Run] = collections.deque()
+        self._epochs: dict[TopicPartition, int] = {}  # the newest epoch seen, per partition
+        self._handed: dict[TopicPartition, int] = {}  # handed out since the last report
+        self._owed = False  # the coordinator has not heard the application came back
+        self._owed_error: Exception | None = None  # taken from the coordinator, not raised yet
+        # Auto-commit needs to hear, at each poll, that the application came
+        # back for more; without it, reports wait for the next request (a
+        # message a poll costs the coordinator a wake-up: about 25 us).
+        self._auto_commit = auto_commit
 
-    async def _ask(self, make: Any) -> Any:
-        send, receive = anyio.create_memory_object_stream[Any](0)
-        with receive:
+    # -- talking to the coordinator -----------------------------------------------
+
+    async def _send(self, msg: object) -> None:
+        try:
             try:
-                try:
-                    msg = make(send)
-                    try:
-                        self._inbox.send_nowait(msg)  # the reply's wait is the checkpoint
-                    except anyio.WouldBlock:
-                        await self._inbox.send(msg)
-                except BaseException:
-                    send.close()
-                    raise
-                answer = await receive.receive()
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream):
-                raise ClosedError("the consumer is closed") from None
-        if isinstance(answer, BaseException):
-            raise answer
-        return answer
+                self._inbox.send_nowait(msg)
+            except anyio.WouldBlock:
+                await self._inbox.send(msg)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            raise self._runtime.broken() from None
 
-    # -- records ---------------------------------------------------------------
+    async def _report(self, *, came_back: bool) -> None:
+        """Tell the coordinator what was handed out since the last report."""
+        if not self._handed and not (came_back and self._owed):
+            return
+        handed, epochs = self._handed, self._epochs
+        self._handed = {}
+        offsets = {tp: (epochs[tp], offset) for tp, offset in handed.items()}
+        try:
+            await self._send(Delivered(offsets, came_back))
+        except BaseException:
+            self._handed = handed | self._handed  # not told: told next time
+            raise
+        self._owed = not came_back
+
+    async def _ask(
+        self, make: Callable[[Reply[T]], Request[T]], late: Callable[[T], None] | None = None
+    ) -> T:
+        """One request, with what was handed out reported first.
+
+        ``late`` takes an answer that arrived while the asker was being
+        cancelled, when it must not be lost (the coordinator counts it as
+        given).
+        """
+        await self._report(came_back=False)
+        reply = Reply[T]()
+        await self._send(make(reply))
+        try:
+            return await reply.wait()
+        except ReplyDropped:
+            raise self._runtime.broken() from None
+        except BaseException:
+            answer = reply.abandon()
+            if late is not None and answer is not None and not isinstance(answer, Exception):
+                late(answer)
+            raise
+
+    async def _begin_poll(self) -> None:
+        """A poll begins: report, take notices if the bell rang, and checkpoint.
+
+        Every poll is a checkpoint, even one answered from held records.
+        """
+        if self._auto_commit:
+            await self._report(came_back=True)
+        if self._owed_error is not None:
+            error, self._owed_error = self._owed_error, None
+            raise error
+        try:
+            self._bell.receive_nowait()
+        except anyio.WouldBlock:
+            await anyio.lowlevel.checkpoint()
+            return
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            raise self._runtime.broken() from None
+        notices: Notices = await self._ask(TakeNotices, self._keep_notices)
+        self._apply_notices(notices)
+        if notices.error is not None:
+            raise notices.error
+
+    def _apply_notices(self, notices: Notices) -> None:
+        if notices.assignment is not None:
+            self._assignment = notices.assignment
+        self._apply_epochs(notices.epochs)
+
+    def _keep_notices(self, notices: Notices) -> None:
+        """Notices that arrived as the poll was cancelled: the next poll raises their error."""
+        self._apply_notices(notices)
+        self._owed_error = notices.error
+
+    def _apply_epochs(self, epochs: Mapping[TopicPartition, int]) -> None:
+        for tp, epoch in epochs.items():
+            if epoch > self._epochs.get(tp, -1):
+                self._advance(tp, epoch)
+
+    def _advance(self, tp: TopicPartition, epoch: int) -> None:
+        """Records of ``tp`` older than ``epoch`` are stale: drop what is held of them."""
+        if tp in self._epochs:
+            self._held.drop(tp)
+            self._handed.pop(tp, None)
+            if self._runs:
+                self._runs = collections.deque(r for r in self._runs if r.tp != tp)
+        self._epochs[tp] = epoch
+
+    async def _fetch(self, deadline: float) -> bool:
+        """Take every block the coordinator has ready; wait until ``deadline`` for one.
+
+        One request serves many polls: records are built from the held
+        columns only as each poll asks for them.
+        """
+        while True:
+            await self._report(came_back=False)
+            reply = Reply[Blocks]()
+            await self._send(Poll(reply, deadline))
+            try:
+                blocks = await reply.wait()
+            except ReplyDropped:
+                raise self._runtime.broken() from None
+            except BaseException:
+                # Cancelled: blocks that arrived meanwhile are kept for the
+                # next poll; the coordinator counts them as handed over.
+                late = reply.abandon()
+                if isinstance(late, list):
+                    self._hold(late)
+                raise
+            if self._hold(blocks) or anyio.current_time() >= deadline:
+                return bool(self._held)
+
+    def _hold(self, blocks: Blocks) -> bool:
+        epochs, held = self._epochs, self._held
+        added = False
+        for epoch, batch in blocks:
+            tp = TopicPartition(batch.topic, batch.partition)
+            known = epochs.get(tp, -1)
+            if epoch != known:
+                if epoch < known:
+                    continue  # stale: the partition moved since
+                self._advance(tp, epoch)
+            held.add(tp, batch)
+            added = True
+        return added
+
+    # -- records -------------------------------------------------------------------
 
     async def poll(
         self, timeout: float = 1.0, *, max_records: int | None = None
@@ -99,43 +256,22 @@ class Consumer:
         records, shared fairly across partitions, or ``[]`` after the
         timeout. Cancelling a poll loses nothing: records it did not return
         are returned by the next one.
+
+        Raises:
+            StorageUnavailableError, MetadataUnavailableError: a partition
+                made no progress for ``stall_timeout`` because of errors
+                (raised once; the next poll carries on).
+            CorruptDataError, OffsetOutOfRangeError: a partition stopped
+                (the others go on; seek past it to go on).
         """
-        limit = self._max_poll_records if max_records is None else max_records
-        if limit < 1:
-            raise InvalidArgumentError(f"max_records must be >= 1, not {limit}")
-        while self._unread or self._held:
-            # Served from what this facade holds: no trip to the coordinator.
-            await self._came_back()
-            if self._unread:
-                count = min(limit, len(self._unread))
-                return [self._unread.popleft() for _ in range(count)]
-            if self._held:
-                return self._held.take_records(limit)
-        if not await self._fetch(timeout):
+        limit = self._limit(max_records)
+        seconds = check_timeout(timeout)
+        await self._begin_poll()
+        if self._runs:
+            return self._records_from_runs(limit)
+        if not self._held and not await self._fetch(anyio.current_time() + seconds):
             return []
-        return self._held.take_records(limit)
-
-    async def _came_back(self) -> None:
-        """Checkpoint; with auto-commit, tell the coordinator what has been consumed."""
-        if self._auto_commit:
-            progress = Progress(self._unread_positions())
-            try:
-                self._inbox.send_nowait(progress)
-            except anyio.WouldBlock:
-                await self._inbox.send(progress)
-                return
-        await anyio.lowlevel.checkpoint()
-
-    async def _fetch(self, timeout: float) -> bool:
-        """Take every block the coordinator has ready into ``_held``; wait up to ``timeout``.
-
-        One request serves many polls: records are built from the held
-        columns only as each poll asks for them.
-        """
-        deadline = anyio.current_time() + max(0.0, timeout)
-        found: list[RecordBatch] = await self._ask(lambda r: Poll(deadline, r))
-        self._held.add(found)
-        return bool(found)
+        return self._held.take_records(limit, self._handed)
 
     async def poll_batches(
         self,
@@ -151,26 +287,20 @@ class Consumer:
         columns. Returns what is buffered, up to ``max_records`` records
         (default: no limit beyond the read-ahead, ``prefetch_batches`` blocks
         per partition) in at most ``max_batches`` batches, or ``[]`` after
-        the timeout. Positions, commits and cancellation work as for
+        the timeout. Positions, commits, errors and cancellation work as for
         :meth:`poll`.
         """
-        limit = sys.maxsize if max_records is None else max_records
-        batches = sys.maxsize if max_batches is None else max_batches
-        if limit < 1 or batches < 1:
-            raise InvalidArgumentError(
-                f"max_records and max_batches must be >= 1, not {max_records}, {max_batches}"
-            )
-        while self._unread or self._held:
-            await self._came_back()
-            if self._unread:
-                # Records ``async for`` has not handed out come first, a batch
-                # per partition run, so that nothing is skipped or repeated.
-                return take_runs(self._unread, limit, batches)
-            if self._held:
-                return self._held.take_batches(limit, batches)
-        if not await self._fetch(timeout):
+        limit = sys.maxsize if max_records is None else self._limit(max_records)
+        most = sys.maxsize
+        if max_batches is not None:
+            most = check_count("max_batches", max_batches, least=1)
+        seconds = check_timeout(timeout)
+        await self._begin_poll()
+        if self._runs:
+            return self._batches_from_runs(limit, most)
+        if not self._held and not await self._fetch(anyio.current_time() + seconds):
             return []
-        return self._held.take_batches(limit, batches)
+        return self._held.take_batches(limit, most, self._handed)
 
     def batches(self) -> AsyncIterator[RecordBatch]:
         """Iterate over RecordBatches as they arrive, one at a time; see :meth:`poll_batches`.
@@ -186,134 +316,177 @@ class Consumer:
         return self
 
     async def __anext__(self) -> ConsumedRecord:
-        while not self._unread:
-            self._unread.extend(await self.poll(timeout=math.inf))
-        return self._unread.popleft()
+        while not self._runs:
+            await self._begin_poll()
+            if not self._held:
+                await self._fetch(math.inf)
+            for batch in self._held.take_batches(self._max_poll_records, sys.maxsize, None):
+                self._runs.append(_Run(TopicPartition(batch.topic, batch.partition), batch))
+        run = self._runs[0]
+        record = run.records[run.next]
+        run.next += 1
+        if run.next == len(run.records):
+            self._runs.popleft()
+        self._handed[run.tp] = record.offset + 1
+        return record
 
-    # -- offsets ---------------------------------------------------------------
+    def _limit(self, max_records: int | None) -> int:
+        if max_records is None:
+            return self._max_poll_records
+        return check_count("max_records", max_records, least=1)
 
-    def _check_tp(self, topic: str, partition: int) -> TopicPartition:
-        tp = TopicPartition(topic, partition)
+    def _records_from_runs(self, limit: int) -> list[ConsumedRecord]:
+        """Records ``async for`` took and has not handed out come first, in order."""
+        out: list[ConsumedRecord] = []
+        while self._runs and len(out) < limit:
+            run = self._runs[0]
+            stop = min(len(run.records), run.next + limit - len(out))
+            out += run.records[run.next : stop]
+            run.next = stop
+            self._handed[run.tp] = run.batch.first_offset + stop
+            if stop == len(run.records):
+                self._runs.popleft()
+        return out
+
+    def _batches_from_runs(self, limit: int, most: int) -> list[RecordBatch]:
+        out: list[RecordBatch] = []
+        while self._runs and limit and len(out) < most:
+            run = self._runs.popleft()
+            stop = min(len(run.records), run.next + limit)
+            out.append(run.batch.slice(run.next, stop))
+            limit -= stop - run.next
+            run.next = stop
+            self._handed[run.tp] = run.batch.first_offset + stop
+            if stop < len(run.records):
+                self._runs.appendleft(run)
+        return out
+
+    # -- positions and commits -----------------------------------------------------------
+
+    def _check_tp(self, topic: object, partition: object) -> TopicPartition:
+        tp = check_partition(topic, partition)
         if tp not in self._assignment:
-            raise InvalidArgumentError(f"{topic}[{partition}] is not assigned to this consumer")
+            raise InvalidArgumentError(f"{name_of(tp)} is not assigned to this consumer")
         return tp
 
-    def _drop_unread(self, tps: Iterable[TopicPartition]) -> None:
-        drop = set(tps)
-        self._unread = collections.deque(
-            r for r in self._unread if TopicPartition(r.topic, r.partition) not in drop
-        )
-        self._held.drop(drop)
-
-    def _unread_positions(self) -> dict[TopicPartition, int]:
-        """The first offset, per partition, of records delivered here but not handed out."""
-        first: dict[TopicPartition, int] = {}
-        for r in self._unread:
-            first.setdefault(TopicPartition(r.topic, r.partition), r.offset)
-        for tp, offset in self._held.first_offsets().items():
-            first.setdefault(tp, offset)
-        return first
+    def _check_tps(self, partitions: tuple[object, ...]) -> list[TopicPartition]:
+        tps = check_partitions(partitions)
+        for tp in tps:
+            self._check_tp(tp.topic, tp.partition)
+        return tps
 
     async def commit(self, offsets: Mapping[TopicPartition, int] | None = None) -> None:
-        """Commit every position that differs from its committed offset, or ``offsets``.
+        """Commit every position that differs from its committed offset, or exactly ``offsets``.
+
+        One request, one transaction, however many partitions.
 
         Raises:
-            InvalidArgumentError: the consumer has no group_id.
+            InvalidArgumentError: no group_id, or ``offsets`` is not a mapping
+                of TopicPartition to an int >= 0.
         """
+        checked = None if offsets is None else check_offsets(offsets)
         if self._group_id is None:
             raise InvalidArgumentError("commit needs a group_id: open the consumer with one")
-        if offsets is None and (self._unread or self._held):
-            # Records of the last poll not yet handed out by ``async for``
-            # are not consumed: their partition's position is the first one.
-            current = {tp: await self.position(tp.topic, tp.partition) for tp in self._assignment}
-            offsets = current
-        await self._ask(lambda r: Commit(None if offsets is None else dict(offsets), r))
+        await self._ask(lambda r: Commit(r, checked))
 
     async def seek(self, topic: str, partition: int, offset: int) -> None:
-        """Make ``offset`` the next one delivered for the partition."""
+        """Make ``offset`` the next one delivered for the partition.
+
+        An offset past the high watermark is out of range when it is read,
+        and ``offset_reset`` applies then (as in Kafka).
+        """
         tp = self._check_tp(topic, partition)
-        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-            raise InvalidArgumentError(f"offset must be an int >= 0, not {offset!r}")
-        self._drop_unread([tp])
-        await self._ask(lambda r: Seek(tp, offset, r))
+        check_count("offset", offset, least=0)
+        await self._seek({tp: offset})
 
     async def seek_to_beginning(self, *partitions: TopicPartition) -> None:
         """Seek to the log start offset of the given (default: all) partitions."""
-        for tp in partitions or sorted(self._assignment):
-            self._check_tp(tp.topic, tp.partition)
-            self._drop_unread([tp])
-            await self._ask(lambda r, tp=tp: Seek(tp, "earliest", r))
+        tps = self._check_tps(partitions) or sorted(self._assignment)
+        await self._seek(dict.fromkeys(tps, SeekTo.BEGINNING))
 
     async def seek_to_end(self, *partitions: TopicPartition) -> None:
         """Seek to the high watermark of the given (default: all) partitions."""
-        for tp in partitions or sorted(self._assignment):
-            self._check_tp(tp.topic, tp.partition)
-            self._drop_unread([tp])
-            await self._ask(lambda r, tp=tp: Seek(tp, "latest", r))
+        tps = self._check_tps(partitions) or sorted(self._assignment)
+        await self._seek(dict.fromkeys(tps, SeekTo.END))
+
+    async def _seek(self, targets: dict[TopicPartition, int | SeekTo]) -> None:
+        for tp in targets:
+            self._held.drop(tp)  # not handed out from now on, whatever the answer
+        self._runs = collections.deque(r for r in self._runs if r.tp not in targets)
+        epochs: dict[TopicPartition, int] = await self._ask(
+            lambda r: Seek(r, targets), self._apply_epochs
+        )
+        self._apply_epochs(epochs)
+        self._owed = True
 
     async def position(self, topic: str, partition: int) -> int:
         """The next offset to deliver for the partition."""
         tp = self._check_tp(topic, partition)
-        unread = self._unread_positions()
-        if tp in unread:
-            return unread[tp]
-        position: int = await self._ask(lambda r: Query("position", tp, r))
-        return position
+        return await self._ask(lambda r: Position(r, tp))
 
     async def committed(self, topic: str, partition: int) -> int | None:
         """The group's committed offset for the partition, or None."""
         tp = self._check_tp(topic, partition)
-        committed: int | None = await self._ask(lambda r: Query("committed", tp, r))
-        return committed
+        return await self._ask(lambda r: Committed(r, tp))
 
     async def high_watermark(self, topic: str, partition: int) -> int:
         """One past the last offset known in the partition (refreshed continually)."""
         tp = self._check_tp(topic, partition)
-        _, high = await self._ask(lambda r: Query("watermarks", tp, r))
-        return int(high)
+        return await self._ask(lambda r: HighWatermark(r, tp))
 
     async def lag(self, topic: str, partition: int) -> int:
         """Records in the partition after the position: high watermark - position."""
-        return max(
-            0, await self.high_watermark(topic, partition) - await self.position(topic, partition)
-        )
+        tp = self._check_tp(topic, partition)
+        lags = await self._ask(lambda r: Lags(r, frozenset([tp])))
+        return lags[tp]
+
+    async def lags(self) -> dict[TopicPartition, int]:
+        """The lag of every assigned partition, in one request."""
+        return await self._ask(lambda r: Lags(r, None))
 
     def assignment(self) -> set[TopicPartition]:
-        """The partitions this consumer reads."""
+        """The partitions this consumer reads (as of its last poll)."""
         return set(self._assignment)
 
     async def pause(self, *partitions: TopicPartition) -> None:
-        """Stop delivering records of these partitions (reading ahead stays bounded)."""
-        for tp in partitions:
-            self._check_tp(tp.topic, tp.partition)
-        await self._ask(lambda r: Pause(frozenset(partitions), True, r))
-        # Records delivered here but not handed out go back: the partition
-        # resumes from the first of them.
-        unread = self._unread_positions()
-        for tp in partitions:
-            if tp in unread:
-                await self._ask(lambda r, tp=tp: Seek(tp, unread[tp], r))
-        self._drop_unread(partitions)
+        """Stop delivering records of these partitions (reading ahead stays bounded).
+
+        Records fetched but not handed out yet go back: after
+        :meth:`resume`, delivery goes on from the position.
+        """
+        tps = frozenset(self._check_tps(partitions))
+        for tp in tps:
+            self._held.drop(tp)
+        self._runs = collections.deque(r for r in self._runs if r.tp not in tps)
+        epochs: dict[TopicPartition, int] = await self._ask(
+            lambda r: Pause(r, tps), self._apply_epochs
+        )
+        self._apply_epochs(epochs)
 
     async def resume(self, *partitions: TopicPartition) -> None:
         """Deliver records of these partitions again."""
-        for tp in partitions:
-            self._check_tp(tp.topic, tp.partition)
-        await self._ask(lambda r: Pause(frozenset(partitions), False, r))
+        tps = frozenset(self._check_tps(partitions))
+        await self._ask(lambda r: Resume(r, tps))
 
     async def paused(self) -> set[TopicPartition]:
-        return set(await self._ask(lambda r: Query("paused", None, r)))
+        """The partitions paused now."""
+        paused: frozenset[TopicPartition] = await self._ask(Paused)
+        return set(paused)
 
     async def cache_stats(self) -> CacheStats:
         """What the segment cache holds and did: files, bytes, hits, GETs."""
-        return await self._cache.stats()
+        try:
+            return await self._cache.stats()
+        except (ReplyDropped, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            raise self._runtime.broken() from None
 
-    async def _close(self, final: str) -> None:
-        # Records ``async for`` holds but has not handed out are not consumed.
-        unread = self._unread_positions()
-        error = await self._ask(lambda r: Close(final, r, unread))
-        if error is not None:  # pragma: no cover - _ask raises exceptions
-            raise error
+    async def _close(self, mode: CloseMode) -> None:
+        await self._ask(lambda r: Close(r, mode))
+
+    def _release(self) -> None:
+        """Close the facade's channel ends (the runtime has stopped)."""
+        self._inbox.close()
+        self._bell.close()
 
 
 class _Batches:
@@ -328,159 +501,3 @@ class _Batches:
             found = await self._consumer.poll_batches(timeout=math.inf, max_batches=1)
             if found:
                 return found[0]
-
-
-async def _assign(
-    metadata: MetadataStore, topics: Iterable[str | TopicPartition]
-) -> list[PartitionState]:
-    names: list[str] = []
-    explicit: set[TopicPartition] = set()
-    for item in topics:
-        if isinstance(item, TopicPartition):
-            check_topic_name(item.topic)
-            explicit.add(item)
-            names.append(item.topic)
-        elif isinstance(item, str):
-            names.append(check_topic_name(item))
-        else:
-            raise InvalidArgumentError(f"topics must be names or TopicPartitions, not {item!r}")
-    if not names:
-        raise InvalidArgumentError("a consumer needs at least one topic")
-    whole = {t for t in topics if isinstance(t, str)}
-    states = await metadata.partition_states(sorted(set(names)))
-    present = {s.topic for s in states}
-    missing = sorted(set(names) - present)
-    if missing:
-        raise TopicNotFoundError(f"topic {', '.join(map(repr, missing))} does not exist")
-    chosen = [
-        s for s in states if s.topic in whole or TopicPartition(s.topic, s.partition) in explicit
-    ]
-    bad = explicit - {TopicPartition(s.topic, s.partition) for s in states}
-    if bad:
-        raise InvalidArgumentError(
-            "no such partition: " + ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(bad))
-        )
-    return chosen
-
-
-@contextlib.asynccontextmanager
-async def open_consumer(
-    topics: str | TopicPartition | Sequence[str | TopicPartition],
-    *,
-    group_id: str | None = None,
-    storage: ObjectStore | str | None = None,
-    metadata: MetadataStore | str | None = None,
-    offset_reset: OffsetReset | str = "latest",
-    auto_commit: bool = True,
-    auto_commit_interval: float = 5.0,
-    max_poll_records: int = 500,
-    cache_dir: str | Path | None = None,
-    cache_size_bytes: int = 100 * 2**20,
-    prefetch_batches: int = 2,
-    metadata_refresh_interval: float = 0.05,
-    close_timeout: float = 30.0,
-) -> AsyncIterator[Consumer]:
-    """Open a consumer of ``topics`` (all their partitions) or of exact TopicPartitions.
-
-    Args:
-        topics: topic names and/or TopicPartitions.
-        group_id: the consumer group whose committed offsets are used and
-            written; without one, nothing is committed.
-        storage, metadata: stores or URLs; the embedded default when omitted.
-        offset_reset: where to start without a valid committed offset:
-            "earliest" (the log start), "latest" (the high watermark) or
-            "none" (raise OffsetOutOfRangeError naming the partitions).
-        auto_commit: commit, every ``auto_commit_interval`` seconds, the
-            positions as of the previous poll, and the positions on close.
-        max_poll_records: most records one poll returns.
-        cache_dir: the segment cache directory (a temporary one if None);
-            one consumer per directory.
-        cache_size_bytes: the cache's byte budget on disk.
-        prefetch_batches: blocks read ahead per partition.
-        metadata_refresh_interval: seconds between watermark queries.
-        close_timeout: seconds leaving the block may take to commit.
-
-    Raises:
-        TopicNotFoundError: a topic does not exist (at open).
-        OffsetOutOfRangeError: offset_reset="none" and no valid offset.
-        StreamHouseError: from inside the runtime, as one error.
-    """
-    reset = OffsetReset.parse(offset_reset).value
-    if group_id is not None:
-        check_group_id(group_id)
-    if max_poll_records < 1 or prefetch_batches < 1 or cache_size_bytes < 0:
-        raise InvalidArgumentError(
-            "max_poll_records and prefetch_batches must be >= 1, cache_size_bytes >= 0"
-        )
-    if auto_commit_interval <= 0 or metadata_refresh_interval <= 0:
-        raise InvalidArgumentError("intervals must be > 0 seconds")
-    topic_list = [topics] if isinstance(topics, str | TopicPartition) else list(topics)
-    settings = Settings(
-        group_id, reset, auto_commit, auto_commit_interval, prefetch_batches,
-        metadata_refresh_interval,
-    )  # fmt: skip
-    temp_dir = None
-    if cache_dir is None:
-        temp_dir = cache_dir = tempfile.mkdtemp(prefix="streamhouse-cache-")
-    body_error: Exception | None = None
-    try:
-        async with open_stores(storage, metadata) as (store, meta):
-            states = await _assign(meta, topic_list)
-            committed: dict[TopicPartition, int] = {}
-            if group_id is not None:
-                found = await meta.fetch_offsets(group_id)
-                committed = {tp: c.offset for tp, c in found.items()}
-            starts = resolve_start(states, committed, reset)
-            try:
-                inbox_send, inbox = anyio.create_memory_object_stream[object](64)
-                async with anyio.create_task_group() as tg, inbox_send:
-                    run = functools.partial(
-                        run_cache,
-                        store,
-                        Path(cache_dir),
-                        cache_size_bytes,
-                        parked_limit=len(states) * SEGMENTS_AHEAD,
-                    )
-                    cache_inbox = await tg.start(run)
-                    cache = CacheClient(cache_inbox)
-                    with cache_inbox:
-                        coordinator = Coordinator(
-                            settings,
-                            meta,
-                            cache,
-                            states,
-                            committed,
-                            starts,
-                            inbox,
-                            inbox_send.clone(),
-                        )
-                        await tg.start(coordinator.run)
-                        consumer = Consumer(
-                            inbox_send,
-                            cache,
-                            frozenset(TopicPartition(s.topic, s.partition) for s in states),
-                            group_id,
-                            max_poll_records,
-                            auto_commit,
-                        )
-                        final = "current" if auto_commit else "none"
-                        try:
-                            yield consumer
-                        except Exception as exc:
-                            body_error = exc
-                            final = "last-poll" if auto_commit else "none"
-                        with anyio.move_on_after(close_timeout, shield=True):
-                            if body_error is None:
-                                await consumer._close(final)
-                            else:
-                                # The application's error wins over a failed close.
-                                with contextlib.suppress(StreamHouseError):
-                                    await consumer._close(final)
-                        tg.cancel_scope.cancel()
-            except BaseExceptionGroup as group:
-                raise_as_one(group)
-    finally:
-        if temp_dir is not None:
-            shutil.rmtree(temp_dir, ignore_errors=True)
-    if body_error is not None:
-        raise body_error

@@ -1,120 +1,109 @@
-"""The coordinator actor: the one owner of the consumer's state.
+"""The coordinator actor: the one owner of the consumer's positions.
 
-It holds, per assigned partition, the position (next offset to deliver), the
-committed offset, the epoch, the batches its reader has sent and not yet
-delivered, and whether it is paused. It answers every request of the facade
-and receives every message of the readers, from one inbox, one at a time, so
-no state is ever shared.
+It holds, per assigned partition (``partitions.Partition``), the position,
+what the facade holds and what is pending, the committed offset, the epoch
+and whether it is paused; it starts and stops the readers; it answers every
+request of the facade and receives every message of the readers and of the
+watermark refresh, from one inbox, one at a time, so no state is ever
+shared.
 
-Delivery: a poll is answered with every block waiting for a partition that
-is not paused; the facade holds them and shares them out to the
-application's polls (``_held``). The answer goes over a capacity-0 channel:
-positions move only once the facade has taken the blocks. If the facade was
-cancelled, the send fails and the blocks stay for the next poll.
+How a record travels: a reader sends a block (Batch); it waits here,
+pending, until a poll of the facade takes every pending block at once; the
+facade holds them and hands records out to the application's polls; at the
+start of its next poll (or before any other request) it reports what it
+handed out (Delivered), and the position moves. The answer to a poll is
+handed over by a one-shot Reply: if the facade was cancelled meanwhile, the
+blocks stay pending for the next poll. A block taken hands its reader a
+credit back, so a reader is never more than ``prefetch_batches`` blocks
+ahead of the application.
 
 Commits: ``commit()`` writes every position that differs from its committed
-offset (backwards too, after a seek). Auto-commit writes, at each interval,
-the positions *as of the previous poll request*: a record is committed only
-after the application had it and came back for more (at-least-once).
+offset (backwards too, after a seek), in one request and one transaction.
+Auto-commit writes, at each interval, the ``consumed`` offsets: positions as
+of the last time the application came back for more (at-least-once).
+
+Nothing the caller sends can stop the coordinator: a request that fails is
+answered with its error. What keeps a partition from making progress (an
+outage, corrupt data, an offset out of range with offset_reset="none") is
+raised from a poll instead, once per ``stall_timeout`` (``Troubles``); the
+other partitions go on.
+
+Nothing here costs per assigned partition on the poll path: the partitions
+with pending blocks, those whose position moved since the application last
+came back, and those with something to commit are kept in small sets.
 """
 
 from __future__ import annotations
 
 import collections
+import itertools
+import logging
 import math
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable, Mapping
 
 import anyio
 import anyio.abc
 import attrs
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from .._errors import (
-    ClosedError,
-    InvalidArgumentError,
-    OffsetOutOfRangeError,
-    StreamHouseError,
-)
-from .._metadata.protocol import MetadataStore, PartitionState
-from .._types import TopicPartition
+from .._errors import ClosedError, InvalidArgumentError, OffsetOutOfRangeError
+from .._metadata.protocol import MetadataStore
+from .._retry import RetryPolicy
+from .._types import OffsetReset, TopicPartition
 from .cache import CacheClient
+from .commits import Commits
 from .messages import (
-    CREDIT,
-    WAKE,
+    Assign,
     AtEnd,
     Batch,
     Close,
+    CloseMode,
     Commit,
+    Committed,
+    Delivered,
+    Failed,
+    HighWatermark,
+    Lags,
     OutOfRange,
+    PartitionStart,
     Pause,
+    Paused,
     Poll,
-    Progress,
-    Query,
-    Reply,
+    Position,
+    ReaderSignal,
+    Recovered,
+    Request,
+    Resume,
+    Revoke,
     Seek,
+    SeekTo,
+    TakeNotices,
+    Trouble,
     Watermarks,
+    answer,
+    answer_async,
     drain,
+    name_of,
 )
-from .reader import run_reader
+from .notices import Bulletin
+from .partitions import Partition
+from .reader import Readers, ReaderStart
 
 __all__ = ["Coordinator", "Settings"]
+
+_log = logging.getLogger("streamhouse.consumer")
 
 
 @attrs.frozen
 class Settings:
     group_id: str | None
-    offset_reset: str  # "earliest", "latest" or "none"
+    offset_reset: OffsetReset
     auto_commit: bool
     auto_commit_interval: float
     prefetch_batches: int
     refresh_interval: float
-
-
-@attrs.define(eq=False)
-class _Partition:
-    tp: TopicPartition
-    position: int
-    committed: int | None
-    log_start: int
-    high_watermark: int
-    epoch: int = 0
-    pending: collections.deque[Batch] = attrs.Factory(collections.deque)
-    paused: bool = False
-    waiting_at: int | None = None  # the reader waits at this offset for data
-    scope: anyio.CancelScope | None = None
-    control: MemoryObjectSendStream[str] | None = None
-
-
-def resolve_start(
-    states: Sequence[PartitionState],
-    committed: Mapping[TopicPartition, int],
-    reset: str,
-) -> dict[TopicPartition, int]:
-    """Where each partition starts: its committed offset, or the reset policy.
-
-    Raises:
-        OffsetOutOfRangeError: policy "none" and some partition has no valid
-            committed offset; the message names them all.
-    """
-    starts: dict[TopicPartition, int] = {}
-    missing = []
-    for s in states:
-        tp = TopicPartition(s.topic, s.partition)
-        offset = committed.get(tp)
-        if offset is not None and s.log_start_offset <= offset <= s.high_watermark:
-            starts[tp] = offset
-        elif reset == "earliest":
-            starts[tp] = s.log_start_offset
-        elif reset == "latest":
-            starts[tp] = s.high_watermark
-        else:
-            missing.append(f"{tp.topic}[{tp.partition}]")
-    if missing:
-        raise OffsetOutOfRangeError(
-            "no valid committed offset and offset_reset='none' for " + ", ".join(missing)
-        )
-    return starts
+    stall_timeout: float
+    retry: RetryPolicy
 
 
 class Coordinator:
@@ -125,307 +114,418 @@ class Coordinator:
         settings: Settings,
         metadata: MetadataStore,
         cache: CacheClient,
-        states: Sequence[PartitionState],
-        committed: Mapping[TopicPartition, int],
-        starts: Mapping[TopicPartition, int],
         inbox: MemoryObjectReceiveStream[object],
         inbox_send: MemoryObjectSendStream[object],
+        bell: MemoryObjectSendStream[None],
     ) -> None:
         self._settings = settings
         self._metadata = metadata
         self._cache = cache
         self._inbox = inbox
-        self._inbox_send = inbox_send
-        self._parts = {
-            TopicPartition(s.topic, s.partition): _Partition(
-                TopicPartition(s.topic, s.partition),
-                starts[TopicPartition(s.topic, s.partition)],
-                committed.get(TopicPartition(s.topic, s.partition)),
-                s.log_start_offset,
-                s.high_watermark,
-            )
-            for s in states
-        }
+        self._inbox_send = inbox_send  # cloned for the readers and the refresh
+        self._bell = bell  # rung when the facade must take Notices
+        self._parts: dict[TopicPartition, Partition] = {}
+        self._ready: dict[TopicPartition, None] = {}  # pending blocks, not paused
+        self._moved: set[TopicPartition] = set()  # position moved since came back
+        self._paused: set[TopicPartition] = set()
         self._polls: collections.deque[Poll] = collections.deque()
-        self._last_poll_positions: dict[TopicPartition, int] | None = None
-        self._next_auto_commit = math.inf
-        self._error: StreamHouseError | None = None
-        self._tg: anyio.abc.TaskGroup | None = None
+        self._epochs = itertools.count()  # facade-visible epochs, and readers'
+        self._bulletin = Bulletin(bell, settings.stall_timeout)
+        interval = settings.auto_commit_interval if settings.auto_commit else None
+        self._commits = Commits(metadata, settings.group_id, interval)
+        self._readers: Readers | None = None
+        self._closed = False
 
     # -- lifecycle -------------------------------------------------------------
 
     async def run(
-        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+        self,
+        partitions: Mapping[TopicPartition, PartitionStart],
+        *,
+        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
         try:
-            async with anyio.create_task_group() as tg, self._inbox_send:
-                self._tg = tg
-                for part in self._parts.values():
-                    self._start_reader(part)
-                tg.start_soon(self._refresh_watermarks, self._inbox_send.clone())
-                if self._settings.auto_commit and self._settings.group_id is not None:
-                    interval = self._settings.auto_commit_interval
-                    self._next_auto_commit = anyio.current_time() + interval
+            async with anyio.create_task_group() as tg, self._inbox_send, self._bell:
+                s = self._settings
+                self._readers = Readers(
+                    tg, self._metadata, self._cache, s.retry, s.prefetch_batches,
+                    s.refresh_interval, self._inbox_send,
+                )  # fmt: skip
+                self._assign(partitions, initial=True)
+                self._commits.start()
                 task_status.started()
-                closed = False
-                while not closed:
-                    msg: object = None
-                    try:
-                        # Without waiting, if a message is there already.
-                        msg = self._inbox.receive_nowait()
-                    except anyio.WouldBlock:
-                        deadline = min([p.deadline for p in self._polls], default=math.inf)
-                        with anyio.move_on_at(min(deadline, self._next_auto_commit)):
-                            msg = await self._inbox.receive()
+                while not self._closed:
+                    msg = await self._next_message()
                     if msg is not None:
-                        closed = await self._handle(msg)
-                    await self._answer_polls()
-                    if anyio.current_time() >= self._next_auto_commit:
-                        await self._auto_commit()
+                        await self._handle(msg)
+                    await self._after_message()
                 tg.cancel_scope.cancel()
         finally:
             # Whatever stopped us: tell every asker, close every channel end.
             for poll in self._polls:
-                poll.reply.close()
+                poll.reply.drop()
             for part in self._parts.values():
-                if part.control is not None:
-                    part.control.close()
+                if part.reader is not None:
+                    part.reader.stop()
             drain(self._inbox)
             self._inbox.close()
 
-    def _start_reader(self, part: _Partition) -> None:
-        assert self._tg is not None
-        if part.scope is not None:
-            part.scope.cancel()
-        if part.control is not None:
-            part.control.close()
-        part.epoch += 1
-        part.pending.clear()
-        part.waiting_at = None
-        depth = self._settings.prefetch_batches
-        control, control_receive = anyio.create_memory_object_stream[str](depth + 2)
-        for _ in range(depth):
-            control.send_nowait(CREDIT)
-        part.control = control
-        scope = part.scope = anyio.CancelScope()
-        out = self._inbox_send.clone()
-
-        async def reader() -> None:
-            # The channel ends are closed here even if the reader is
-            # cancelled before it starts.
-            with scope, out, control_receive:
-                await run_reader(
-                    part.tp, part.position, part.epoch, metadata=self._metadata,
-                    cache=self._cache, out=out, control=control_receive,
-                )  # fmt: skip
-
-        self._tg.start_soon(reader)
-
-    async def _refresh_watermarks(self, out: MemoryObjectSendStream[object]) -> None:
-        # One query serves every assigned partition, however many there are.
-        topics = sorted({tp.topic for tp in self._parts})
-        with out:
-            while True:
-                await anyio.sleep(self._settings.refresh_interval)
-                states = await self._metadata.partition_states(topics)
-                await out.send(Watermarks(states))
-
-    # -- messages ----------------------------------------------------------------
-
-    async def _handle(self, msg: object) -> bool:
-        """Handle one message; True when the consumer is closing."""
-        if isinstance(msg, Batch):
-            part = self._parts[msg.tp]
-            if msg.epoch == part.epoch:
-                part.pending.append(msg)
-        elif isinstance(msg, AtEnd):
-            part = self._parts[msg.tp]
-            if msg.epoch == part.epoch:
-                part.waiting_at = msg.offset
-                self._wake_if_behind(part)
-        elif isinstance(msg, OutOfRange):
-            part = self._parts[msg.tp]
-            if msg.epoch == part.epoch:
-                await self._reset_out_of_range(part)
-        elif isinstance(msg, Watermarks):
-            for s in msg.states:
-                tp = TopicPartition(s.topic, s.partition)
-                part_or_none = self._parts.get(tp)
-                if part_or_none is not None:
-                    part_or_none.log_start = s.log_start_offset
-                    part_or_none.high_watermark = s.high_watermark
-                    self._wake_if_behind(part_or_none)
-        elif isinstance(msg, Poll):
-            self._polls.append(msg)
-            if self._error is None:
-                self._last_poll_positions = {tp: p.position for tp, p in self._parts.items()}
-        elif isinstance(msg, Progress):
-            if self._error is None:
-                self._last_poll_positions = {
-                    tp: msg.unread.get(tp, p.position) for tp, p in self._parts.items()
-                }
-        elif isinstance(msg, Close):
-            try:
-                outcome = await self._close(msg.final, msg.unread)
-            except BaseException:
-                msg.reply.close()
-                raise
-            await self._reply(msg.reply, outcome)
-            return True
-        else:
-            await self._request(msg)
-        return False
-
-    def _wake_if_behind(self, part: _Partition) -> None:
-        if part.waiting_at is not None and part.high_watermark > part.waiting_at:
-            part.waiting_at = None
-            assert part.control is not None
-            part.control.send_nowait(WAKE)
-
-    async def _reset_out_of_range(self, part: _Partition) -> None:
-        states = await self._metadata.partition_states([part.tp.topic])
-        for s in states:
-            if s.partition == part.tp.partition:
-                part.log_start, part.high_watermark = s.log_start_offset, s.high_watermark
-        reset = self._settings.offset_reset
-        if reset == "none":
-            self._error = OffsetOutOfRangeError(
-                f"offset {part.position} of {part.tp.topic}[{part.tp.partition}] is outside "
-                f"[{part.log_start}, {part.high_watermark}] and offset_reset='none'"
-            )
-            return
-        part.position = part.log_start if reset == "earliest" else part.high_watermark
-        self._start_reader(part)
-
-    async def _request(self, msg: object) -> None:
-        reply: Reply = msg.reply  # type: ignore[attr-defined]
+    async def _next_message(self) -> object | None:
         try:
-            answer = await self._serve(msg)
-        except StreamHouseError as exc:
-            answer = exc
-        except BaseException:
-            reply.close()  # cancelled mid-request: the asker learns it
-            raise
-        await self._reply(reply, answer)
+            # Without waiting, if a message is there already.
+            return self._inbox.receive_nowait()
+        except anyio.WouldBlock:
+            wake = min(self._commits.next_auto_commit, self._bulletin.troubles.next_deadline())
+            if self._polls:
+                wake = min(wake, min(p.deadline for p in self._polls))
+            if wake == math.inf:
+                return await self._inbox.receive()  # no cancel scope to make: the common case
+            with anyio.move_on_at(wake):
+                return await self._inbox.receive()
+        return None
 
-    async def _serve(self, msg: object) -> Any:
-        if isinstance(msg, Commit):
-            if msg.offsets is None:
-                return await self._commit({tp: p.position for tp, p in self._parts.items()})
-            return await self._commit(msg.offsets, only_changed=False)
-        if isinstance(msg, Seek):
-            part = self._part(msg.tp)
-            if msg.offset in ("earliest", "latest"):
-                for s in await self._metadata.partition_states([msg.tp.topic]):
-                    if s.partition == msg.tp.partition:
-                        part.log_start, part.high_watermark = s.log_start_offset, s.high_watermark
-                offset = part.log_start if msg.offset == "earliest" else part.high_watermark
-            else:
-                offset = int(msg.offset)
-            part.position = offset
-            self._start_reader(part)
-            return None
-        if isinstance(msg, Pause):
-            for tp in msg.tps:
-                self._part(tp).paused = msg.paused
-            return None
-        if isinstance(msg, Query):
-            if msg.what == "assignment":
-                return frozenset(self._parts)
-            if msg.what == "paused":
-                return frozenset(tp for tp, p in self._parts.items() if p.paused)
-            assert msg.tp is not None
-            part = self._part(msg.tp)
-            if msg.what == "position":
-                return part.position
-            if msg.what == "committed":
-                if self._settings.group_id is None:
-                    return None
-                found = await self._metadata.fetch_offsets(self._settings.group_id, [msg.tp])
-                return found[msg.tp].offset if msg.tp in found else None
-            if msg.what == "watermarks":
-                return (part.log_start, part.high_watermark)
-        raise InvalidArgumentError(f"unknown request {msg!r}")
+    async def _after_message(self) -> None:
+        now = math.nan
+        troubles = self._bulletin.troubles
+        if troubles:
+            now = anyio.current_time()
+            if now >= troubles.next_deadline():
+                self._bulletin.raise_due(now, self._waiting)
+        if self._polls:
+            self._answer_polls()
+        if self._commits.next_auto_commit != math.inf:
+            now = anyio.current_time() if math.isnan(now) else now
+            if now >= self._commits.next_auto_commit:
+                await self._commits.auto_commit(self._parts)
 
-    def _part(self, tp: TopicPartition) -> _Partition:
+    # -- dispatch ----------------------------------------------------------------
+
+    async def _handle(self, msg: object) -> None:
+        match msg:
+            case Batch():
+                self._on_batch(msg)
+            case Delivered():
+                self._on_delivered(msg)
+            case Poll():
+                self._polls.append(msg)
+            case AtEnd():
+                self._on_at_end(msg)
+            case Watermarks():
+                self._on_watermarks(msg)
+            case Trouble() | Recovered() | Failed():
+                self._on_trouble(msg)
+            case OutOfRange():
+                part = self._parts.get(msg.tp)
+                if part is not None and part.reader_epoch == msg.epoch:
+                    if msg.high is not None:
+                        part.log_start, part.high_watermark = msg.first, msg.high
+                    self._out_of_range(part, msg.offset, msg.first)
+            case Close():
+                await self._close(msg)
+            case Request():
+                await self._serve(msg)
+            case _:  # pragma: no cover - nothing else is sent here
+                raise AssertionError(f"unexpected message {msg!r}")
+
+    async def _serve(self, req: Request[object]) -> None:
+        """Answer a request; whatever goes wrong is the asker's answer, not our end."""
+        parts = self._parts
+        match req:
+            case TakeNotices():
+                self._bulletin.take(req)
+            case Position():
+                answer(req, lambda: self._part(req.tp).position)
+            case HighWatermark():
+                answer(req, lambda: self._part(req.tp).high_watermark)
+            case Lags():
+                answer(req, lambda: self._lags(req.partitions))
+            case Paused():
+                answer(req, lambda: frozenset(self._paused))
+            case Pause():
+                answer(req, lambda: self._pause(req.partitions))
+            case Resume():
+                answer(req, lambda: self._resume(req.partitions))
+            case Commit() if req.offsets is None:
+                await answer_async(req, lambda: self._commits.commit_by(CloseMode.POSITIONS, parts))
+            case Commit():
+                offsets = req.offsets
+                await answer_async(req, lambda: self._commits.commit(offsets or {}, parts))
+            case Seek():
+                await answer_async(req, lambda: self._seek(req.targets))
+            case Committed():
+                tp = req.tp
+                await answer_async(req, lambda: self._commits.committed(self._part(tp).tp))
+            case Assign():
+                answer(req, lambda: self._assign(req.partitions, initial=False))
+            case Revoke():
+                answer(req, lambda: self._revoke(req.partitions))
+            case _:
+                req.reply.put(InvalidArgumentError(f"unknown request {type(req).__name__}"))
+
+    def _part(self, tp: TopicPartition) -> Partition:
         part = self._parts.get(tp)
         if part is None:
-            raise InvalidArgumentError(
-                f"{tp.topic}[{tp.partition}] is not assigned to this consumer"
-            )
+            raise InvalidArgumentError(f"{name_of(tp)} is not assigned to this consumer")
         return part
 
-    async def _reply(self, reply: Reply, answer: object) -> bool:
-        """Hand ``answer`` over; False when the asker has gone (was cancelled)."""
-        with reply:
-            try:
-                try:
-                    # The asker usually waits already: no trip through the
-                    # scheduler needed.
-                    reply.send_nowait(answer)
-                except anyio.WouldBlock:
-                    await reply.send(answer)
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                return False
-        return True
+    # -- readers -------------------------------------------------------------------
 
-    # -- polls ---------------------------------------------------------------------
+    def _start_reader(self, part: Partition, offset: int, *, reset: bool) -> None:
+        """Read ``part`` from ``offset`` with a new reader; ``reset``: the facade's records go."""
+        if reset:
+            part.epoch = next(self._epochs)
+            part.fetched = offset
+        part.expected = offset
+        part.reader_epoch = next(self._epochs)
+        part.pending.clear()
+        self._ready.pop(part.tp, None)
+        part.waiting_at = None
+        part.failed = False
+        self._bulletin.recovered(part.tp)
+        self._stop_reader(part)
+        assert self._readers is not None
+        start = ReaderStart(part.tp, offset, part.reader_epoch, offset > part.high_watermark)
+        part.reader = self._readers.start(start)
 
-    async def _answer_polls(self) -> None:
+    def _stop_reader(self, part: Partition) -> None:
+        if part.reader is not None:
+            part.reader.stop()
+            part.reader = None
+
+    def _reset(self, part: Partition, offset: int) -> None:
+        """Move ``part`` to ``offset``: what the facade holds of it is stale."""
+        part.position = offset
+        self._start_reader(part, offset, reset=True)
+        self._moved.add(part.tp)
+        self._commits.moved(part)
+
+    def _refresh(self) -> None:
+        assert self._readers is not None
+        self._readers.refresh(tuple(sorted({tp.topic for tp in self._parts})))
+        self._bulletin.recovered(None)  # the new refresh reports its own troubles
+
+    def _waiting(self) -> set[TopicPartition]:
+        """The partitions whose readers wait for new data (a failing refresh stalls them)."""
+        return {tp for tp, p in self._parts.items() if p.waiting_at is not None}
+
+    # -- what the readers and the refresh say ----------------------------------------
+
+    def _on_batch(self, msg: Batch) -> None:
+        part = self._parts.get(msg.tp)
+        if part is None or msg.epoch != part.reader_epoch:
+            return  # from a reader that was replaced
+        records = msg.records
+        if records.first_offset != part.expected:
+            # Not where the partition is: refused, and the reader restarted
+            # from what the facade was sent (what it holds stays valid; the
+            # pending blocks are read again).
+            _log.debug(
+                "refused a batch of %s at %d: expected %d",
+                name_of(msg.tp), records.first_offset, part.expected,
+            )  # fmt: skip
+            self._start_reader(part, part.fetched, reset=False)
+            return
+        part.pending.append(records)
+        part.expected = records.next_offset
+        if not part.paused:
+            self._ready[msg.tp] = None
+
+    def _on_at_end(self, msg: AtEnd) -> None:
+        part = self._parts.get(msg.tp)
+        if part is None or msg.epoch != part.reader_epoch:
+            return
+        part.waiting_at = msg.offset
+        self._wake_if_behind(part)
+
+    def _on_watermarks(self, msg: Watermarks) -> None:
+        for s in msg.states:
+            part = self._parts.get(TopicPartition(s.topic, s.partition))
+            if part is None:
+                continue
+            part.log_start, part.high_watermark = s.log_start_offset, s.high_watermark
+            self._wake_if_behind(part)
+
+    def _wake_if_behind(self, part: Partition) -> None:
+        if part.waiting_at is not None and part.high_watermark > part.waiting_at:
+            part.waiting_at = None
+            assert part.reader is not None
+            part.reader.signal(ReaderSignal.WAKE)
+
+    def _on_trouble(self, msg: Trouble | Recovered | Failed) -> None:
+        if msg.tp is not None:
+            part = self._parts.get(msg.tp)
+            if part is None or msg.epoch != part.reader_epoch:
+                return
+        match msg:
+            case Trouble():
+                self._bulletin.trouble(msg.tp, msg.cause)
+            case Recovered():
+                self._bulletin.recovered(msg.tp)
+            case Failed():
+                self._parts[msg.tp].failed = True
+                self._bulletin.failure(msg.tp, msg.error)
+
+    def _out_of_range(self, part: Partition, offset: int, first: int) -> None:
+        low = max(part.log_start, first)
+        reset = self._settings.offset_reset
+        if reset is OffsetReset.NONE:
+            error = OffsetOutOfRangeError(
+                f"offset {offset} of {name_of(part.tp)} is outside [{low}, "
+                f"{part.high_watermark}] and offset_reset='none'; seek to go on"
+            )
+            self._stop_reader(part)
+            part.failed = True
+            self._bulletin.failure(part.tp, error)
+            return
+        target = low if reset is OffsetReset.EARLIEST else max(part.high_watermark, low)
+        _log.info(
+            "offset %d of %s is out of range [%d, %d]; reset to %d (offset_reset=%r)",
+            offset, name_of(part.tp), low, part.high_watermark, target, reset.value,
+        )  # fmt: skip
+        self._reset(part, target)
+        self._bulletin.epoch(part.tp, part.epoch)
+
+    # -- polls ---------------------------------------------------------------------------
+
+    def _answer_polls(self) -> None:
+        now = math.nan
         while self._polls:
             poll = self._polls[0]
-            if self._error is not None:
-                self._polls.popleft()
-                await self._reply(poll.reply, self._error)
+            if not poll.reply.wanted:
+                self._polls.popleft()  # the asker has gone
                 continue
-            ready = [p for p in self._parts.values() if p.pending and not p.paused]
-            if not ready and anyio.current_time() < poll.deadline:
-                return
+            errors = self._bulletin.errors
+            if errors:
+                self._polls.popleft()
+                error = errors.popleft()
+                if not poll.reply.put(error):
+                    errors.appendleft(error)
+                continue
+            if not self._ready:
+                now = anyio.current_time() if math.isnan(now) else now
+                if now < poll.deadline:
+                    return
             self._polls.popleft()
-            blocks = [batch.records for p in ready for batch in p.pending]
-            if await self._reply(poll.reply, blocks):
-                for part in ready:
-                    part.position = part.pending[-1].records.next_offset
-                    assert part.control is not None
-                    for _ in part.pending:
-                        part.control.send_nowait(CREDIT)
-                    part.pending.clear()
+            self._deliver(poll)
 
-    # -- commits -----------------------------------------------------------------
+    def _deliver(self, poll: Poll) -> None:
+        parts = self._parts
+        blocks = [(parts[tp].epoch, records) for tp in self._ready for records in parts[tp].pending]
+        if not poll.reply.put(blocks):
+            return  # cancelled: the blocks stay pending for the next poll
+        for tp in self._ready:
+            part = parts[tp]
+            part.fetched = part.expected
+            assert part.reader is not None
+            for _ in part.pending:
+                part.reader.signal(ReaderSignal.CREDIT)
+            part.pending.clear()
+        self._ready.clear()
 
-    async def _commit(
-        self, offsets: Mapping[TopicPartition, int], *, only_changed: bool = True
-    ) -> None:
-        group = self._settings.group_id
-        if group is None:
-            raise InvalidArgumentError("commit needs a group_id: open the consumer with one")
-        if only_changed:
-            offsets = {tp: o for tp, o in offsets.items() if self._parts[tp].committed != o}
-        if not offsets:
-            return
-        await self._metadata.commit_offsets(group, offsets)
-        for tp, offset in offsets.items():
-            if tp in self._parts:
-                self._parts[tp].committed = offset
+    def _on_delivered(self, msg: Delivered) -> None:
+        parts = self._parts
+        for tp, (epoch, offset) in msg.offsets.items():
+            part = parts.get(tp)
+            if part is None or part.epoch != epoch or not part.position <= offset <= part.fetched:
+                continue  # records of a partition moved since: they do not count
+            part.position = offset
+            self._moved.add(tp)
+            self._commits.uncommitted.add(tp)
+        if msg.came_back and self._moved:
+            for tp in self._moved:
+                part = parts.get(tp)
+                if part is not None:
+                    part.consumed = part.position
+            self._moved.clear()
 
-    async def _auto_commit(self) -> None:
-        self._next_auto_commit = anyio.current_time() + self._settings.auto_commit_interval
-        if self._last_poll_positions:
-            await self._commit(self._last_poll_positions)
+    # -- requests -------------------------------------------------------------------------
 
-    async def _close(
-        self, final: str, unread: Mapping[TopicPartition, int]
-    ) -> StreamHouseError | None:
+    def _lags(self, partitions: frozenset[TopicPartition] | None) -> dict[TopicPartition, int]:
+        chosen = self._parts.values() if partitions is None else map(self._part, partitions)
+        return {p.tp: max(0, p.high_watermark - p.position) for p in chosen}
+
+    def _pause(self, partitions: frozenset[TopicPartition]) -> dict[TopicPartition, int]:
+        parts = [self._part(tp) for tp in partitions]
+        epochs = {}
+        for part in parts:
+            part.paused = True
+            self._paused.add(part.tp)
+            # What the facade held goes back: the reader starts again at the
+            # position, and reads ahead (bounded) while the partition waits.
+            self._start_reader(part, part.position, reset=True)
+            epochs[part.tp] = part.epoch
+        return epochs
+
+    def _resume(self, partitions: frozenset[TopicPartition]) -> None:
+        for part in [self._part(tp) for tp in partitions]:
+            part.paused = False
+            self._paused.discard(part.tp)
+            if part.pending:
+                self._ready[part.tp] = None
+
+    async def _seek(
+        self, targets: Mapping[TopicPartition, int | SeekTo]
+    ) -> dict[TopicPartition, int]:
+        parts = {tp: self._part(tp) for tp in targets}
+        symbolic = sorted({tp.topic for tp, to in targets.items() if isinstance(to, SeekTo)})
+        if symbolic:
+            for s in await self._metadata.partition_states(symbolic):
+                part = self._parts.get(TopicPartition(s.topic, s.partition))
+                if part is not None:
+                    part.log_start, part.high_watermark = s.log_start_offset, s.high_watermark
+        epochs = {}
+        for tp, to in targets.items():
+            part = parts[tp]
+            if to is SeekTo.BEGINNING:
+                self._reset(part, part.log_start)
+            elif to is SeekTo.END:
+                self._reset(part, part.high_watermark)
+            else:
+                self._reset(part, to)
+            epochs[tp] = part.epoch
+        return epochs
+
+    async def _close(self, msg: Close) -> None:
+        self._closed = True
         for poll in self._polls:
-            await self._reply(poll.reply, ClosedError("the consumer is closing"))
+            poll.reply.put(ClosedError("the consumer is closing"))
         self._polls.clear()
-        try:
-            if self._settings.group_id is not None:
-                if final == "current":
-                    positions = {tp: p.position for tp, p in self._parts.items()}
-                    await self._commit({**positions, **unread})
-                elif final == "last-poll" and self._last_poll_positions:
-                    await self._commit(self._last_poll_positions)
-        except StreamHouseError as exc:
-            return exc
-        return None
+        parts = self._parts
+        await answer_async(msg, lambda: self._commits.commit_by(msg.mode, parts))
+
+    # -- assignment --------------------------------------------------------------------
+
+    def _assign(
+        self, partitions: Mapping[TopicPartition, PartitionStart], *, initial: bool
+    ) -> None:
+        topics = {tp.topic for tp in self._parts}
+        for tp, start in partitions.items():
+            part = self._parts.get(tp)
+            if part is None:
+                part = self._parts[tp] = Partition.start(tp, start)
+                self._start_reader(part, part.position, reset=True)
+            else:
+                part.committed = start.committed
+                self._reset(part, start.position)
+                self._bulletin.epoch(tp, part.epoch)
+            self._commits.moved(part)
+        if {tp.topic for tp in self._parts} != topics:
+            self._refresh()
+        if not initial:
+            self._bulletin.assignment(frozenset(self._parts))
+
+    def _revoke(self, partitions: Iterable[TopicPartition]) -> None:
+        topics = {tp.topic for tp in self._parts}
+        for tp in partitions:
+            part = self._parts.pop(tp, None)
+            if part is None:
+                continue
+            self._stop_reader(part)
+            self._bulletin.recovered(tp)
+            self._ready.pop(tp, None)
+            for tps in (self._moved, self._commits.uncommitted, self._paused):
+                tps.discard(tp)
+            self._bulletin.epoch(tp, next(self._epochs))
+        if {tp.topic for tp in self._parts} != topics:
+            self._refresh()
+        self._bulletin.assignment(frozenset(self._parts))

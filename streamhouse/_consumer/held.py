@@ -1,72 +1,93 @@
-"""The records a consumer's facade holds: delivered, not yet handed out.
+"""The records a consumer's facade holds: delivered to it, not yet handed out.
 
 One trip to the coordinator brings every block it has ready; the polls that
 follow are answered from here, each taking fair shares of the partitions
-held and building record objects only for what it returns.
+held and building record objects only for what it returns. What a poll hands
+out is noted, per partition, as the next offset handed out (``handed``), a
+write per run of records, not per record; the facade reports it to the
+coordinator.
+
+A poll visits at most ``limit`` partitions, so its cost does not grow with
+the number of partitions held: partitions wait their turn in the order of
+the ``_queues`` dict, and those served go to the back.
 """
 
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterable, Sequence
+import itertools
+from collections.abc import Sequence
 
 from .._types import ConsumedRecord, RecordBatch, TopicPartition
 
-__all__ = ["HeldRecords", "fair_shares", "take_runs"]
+__all__ = ["HeldRecords", "fair_shares"]
 
 
 class HeldRecords:
     """Per partition, the runs of records not handed out yet, oldest first."""
 
     def __init__(self) -> None:
+        # In turn order: the partition to serve first comes first.
         self._queues: dict[TopicPartition, collections.deque[RecordBatch]] = {}
         self._taken: dict[TopicPartition, int] = {}  # of each queue's first batch
         self._count: dict[TopicPartition, int] = {}  # records held, per partition
-        self._turn = 0
 
     def __bool__(self) -> bool:
         return bool(self._queues)
 
-    def add(self, batches: Iterable[RecordBatch]) -> None:
-        for batch in batches:
-            tp = TopicPartition(batch.topic, batch.partition)
-            self._queues.setdefault(tp, collections.deque()).append(batch)
-            self._count[tp] = self._count.get(tp, 0) + len(batch)
+    def add(self, tp: TopicPartition, batch: RecordBatch) -> None:
+        queue = self._queues.get(tp)
+        if queue is None:
+            queue = self._queues[tp] = collections.deque()
+            self._count[tp] = 0
+        queue.append(batch)
+        self._count[tp] += len(batch)
 
     def first_offsets(self) -> dict[TopicPartition, int]:
         """The next offset to hand out, for each partition held."""
         return {tp: q[0].first_offset + self._taken.get(tp, 0) for tp, q in self._queues.items()}
 
-    def drop(self, tps: Iterable[TopicPartition]) -> None:
-        for tp in tps:
-            self._queues.pop(tp, None)
-            self._taken.pop(tp, None)
-            self._count.pop(tp, None)
+    def drop(self, tp: TopicPartition) -> None:
+        self._queues.pop(tp, None)
+        self._taken.pop(tp, None)
+        self._count.pop(tp, None)
 
-    def take_records(self, limit: int) -> list[ConsumedRecord]:
+    def take_records(self, limit: int, handed: dict[TopicPartition, int]) -> list[ConsumedRecord]:
         """Up to ``limit`` records, shared fairly across the partitions held."""
         out: list[ConsumedRecord] = []
         for tp, count in self._plan(limit):
             for batch, start, stop in self._take(tp, count):
                 out += batch.records(start, stop)
+                handed[tp] = batch.first_offset + stop
         return out
 
-    def take_batches(self, limit: int, max_batches: int) -> list[RecordBatch]:
-        """Up to ``limit`` records in at most ``max_batches`` runs, shared fairly."""
+    def take_batches(
+        self, limit: int, max_batches: int, handed: dict[TopicPartition, int] | None
+    ) -> list[RecordBatch]:
+        """Up to ``limit`` records in at most ``max_batches`` runs, shared fairly.
+
+        ``handed`` None: the runs are not handed out yet (``async for``
+        takes them to hand out one record at a time).
+        """
         out: list[RecordBatch] = []
-        for tp, count in self._plan(limit):
+        for tp, count in self._plan(limit, max_batches):
             for batch, start, stop in self._take(tp, count, max_batches - len(out)):
                 out.append(batch.slice(start, stop))
+                if handed is not None:
+                    handed[tp] = batch.first_offset + stop
         return out
 
-    def _plan(self, limit: int) -> list[tuple[TopicPartition, int]]:
-        tps = list(self._queues)
-        if len(tps) <= 1:
-            return [(tp, limit) for tp in tps]
-        turn = self._turn % len(tps)
-        self._turn += 1
-        tps = tps[turn:] + tps[:turn]
+    def _plan(self, limit: int, most: int | None = None) -> list[tuple[TopicPartition, int]]:
+        queues = self._queues
+        if len(queues) == 1:
+            return [(next(iter(queues)), limit)]
+        visit = min(len(queues), limit, len(queues) if most is None else most)
+        tps = list(itertools.islice(queues, visit))
         shares = fair_shares([self._count[tp] for tp in tps], limit)
+        # Those served wait at the back; when every partition is served,
+        # the first goes back alone, so that leftovers rotate.
+        for tp in tps if visit < len(queues) else tps[:1]:
+            queues[tp] = queues.pop(tp)
         return list(zip(tps, shares, strict=True))
 
     def _take(
@@ -92,41 +113,6 @@ class HeldRecords:
         if queue is not None and not queue:
             del self._queues[tp], self._count[tp]
         return runs
-
-
-def take_runs(
-    records: collections.deque[ConsumedRecord], limit: int, max_batches: int
-) -> list[RecordBatch]:
-    """Take up to ``limit`` records from the front of ``records`` as RecordBatches.
-
-    Each batch is a run of consecutive offsets of one partition; at most
-    ``max_batches`` of them.
-    """
-    out: list[RecordBatch] = []
-    while records and limit and len(out) < max_batches:
-        run = [records.popleft()]
-        while (
-            records
-            and len(run) < limit
-            and records[0].topic == run[0].topic
-            and records[0].partition == run[0].partition
-            and records[0].offset == run[-1].offset + 1
-        ):
-            run.append(records.popleft())
-        limit -= len(run)
-        first = run[0]
-        out.append(
-            RecordBatch(
-                first.topic,
-                first.partition,
-                first.offset,
-                [r.timestamp for r in run],
-                [r.key for r in run],
-                [r.value for r in run],
-                [r.headers for r in run],
-            )
-        )
-    return out
 
 
 def fair_shares(available: Sequence[int], limit: int) -> list[int]:

@@ -1,150 +1,356 @@
-"""The reader actor: one per assigned partition.
+"""The reader actor (one per assigned partition) and the watermark refresh.
 
-It walks the partition's segments from its start offset: looks them up in the
-metadata store, fetches their bytes through the cache actor, decodes them
-block by block and sends each block, as columns, to the coordinator as a Batch.
+A reader walks its partition's segments from its start offset: looks them up
+in the metadata store, fetches their bytes through the cache actor, decodes
+them block by block and sends each block, as columns, to the coordinator as
+a Batch. It is started with its start offset and epoch as values and shares
+nothing with the coordinator.
+
+``offset`` is the next offset the reader has not sent, and it never moves
+back: after any transient error (the store or the database unreachable) the
+reader waits by the retry policy and goes on from exactly there, never from
+the start of a segment it has sent part of. A segment whose bytes fail their
+checksums is fetched afresh once (perhaps only the cached copy was bad); a
+second failure is the object's own, and the reader reports it (Failed) and
+stops until the application seeks.
 
 Flow control is by credits: the reader sends a batch only when it holds a
-credit, and the coordinator hands out a credit when the application has taken
-a batch's records. The prefetch depth is the number of credits a new reader
-starts with; it bounds the memory a partition can take however large its
-backlog is.
+credit, and the coordinator hands a credit back when the facade has taken a
+batch. The prefetch depth is the number of credits a reader starts with; it
+bounds the memory a partition can take however large its backlog is.
 
 At the high watermark the reader says so (AtEnd) and waits for a WAKE, which
 the coordinator sends when its one watermark query for all partitions shows
-more data. A seek does not talk to the reader: the coordinator cancels it and
-starts a new one with a new epoch, and drops any batch of the old epoch.
+more data. A reader started past the high watermark the coordinator knows
+asks the partition's bounds once when it finds nothing: an offset past the
+end is out of range (as in Kafka), and so is one below the first segment
+left. A seek does not talk to the reader: the coordinator cancels it and
+starts a new one with a new epoch, and drops any message of the old epoch.
 """
 
 from __future__ import annotations
 
+import functools
+
 import anyio
+import anyio.abc
+import attrs
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .._codec import DecodedBlock, decode_block, iter_segment, read_index
-from .._errors import CorruptDataError, RetriableError
+from .._errors import CorruptDataError, RetriableError, StreamHouseError
 from .._metadata.protocol import MetadataStore, SegmentInfo
+from .._retry import Backoff, RetryPolicy
 from .._types import RecordBatch, TopicPartition
 from .cache import CacheClient
-from .messages import CREDIT, WAKE, AtEnd, Batch, OutOfRange
+from .messages import (
+    AtEnd,
+    Batch,
+    Failed,
+    OutOfRange,
+    ReaderSignal,
+    Recovered,
+    Trouble,
+    Watermarks,
+    name_of,
+)
 
-__all__ = ["SEGMENTS_AHEAD", "run_reader"]
+__all__ = [
+    "SEGMENTS_AHEAD",
+    "ReaderHandle",
+    "ReaderStart",
+    "Readers",
+    "run_reader",
+    "run_refresher",
+]
 
 _SEGMENTS_PER_LOOKUP = 16
 SEGMENTS_AHEAD = 2
-_MAX_BACKOFF = 5.0
+
+
+@attrs.frozen
+class ReaderStart:
+    """Where a reader starts, and the epoch its messages carry.
+
+    ``check_end``: the offset is past the high watermark the coordinator
+    knows; if the reader finds nothing there, it asks the partition's bounds
+    once, since the offset may be past the end (out of range).
+    """
+
+    tp: TopicPartition
+    offset: int
+    epoch: int
+    check_end: bool = False
 
 
 class _Reader:
     def __init__(
         self,
-        tp: TopicPartition,
-        epoch: int,
+        start: ReaderStart,
         metadata: MetadataStore,
         cache: CacheClient,
+        retry: RetryPolicy,
         out: MemoryObjectSendStream[object],
-        control: MemoryObjectReceiveStream[str],
+        control: MemoryObjectReceiveStream[ReaderSignal],
     ) -> None:
-        self.tp = tp
-        self.epoch = epoch
+        self.tp = start.tp
+        self.epoch = start.epoch
+        self.offset = start.offset  # the next offset not sent: it never moves back
         self.metadata = metadata
         self.cache = cache
         self.out = out
         self.control = control
+        self.backoff = Backoff(retry)
         self.credits = 0
+        self.check_end = start.check_end
 
-    async def take_credit(self) -> None:
-        while self.credits == 0:
-            if await self.control.receive() == CREDIT:
-                self.credits += 1
-        self.credits -= 1
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.read_on()
+            except RetriableError as exc:
+                await self.out.send(Trouble(self.tp, self.epoch, exc))
+                await self.backoff.wait()
+            except StreamHouseError as exc:
+                await self.out.send(Failed(self.tp, self.epoch, exc))
+                await anyio.sleep_forever()
 
-    async def wait_for_wake(self) -> None:
-        while (msg := await self.control.receive()) != WAKE:
-            if msg == CREDIT:
-                self.credits += 1
+    async def progressed(self) -> None:
+        """The reader moved on (sent a batch, or reached the end): a burst of failures ended.
 
-    async def send_blocks(self, seg: SegmentInfo, offset: int, refresh: bool) -> int:
-        """Send the records of ``seg`` from ``offset`` on; return the next offset."""
+        Not any call that succeeds: with the store down and the database up,
+        every lookup works and no record moves.
+        """
+        if self.backoff.succeeded():
+            await self.out.send(Recovered(self.tp, self.epoch))
+
+    async def read_on(self) -> None:
+        """Look the next segments up and send them; at the end, wait for more."""
+        tp = self.tp
+        segments = await self.metadata.list_segments(
+            tp.topic, tp.partition, self.offset, limit=_SEGMENTS_PER_LOOKUP
+        )
+        if not segments:
+            if self.check_end:
+                await self.check_past_end()
+            await self.progressed()
+            await self.out.send(AtEnd(tp, self.epoch, self.offset))
+            await self.wait_for_wake()
+            return
+        if segments[0].base_offset > self.offset:
+            # The offset is gone (deleted by retention): the coordinator
+            # decides where to go, and starts a new reader there.
+            await self.out.send(OutOfRange(tp, self.epoch, self.offset, segments[0].base_offset))
+            await anyio.sleep_forever()
+        for i, seg in enumerate(segments):
+            # The next segments download while this one is decoded.
+            for nxt in segments[i + 1 : i + 1 + SEGMENTS_AHEAD]:
+                await self.cache.prefetch(nxt.object_key, nxt.position, nxt.position + nxt.length)
+            try:
+                await self.send_segment(seg, refresh=False)
+            except CorruptDataError:
+                # Perhaps only the cached copy is bad: fetch afresh once, from
+                # where we are; a second failure is the object's own.
+                try:
+                    await self.send_segment(seg, refresh=True)
+                except CorruptDataError as exc:
+                    raise CorruptDataError(
+                        exc.name,
+                        exc.position,
+                        f"{exc.reason}; partition {name_of(tp)}, segment of offsets "
+                        f"{seg.base_offset}..{seg.end_offset - 1}, next offset {self.offset}",
+                    ) from exc
+
+    async def check_past_end(self) -> None:
+        """At a start offset with nothing there: past the end is out of range, as in Kafka."""
+        tp = self.tp
+        for state in await self.metadata.partition_states([tp.topic]):
+            if state.partition == tp.partition and self.offset > state.high_watermark:
+                await self.out.send(
+                    OutOfRange(tp, self.epoch, self.offset, state.log_start_offset,
+                               state.high_watermark)
+                )  # fmt: skip
+                await anyio.sleep_forever()  # the coordinator starts a new reader
+        self.check_end = False  # at the end, not past it: later ends are natural
+
+    async def send_segment(self, seg: SegmentInfo, *, refresh: bool) -> None:
+        """Send the records of ``seg`` from ``self.offset`` on."""
         key, pos, length = seg.object_key, seg.position, seg.length
-        relative = offset - seg.base_offset
-        if relative == 0:
-            # Reading in order: one GET for the whole segment.
+        relative = self.offset - seg.base_offset
+        if relative == 0 or refresh:
+            # Reading in order (or afresh): one GET for the whole segment.
             data = await self.cache.get(key, pos, pos + length, refresh=refresh)
-            for block in iter_segment(data, name=key, base=pos):
-                offset = await self.send_block(seg, block)
-            return offset
+            for block in iter_segment(data, name=key, base=pos, from_offset=relative):
+                await self.send_block(seg, block)
+            return
         # Starting inside the segment: the index, then only the blocks needed.
-        tail = await self.cache.get(key, pos + length - seg.index_length, pos + length,
-                                    refresh=refresh)  # fmt: skip
+        tail = await self.cache.get(key, pos + length - seg.index_length, pos + length)
         index = read_index(tail, segment_length=length, name=key, base=pos)
         for entry in index.entries[index.block_for(relative) :]:
             start = pos + entry.position
-            raw = await self.cache.get(key, start, start + entry.size, refresh=refresh)
+            raw = await self.cache.get(key, start, start + entry.size)
             block = decode_block(raw, name=key, base=start, entry=entry)
-            offset = await self.send_block(seg, block.since(relative))
-        return offset
+            await self.send_block(seg, block.since(self.offset - seg.base_offset))
 
-    async def send_block(self, seg: SegmentInfo, block: DecodedBlock) -> int:
+    async def send_block(self, seg: SegmentInfo, block: DecodedBlock) -> None:
         first = seg.base_offset + block.first_offset_delta
         records = RecordBatch(
             self.tp.topic, self.tp.partition, first,
             block.timestamps, block.keys, block.values, block.headers,
         )  # fmt: skip
+        if not len(records):
+            return
         await self.take_credit()
         await self.out.send(Batch(self.tp, self.epoch, records))
-        return records.next_offset
+        self.offset = records.next_offset
+        await self.progressed()
 
-    async def run(self, offset: int) -> None:
-        backoff = 0.05
-        while True:
-            try:
-                segments = await self.metadata.list_segments(
-                    self.tp.topic, self.tp.partition, offset, limit=_SEGMENTS_PER_LOOKUP
-                )
-                if not segments:
-                    await self.out.send(AtEnd(self.tp, self.epoch, offset))
-                    await self.wait_for_wake()
-                    continue
-                if segments[0].base_offset > offset:
-                    # The offset is gone (deleted by retention): the
-                    # coordinator decides where to go; it will restart us.
-                    await self.out.send(OutOfRange(self.tp, self.epoch, offset))
-                    await anyio.sleep_forever()
-                for i, seg in enumerate(segments):
-                    # The next segments download while this one is decoded.
-                    for nxt in segments[i + 1 : i + 1 + SEGMENTS_AHEAD]:
-                        await self.cache.prefetch(nxt.object_key, nxt.position,
-                                                  nxt.position + nxt.length)  # fmt: skip
-                    try:
-                        offset = await self.send_blocks(seg, offset, refresh=False)
-                    except CorruptDataError:
-                        # Perhaps only the cached copy is bad: fetch afresh
-                        # once; a second failure is the object's own.
-                        offset = await self.send_blocks(seg, offset, refresh=True)
-                backoff = 0.05
-            except RetriableError:
-                # The store or the database is unreachable for now: wait and
-                # retry from where we are; nothing was sent past ``offset``.
-                await anyio.sleep(backoff)
-                backoff = min(_MAX_BACKOFF, backoff * 2)
+    async def take_credit(self) -> None:
+        while self.credits == 0:
+            if await self.control.receive() is ReaderSignal.CREDIT:
+                self.credits += 1
+        self.credits -= 1
+
+    async def wait_for_wake(self) -> None:
+        while (signal := await self.control.receive()) is not ReaderSignal.WAKE:
+            if signal is ReaderSignal.CREDIT:
+                self.credits += 1
 
 
 async def run_reader(
-    tp: TopicPartition,
-    offset: int,
-    epoch: int,
+    start: ReaderStart,
     *,
     metadata: MetadataStore,
     cache: CacheClient,
+    retry: RetryPolicy,
     out: MemoryObjectSendStream[object],
-    control: MemoryObjectReceiveStream[str],
+    control: MemoryObjectReceiveStream[ReaderSignal],
+    scope: anyio.CancelScope,
     task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Read ``tp`` from ``offset`` until cancelled, sending Batches to ``out``.
+    """Read ``start.tp`` from ``start.offset`` until ``scope`` is cancelled.
 
-    The caller owns (and closes) ``out`` and ``control``.
+    The reader owns, and closes, ``out`` and ``control``, even when it is
+    cancelled before it starts.
     """
-    task_status.started()
-    await _Reader(tp, epoch, metadata, cache, out, control).run(offset)
+    with scope, out, control:
+        task_status.started()
+        await _Reader(start, metadata, cache, retry, out, control).run()
+
+
+async def run_refresher(
+    topics: tuple[str, ...],
+    *,
+    metadata: MetadataStore,
+    interval: float,
+    retry: RetryPolicy,
+    out: MemoryObjectSendStream[object],
+    scope: anyio.CancelScope,
+    task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Every ``interval`` seconds, send the bounds of every partition of ``topics``.
+
+    One query serves every assigned partition, however many there are. A
+    transient failure is reported (Trouble without a partition) and retried
+    by the policy; the refresh never gives up.
+    """
+    backoff = Backoff(retry)
+    with scope, out:
+        task_status.started()
+        while True:
+            await anyio.sleep(interval)
+            while True:
+                try:
+                    states = await metadata.partition_states(topics)
+                except RetriableError as exc:
+                    await out.send(Trouble(None, 0, exc))
+                    await backoff.wait()
+                    continue
+                if backoff.succeeded():
+                    await out.send(Recovered(None, 0))
+                await out.send(Watermarks(states))
+                break
+
+
+class ReaderHandle:
+    """The coordinator's end of one reader: its control channel and its cancel scope."""
+
+    __slots__ = ("_control", "_scope")
+
+    def __init__(
+        self, control: MemoryObjectSendStream[ReaderSignal], scope: anyio.CancelScope
+    ) -> None:
+        self._control = control
+        self._scope = scope
+
+    def signal(self, signal: ReaderSignal) -> None:
+        """Hand a credit or a wake-up over; never waits (the channel has room for all)."""
+        self._control.send_nowait(signal)
+
+    def stop(self) -> None:
+        self._scope.cancel()
+        self._control.close()
+
+
+class Readers:
+    """Starts the readers and the watermark refresh, for the coordinator (in its task).
+
+    Each reader gets its start as values and a control channel of its own.
+    """
+
+    def __init__(
+        self,
+        tg: anyio.abc.TaskGroup,
+        metadata: MetadataStore,
+        cache: CacheClient,
+        retry: RetryPolicy,
+        depth: int,
+        refresh_interval: float,
+        out: MemoryObjectSendStream[object],
+    ) -> None:
+        self._tg = tg
+        self._metadata = metadata
+        self._cache = cache
+        self._retry = retry
+        self._depth = depth
+        self._refresh_interval = refresh_interval
+        self._out = out  # the coordinator's inbox, cloned for each
+        self._refresh: anyio.CancelScope | None = None
+
+    def start(self, start: ReaderStart) -> ReaderHandle:
+        """Start a reader with ``prefetch_batches`` credits; return its handle."""
+        # Capacity depth + 1: the reader's credits (never more than depth in
+        # all) and one WAKE, so that sending either never waits.
+        control, control_receive = anyio.create_memory_object_stream[ReaderSignal](self._depth + 1)
+        for _ in range(self._depth):
+            control.send_nowait(ReaderSignal.CREDIT)
+        scope = anyio.CancelScope()
+        run = functools.partial(
+            run_reader,
+            start,
+            metadata=self._metadata,
+            cache=self._cache,
+            retry=self._retry,
+            out=self._out.clone(),
+            control=control_receive,
+            scope=scope,
+        )
+        self._tg.start_soon(run)
+        return ReaderHandle(control, scope)
+
+    def refresh(self, topics: tuple[str, ...]) -> None:
+        """Refresh the watermarks of ``topics`` from now on (a new task)."""
+        if self._refresh is not None:
+            self._refresh.cancel()
+        self._refresh = anyio.CancelScope()
+        run = functools.partial(
+            run_refresher,
+            topics,
+            metadata=self._metadata,
+            interval=self._refresh_interval,
+            retry=self._retry,
+            out=self._out.clone(),
+            scope=self._refresh,
+        )
+        self._tg.start_soon(run)

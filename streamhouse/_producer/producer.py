@@ -47,8 +47,8 @@ from .._errors import (
     DeliveryError,
     InvalidArgumentError,
     PartitionNotFoundError,
-    raise_as_one,
 )
+from .._lifecycle import Runtime, run_client
 from .._metadata.protocol import MetadataStore
 from .._names import check_topic_name
 from .._storage.protocol import ObjectStore
@@ -455,30 +455,30 @@ async def open_producer(
             an unreachable endpoint, a missing bucket, refused credentials).
     """
     options = producer_options(
-        linger=linger, compression=compression, max_batch_bytes=max_batch_bytes,
-        max_record_bytes=max_record_bytes, max_in_flight=max_in_flight,
-        buffer_bytes=buffer_bytes, retries=retries, retry_backoff=retry_backoff,
-        retry_backoff_max=retry_backoff_max, delivery_timeout=delivery_timeout,
+        linger=linger,
+        compression=compression,
+        max_batch_bytes=max_batch_bytes,
+        max_record_bytes=max_record_bytes,
+        max_in_flight=max_in_flight,
+        buffer_bytes=buffer_bytes,
+        retries=retries,
+        retry_backoff=retry_backoff,
+        retry_backoff_max=retry_backoff_max,
+        delivery_timeout=delivery_timeout,
         close_timeout=close_timeout,
-    )  # fmt: skip
-    body_error: Exception | None = None
-    try:
-        async with open_stores(storage, metadata) as (store, meta), anyio.create_task_group() as tg:
-            # A wrong endpoint, bucket or key fails here, at once and clearly,
-            # rather than as every send's DeliveryError delivery_timeout later.
-            await store.check()
-            producer = Producer(store, meta, tg, options)
-            try:
-                yield producer
-            except Exception as exc:
-                # Raised again below, outside the task group, as itself
-                # rather than inside an exception group.
-                body_error = exc
-            finally:
-                with anyio.move_on_after(close_timeout, shield=True):
-                    await producer._close()
-                tg.cancel_scope.cancel()
-    except BaseExceptionGroup as group:
-        raise_as_one(group)
-    if body_error is not None:
-        raise body_error
+    )
+
+    async def start(runtime: Runtime) -> Producer:
+        # A wrong endpoint, bucket or key fails here, at once and clearly,
+        # rather than as every send's DeliveryError delivery_timeout later.
+        await store.check()
+        return Producer(store, meta, runtime.task_group, options)
+
+    async def close(producer: Producer, body_error: BaseException | None) -> None:
+        await producer._close()  # every accepted record is written, whatever the body did
+
+    async with (
+        open_stores(storage, metadata) as (store, meta),
+        run_client("producer", start, close, close_timeout) as producer,
+    ):
+        yield producer

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import random
 
 import anyio
@@ -9,6 +10,7 @@ import pytest
 
 import streamhouse
 from streamhouse import InvalidArgumentError, RecordBatch, TopicPartition
+from streamhouse._consumer.held import HeldRecords, fair_shares
 
 from ..helpers import Stores, produce
 
@@ -88,7 +90,7 @@ async def test_poll_batches_respects_its_limits_and_mixes_with_poll(stores: Stor
         for p in (0, 1):
             assert got[p] == list(range(len(got[p])))
             assert await consumer.position("t", p) == len(got[p])
-        with pytest.raises(InvalidArgumentError, match="max_records and max_batches"):
+        with pytest.raises(InvalidArgumentError, match="max_batches must be an int >= 1"):
             await consumer.poll_batches(max_batches=0)
 
 
@@ -143,32 +145,45 @@ async def test_records_left_by_async_for_come_first_as_batches(stores: Stores) -
         assert rest[0].first_offset == 10
 
 
-def test_held_records_are_shared_fairly_and_handed_out_once() -> None:
-    """Polls answered from held blocks take equal shares; every record comes out once."""
-    from streamhouse._consumer.held import HeldRecords, fair_shares
-
-    assert fair_shares([100, 100, 4, 0], 30) == [13, 13, 4, 0]
-    assert sum(fair_shares([5, 5], 3)) == 3
+def _held(sizes: list[tuple[int, int, int]]) -> HeldRecords:
+    """Held records: for each (partition, first offset, count), one batch."""
     held = HeldRecords()
-    held.add(
-        RecordBatch("t", p, at, [0] * n, [None] * n, [b"%d" % o for o in range(at, at + n)])
-        for p, at, n in [(0, 0, 40), (1, 0, 10), (0, 40, 40), (2, 7, 3)]
-    )
+    for p, at, n in sizes:
+        values = [b"%d" % o for o in range(at, at + n)]
+        held.add(TopicPartition("t", p), RecordBatch("t", p, at, [0] * n, [None] * n, values))
+    return held
+
+
+def test_held_records_are_shared_fairly_and_handed_out_once() -> None:
+    """Polls from held blocks take fair shares; every record comes out once; hand-outs are noted."""
+    assert fair_shares([100, 100, 4, 0], 30) == [13, 13, 4, 0]
+    assert fair_shares([5, 5], 3) == [2, 1]
+    held = _held([(0, 0, 40), (1, 0, 10), (0, 40, 40), (2, 7, 3)])
     assert held.first_offsets() == {
         TopicPartition("t", 0): 0, TopicPartition("t", 1): 0, TopicPartition("t", 2): 7,
     }  # fmt: skip
-    first = held.take_records(12)
-    offsets = {p: [r.offset for r in first if r.partition == p] for p in range(3)}
-    assert offsets[2] == [7, 8, 9]
-    assert sorted(map(len, (offsets[0], offsets[1]))) == [4, 5]
-    assert offsets[0] == list(range(len(offsets[0])))
-    assert offsets[1] == list(range(len(offsets[1])))
-    batches = held.take_batches(1000, 2)
-    assert len(batches) <= 2
-    rest = [r for b in batches for r in b] + held.take_records(1000)
-    seen = {(r.partition, r.offset) for r in first + rest}
-    assert seen == {(0, o) for o in range(80)} | {(1, o) for o in range(10)} | {
-        (2, o) for o in range(7, 10)
-    }
-    assert len(first) + len(rest) == 93
+    handed: dict[TopicPartition, int] = {}
+    first = held.take_records(12, handed)
+    assert [(r.partition, r.offset) for r in first] == [
+        *((0, o) for o in range(5)), *((1, o) for o in range(4)), (2, 7), (2, 8), (2, 9),
+    ]  # fmt: skip
+    assert handed == {
+        TopicPartition("t", 0): 5, TopicPartition("t", 1): 4, TopicPartition("t", 2): 10,
+    }  # fmt: skip
+    batches = held.take_batches(1000, 2, handed)
+    assert [(b.partition, b.first_offset, len(b)) for b in batches] == [(1, 4, 6), (0, 5, 35)]
+    rest = held.take_batches(1000, 10, None)
+    assert [(b.partition, b.first_offset, len(b)) for b in rest] == [(0, 40, 40)]
+    assert handed[TopicPartition("t", 0)] == 40  # batches taken with None are not handed out
     assert not held
+
+
+def test_a_poll_visits_at_most_its_limit_of_partitions_in_turn() -> None:
+    """With more partitions held than a poll may return, polls serve them in turn, none twice."""
+    held = _held([(p, 0, 5) for p in range(10)])
+    polls = [[r.partition for r in held.take_records(3, {})] for _ in range(4)]
+    assert polls == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9, 0, 1]]
+    held = _held([(p, 0, n) for p, n in enumerate([100, 100, 100, 4])])
+    shares = [collections.Counter(r.partition for r in held.take_records(n, {})) for n in (30, 3)]
+    assert shares == [{0: 9, 1: 9, 2: 8, 3: 4}, {1: 1, 2: 1, 0: 1}]
+    assert len(held.take_records(1000, {})) == 304 - 30 - 3

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 
 import anyio
@@ -19,6 +19,7 @@ from streamhouse import (
 )
 from streamhouse._consumer import reader
 from streamhouse._consumer.cache import CacheClient, run_cache
+from streamhouse._consumer.cachedir import SUBDIRECTORY, open_cache_directory
 
 from ..helpers import FlakyStore
 
@@ -42,11 +43,15 @@ class CountingStore(FlakyStore):
 
 @contextlib.asynccontextmanager
 async def cache_on(store: ObjectStore, directory: Path, budget: int) -> AsyncIterator[CacheClient]:
-    async with anyio.create_task_group() as tg:
-        client = CacheClient(await tg.start(run_cache, store, directory, budget))
-        yield client
-        client.close()
-        tg.cancel_scope.cancel()
+    """A cache actor on ``directory`` (its files in the cache's subdirectory)."""
+    taken = open_cache_directory(directory)
+    try:
+        async with anyio.create_task_group() as tg:
+            client: CacheClient = await tg.start(run_cache, store, taken, budget)
+            yield client
+            tg.cancel_scope.cancel()
+    finally:
+        taken.close()
 
 
 async def test_the_budget_holds_and_the_least_recently_used_goes_first(tmp_path: Path) -> None:
@@ -70,7 +75,7 @@ async def test_the_budget_holds_and_the_least_recently_used_goes_first(tmp_path:
         await cache.get("d", 0, 2000)  # larger than the budget: served, not cached
         assert (await cache.stats()).bytes <= 1000
     # Closed: every write has ended, so the files can be counted.
-    disk = sum(f.stat().st_size for f in (tmp_path / "cache").iterdir())
+    disk = sum(f.stat().st_size for f in (tmp_path / "cache" / SUBDIRECTORY).glob("*.bin"))
     assert disk <= 1000
 
 
@@ -91,27 +96,33 @@ async def test_concurrent_misses_of_one_range_make_one_get(tmp_path: Path) -> No
         assert (await cache.stats()).joined == 1
 
 
-async def _append(results: list[bytes], awaitable: object) -> None:
-    results.append(await awaitable)  # type: ignore[misc]
+async def _append(results: list[bytes], awaitable: Awaitable[bytes]) -> None:
+    results.append(await awaitable)
 
 
-async def test_a_restart_counts_files_on_disk_and_drops_bad_ones(tmp_path: Path) -> None:
-    """On restart, complete files count against the budget; partial and wrong ones go."""
+async def test_a_restart_counts_its_files_and_drops_only_its_own_debris(tmp_path: Path) -> None:
+    """On restart, complete files count; its partial and wrong files go; nothing else is touched."""
     store = LocalObjectStore(tmp_path / "objects")
     await store.put("obj", b"y" * 300)
     directory = tmp_path / "cache"
     async with cache_on(store, directory, budget=1000) as cache:
         await cache.get("obj", 0, 300)
         await cache.get("obj", 0, 100)
-    good = sorted(directory.iterdir())
-    (directory / ".tmp-partial").write_bytes(b"half")
+    ours = directory / SUBDIRECTORY
+    before = sorted(ours.iterdir())
+    good = sorted(ours.glob("*.bin"))
+    partial = ours / f".tmp-{good[0].stem}-7"  # a write a crash cut short
+    partial.write_bytes(b"half")
     wrong = good[0].with_name(good[0].name.replace("-0-", "-0-9"))
     wrong.write_bytes(b"short")  # its name says 9xx bytes
-    (directory / "stray.txt").write_text("not ours")
+    strangers = [ours / "notes.txt", ours / ".tmp-theirs", directory / "report.docx"]
+    for path in strangers:
+        path.write_text("not the cache's")
     async with cache_on(store, directory, budget=1000) as cache:
         stats = await cache.stats()
         assert (stats.files, stats.bytes) == (2, 400)
-        assert sorted(directory.iterdir()) == good
+        assert sorted(ours.iterdir()) == sorted(before + strangers[:2])
+        assert all(path.read_text() == "not the cache's" for path in strangers)
         assert await cache.get("obj", 0, 300) == b"y" * 300
         assert (await cache.stats()).hits == 1
 
@@ -174,17 +185,27 @@ async def test_sequential_reads_prefetch_the_next_segment(tmp_path: Path) -> Non
 
 
 async def test_read_ahead_is_bounded_however_large_the_backlog(tmp_path: Path) -> None:
-    """With nothing delivered, a reader fetches only its prefetch depth ahead."""
+    """At every GET, the reader is a bounded number of segments ahead of the application."""
     store, meta = await segments_in(tmp_path, 30, 50)
-    tp = TopicPartition("t", 0)
-    async with open_consumer(tp, storage=store, metadata=meta, offset_reset="earliest",
-                             prefetch_batches=2) as consumer:  # fmt: skip
-        await consumer.pause(tp)
-        assert await consumer.poll(timeout=0.5) == []  # the reader runs ahead meanwhile
-        # 2 batches held + the segment being sent + its prefetched successors
-        assert len(store.gets) <= 2 + 1 + reader.SEGMENTS_AHEAD
-        await consumer.resume(tp)
-        assert (await consumer.poll(timeout=5))[0].offset == 0
+    segment_of = {s.object_key: i for i, s in enumerate(await meta.list_segments("t", 0))}
+    handed = 0  # records the application has
+    ahead: list[int] = []  # at each GET: its segment - the application's segment
+    inner_get = store.get
+
+    async def get(key: str, start: int = 0, end: int | None = None) -> bytes:
+        ahead.append(segment_of[key] - handed // 50)
+        return await inner_get(key, start, end)
+
+    store.get = get
+    async with open_consumer(TopicPartition("t", 0), storage=store, metadata=meta,
+                             offset_reset="earliest", prefetch_batches=2) as consumer:  # fmt: skip
+        with anyio.fail_after(30):
+            while handed < 1500:
+                handed += len(await consumer.poll(timeout=5, max_records=7))
+    # Blocks the facade holds and those pending (prefetch_batches each), the
+    # one waiting for a credit, and the segments fetched ahead of it.
+    assert max(ahead) <= 2 * 2 + 1 + reader.SEGMENTS_AHEAD
+    assert len(ahead) == 30  # and each segment fetched once
     await meta.aclose()
 
 
@@ -193,7 +214,8 @@ async def test_a_failing_disk_costs_the_cache_not_the_read(tmp_path: Path) -> No
     store = CountingStore(LocalObjectStore(tmp_path / "objects"))
     await store.put("obj", b"y" * 300)
     async with cache_on(store, tmp_path / "cache", budget=10_000) as cache:
-        (tmp_path / "cache").rmdir()  # every write now fails
+        # Every write now fails: the directory is gone from under the cache.
+        (tmp_path / "cache" / SUBDIRECTORY).rename(tmp_path / "elsewhere")
         assert await cache.get("obj", 0, 300) == b"y" * 300
         with anyio.fail_after(10):
             while (stats := await cache.stats()).files:
@@ -241,7 +263,7 @@ async def test_a_refresh_never_serves_bytes_read_ahead_from_the_bad_file(tmp_pat
     for _ in range(10):
         async with cache_on(store, tmp_path / "cache", budget=10_000) as cache:
             assert await cache.get("obj", 0, 300) == b"g" * 300
-        (cached,) = (tmp_path / "cache").glob("*.bin")
+        (cached,) = (tmp_path / "cache" / SUBDIRECTORY).glob("*.bin")
         cached.write_bytes(b"X" * 300)  # the disk went bad
         async with cache_on(store, tmp_path / "cache", budget=10_000) as cache:
             await cache.prefetch("obj", 0, 300)  # reads the bad file ahead

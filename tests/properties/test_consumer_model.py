@@ -7,27 +7,41 @@ and SQLite, checking every answer against a model. Per partition, delivered
 offsets are consecutive from the position, never skipped or repeated except
 where a seek or a reopen says so; after a reopen, delivery resumes at the
 committed offset; a paused partition delivers nothing until resumed.
+
+The second property runs the same programs through seeded faults at every
+I/O seam the consumer uses (tests/faults.py: every object store and metadata
+call may fail before it runs, fail after it ran, or be delayed), and with a
+cached copy corrupted on disk now and then: the delivered sequence must be
+exactly the model's all the same. Only commit() may fail, with a transient
+error the program retries, as an application would.
 """
 
 from __future__ import annotations
 
 import contextlib
+import random
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import anyio
 import trio
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from streamhouse import (
     LocalObjectStore,
+    MetadataStore,
+    MetadataUnavailableError,
+    ObjectStore,
+    RetryPolicy,
     SQLiteMetadataStore,
     TopicPartition,
     open_consumer,
     open_producer,
 )
+
+from ..faults import FaultPlan, FaultyMetadata, FaultyStore
 
 PARTITIONS = 2
 
@@ -43,17 +57,58 @@ operations = st.one_of(
     st.tuples(st.just("pause"), st.integers(0, PARTITIONS - 1)),
     st.tuples(st.just("resume"), st.integers(0, PARTITIONS - 1)),
 )
+with_corruption = st.one_of(
+    operations, st.tuples(st.just("corrupt_cache"), st.integers(0, 99), st.floats(0, 1))
+)
 
 
 @given(program=st.lists(operations, min_size=1, max_size=25))
 @settings(max_examples=25, deadline=None)
 def test_the_consumer_behaves_like_its_model(program: list[tuple[Any, ...]]) -> None:
     """Every delivery, commit, seek and reopen matches the model of the log."""
+    run(program, seed=None)
+
+
+@given(
+    program=st.lists(with_corruption, min_size=1, max_size=25),
+    seed=st.integers(0, 2**32 - 1),
+)
+@settings(max_examples=20, deadline=None)
+def test_the_consumer_behaves_like_its_model_through_faults(
+    program: list[tuple[Any, ...]], seed: int
+) -> None:
+    """Through faults at every I/O seam and corrupt cached copies, deliveries match the model."""
+    run(program, seed=seed)
+
+
+def corrupt_a_cached_copy(cache: Path, which: int, where: float) -> None:
+    """Flip a byte of one of the cache's files, as a failing disk would."""
+    files = sorted(cache.glob("*/*.bin"))
+    if files:
+        path = files[which % len(files)]
+        data = bytearray(path.read_bytes())
+        if data:
+            data[int(where * (len(data) - 1))] ^= 0xFF
+            path.write_bytes(bytes(data))
+
+
+def run(program: list[tuple[Any, ...]], seed: int | None) -> None:
+    """Run ``program`` against a real consumer and the model; with faults when seeded."""
 
     async def main(root: Path) -> None:
         storage = LocalObjectStore(root / "objects", fsync=False)
         meta = SQLiteMetadataStore(root / "meta.db", synchronous="OFF")
         await meta.create_topic("t", PARTITIONS)
+        # What the consumer sees: the stores themselves, or through faults.
+        their_storage: ObjectStore = storage
+        their_meta: MetadataStore = meta
+        retry = RetryPolicy()
+        plan = None
+        if seed is not None:
+            plan = FaultPlan(seed)
+            their_storage = FaultyStore(storage, plan)
+            their_meta = FaultyMetadata(meta, plan)
+            retry = RetryPolicy(base_delay=0.001, max_delay=0.01, rng=random.Random(seed))
         high = [0] * PARTITIONS  # the model: high watermarks,
         position = [0] * PARTITIONS  # positions (next offset to deliver)
         committed: list[int | None] = [None] * PARTITIONS  # and committed offsets
@@ -82,11 +137,13 @@ def test_the_consumer_behaves_like_its_model(program: list[tuple[Any, ...]]) -> 
                     open_consumer(
                         "t",
                         group_id="g",
-                        storage=storage,
-                        metadata=meta,
+                        storage=their_storage,
+                        metadata=their_meta,
                         offset_reset="earliest",
                         auto_commit=False,
                         metadata_refresh_interval=0.005,
+                        cache_dir=root / "cache",
+                        retry=retry,
                     )
                 )
 
@@ -124,7 +181,14 @@ def test_the_consumer_behaves_like_its_model(program: list[tuple[Any, ...]]) -> 
                     with anyio.move_on_after(op[1]):
                         check(await consumer.poll(timeout=0.05))
                 elif kind == "commit":
-                    await consumer.commit()
+                    for _ in range(10):  # an application retries a commit that failed
+                        try:
+                            await consumer.commit()
+                            break
+                        except MetadataUnavailableError:
+                            assert seed is not None
+                    else:
+                        raise AssertionError("commit kept failing")
                     committed = list(position)
                 elif kind == "seek":
                     _, p, where = op
@@ -142,6 +206,8 @@ def test_the_consumer_behaves_like_its_model(program: list[tuple[Any, ...]]) -> 
                 elif kind == "resume":
                     await consumer.resume(TopicPartition("t", op[1]))
                     paused.discard(op[1])
+                elif kind == "corrupt_cache":
+                    corrupt_a_cached_copy(root / "cache", op[1], op[2])
                 for p in range(PARTITIONS):
                     assert await consumer.position("t", p) == position[p]
             # Finally everything still owed is delivered, in order.
@@ -151,6 +217,8 @@ def test_the_consumer_behaves_like_its_model(program: list[tuple[Any, ...]]) -> 
                 while position != high:
                     check(await consumer.poll(timeout=5))
         await meta.aclose()
+        if plan is not None:
+            event(f"faults injected: {min(sum(plan.faults.values()), 10)}+")
 
     with tempfile.TemporaryDirectory() as tmp:
         trio.run(main, Path(tmp))

@@ -1,0 +1,102 @@
+"""The coordinator's commits: what differs from the group's offsets, and when to write it.
+
+Owned by the coordinator and used only in its task. ``uncommitted`` holds
+the partitions whose position or consumed offset may differ from the
+committed one, so a commit looks at those, not at every assigned partition.
+
+``commit()`` writes positions (every record handed out); auto-commit and a
+close after an error write consumed offsets (positions as of the last time
+the application came back for more): at-least-once. Auto-commit failures are
+logged, two lines a burst, and tried again at the next interval.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+
+import anyio
+
+from .._errors import InvalidArgumentError, RetriableError
+from .._metadata.protocol import MetadataStore
+from .._retry import RetryBurst
+from .._types import TopicPartition
+from .messages import CloseMode
+from .partitions import Partition
+
+__all__ = ["Commits"]
+
+_log = logging.getLogger("streamhouse.consumer")
+
+
+class Commits:
+    def __init__(
+        self, metadata: MetadataStore, group_id: str | None, interval: float | None
+    ) -> None:
+        self._metadata = metadata
+        self._group_id = group_id
+        self._interval = interval  # auto-commit's, or None
+        self._log = RetryBurst(_log, f"auto-commit of group {group_id!r}")
+        self.uncommitted: set[TopicPartition] = set()
+        self.next_auto_commit = math.inf
+
+    def start(self) -> None:
+        """Start the auto-commit timer, if auto-commit is on."""
+        if self._interval is not None:
+            self.next_auto_commit = anyio.current_time() + self._interval
+
+    def moved(self, part: Partition) -> None:
+        """``part``'s position, consumed or committed offset changed."""
+        if part.uncommitted:
+            self.uncommitted.add(part.tp)
+        else:
+            self.uncommitted.discard(part.tp)
+
+    async def commit_by(self, mode: CloseMode, parts: Mapping[TopicPartition, Partition]) -> None:
+        """Commit every position (or consumed offset) that differs from its commit."""
+        if mode is CloseMode.NOTHING:
+            return
+        offsets = {}
+        for tp in list(self.uncommitted):
+            part = parts[tp]
+            offset = part.position if mode is CloseMode.POSITIONS else part.consumed
+            if offset != part.committed:
+                offsets[tp] = offset
+            elif not part.uncommitted:
+                self.uncommitted.discard(tp)  # moved, and back where it was committed
+        await self.commit(offsets, parts)
+
+    async def commit(
+        self, offsets: Mapping[TopicPartition, int], parts: Mapping[TopicPartition, Partition]
+    ) -> None:
+        """Commit exactly ``offsets``, in one transaction."""
+        if self._group_id is None:
+            raise InvalidArgumentError("commit needs a group_id: open the consumer with one")
+        if not offsets:
+            return
+        await self._metadata.commit_offsets(self._group_id, offsets)
+        for tp, offset in offsets.items():
+            part = parts.get(tp)
+            if part is not None:
+                part.committed = offset
+                self.moved(part)
+
+    async def committed(self, tp: TopicPartition) -> int | None:
+        """The group's committed offset, as the metadata store has it now."""
+        if self._group_id is None:
+            return None
+        found = await self._metadata.fetch_offsets(self._group_id, [tp])
+        return found[tp].offset if tp in found else None
+
+    async def auto_commit(self, parts: Mapping[TopicPartition, Partition]) -> None:
+        assert self._interval is not None
+        self.next_auto_commit = anyio.current_time() + self._interval
+        try:
+            await self.commit_by(CloseMode.CONSUMED, parts)
+        except RetriableError as exc:
+            self._log.failed(exc)  # tried again at the next interval
+        except Exception as exc:
+            _log.error("auto-commit of group %r failed: %r", self._group_id, exc)
+        else:
+            self._log.succeeded()
