@@ -163,6 +163,19 @@ class RecordBatch:
     def last_offset(self) -> int:
         return self.next_offset - 1
 
+    def offset_at(self, index: int) -> int:
+        """The offset of record ``index`` (``next_offset`` past the last)."""
+        if self._offsets is None:
+            return self.first_offset + index
+        return self._offsets[index] if index < len(self._offsets) else self.next_offset
+
+    def offset_after(self, count: int) -> int:
+        """The position after the batch's first ``count`` records: the offset
+        after the last of them (``first_offset`` for none)."""
+        if self._offsets is None or not count:
+            return self.first_offset + count
+        return self._offsets[count - 1] + 1
+
     @property
     def headers(self) -> Sequence[Headers]:
         """Each record's headers (``()`` for none)."""
