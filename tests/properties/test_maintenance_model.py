@@ -2,10 +2,14 @@
 
 Hypothesis draws a topic (delete or compact, with or without retention) and
 a program of operations: produce (a flush of keyed records, tombstones
-among them, old or new), maintain (grace 0, merging small or not), and
-changes of the settings. One trio run executes it on a local store and
-SQLite. After every pass, what a reader reads must agree with the model,
-the log as it was produced:
+among them, old or new), maintain (grace 0, merging small or not: objects
+are deleted at once, under the consumer's feet), changes of the settings,
+and a consumer's polls and seeks. One trio run executes it on a local store
+and SQLite. The consumer, open throughout, must only ever deliver records
+of the model, at their offsets, in increasing order from where it was sent
+(``offset_reset="earliest"`` when retention passes it), and in the end read
+exactly what the catalogue holds. After every pass, the log must agree with
+the model, the log as it was produced:
 
 - no record changes: every record read is the model's record at its offset,
   in offset order;
@@ -27,11 +31,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+import anyio
 import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamhouse import Admin, LocalObjectStore, SQLiteMetadataStore, open_producer
+from streamhouse import (
+    Admin,
+    Consumer,
+    LocalObjectStore,
+    SQLiteMetadataStore,
+    open_consumer,
+    open_producer,
+)
 
 from ..helpers import read_partition
 
@@ -49,6 +61,8 @@ operations = st.one_of(
     st.tuples(st.just("retention_bytes"), st.sampled_from([None, 0, 500, 3000])),
     st.tuples(st.just("retention_seconds"), st.sampled_from([None, 3600])),
     st.tuples(st.just("delete_retention"), st.sampled_from([0, 86400])),
+    st.tuples(st.just("consume"), st.integers(1, 10)),
+    st.tuples(st.just("seek"), st.floats(0, 1)),
 )
 topics = st.fixed_dictionaries(
     {
@@ -76,30 +90,88 @@ def test_maintenance_agrees_with_the_model(
         model: dict[int, tuple[bytes | None, bytes | None]] = {}  # offset -> (key, value)
         log_start = 0
         expiring = topic["delete_retention_seconds"] == 0  # tombstones may have gone
-        for op in program:
-            if op[0] == "produce":
-                _, batch, old = op
-                if compact:  # compacted topics refuse records without a key
-                    batch = [(k or b"k", v) for k, v in batch]
-                stamp = time.time_ns() // 1_000_000 - (2 * DAY_MS if old else 0)
-                async with open_producer(storage=storage, metadata=meta, linger=0) as producer:
-                    sent = await producer.send_batch(
-                        "t", [v for _, v in batch], keys=[k for k, _ in batch], timestamps=stamp
-                    )
-                model.update(zip(sent.offsets, batch, strict=True))
-            elif op[0] == "maintain":
-                await admin.maintain(grace=0, orphan_grace=0, target_bytes=op[1])
-                log_start = await check(storage, meta, model, log_start, compact, expiring)
-            else:
-                setting = {"delete_retention": "delete_retention_seconds"}.get(op[0], op[0])
-                await admin.alter_topic("t", **{setting: op[1]})
-                expiring |= setting == "delete_retention_seconds" and op[1] == 0
-        await admin.maintain(grace=0, orphan_grace=0)
-        await check(storage, meta, model, log_start, compact, expiring)
+        async with open_consumer(
+            "t", storage=storage, metadata=meta, offset_reset="earliest",
+            cache_size_bytes=0, metadata_refresh_interval=0.005,
+        ) as consumer:  # fmt: skip
+            reading = Reading(consumer, model)
+            for op in program:
+                if op[0] == "produce":
+                    await produce(storage, meta, model, op[1], op[2], compact)
+                elif op[0] == "maintain":
+                    await admin.maintain(grace=0, orphan_grace=0, target_bytes=op[1])
+                    log_start = await check(storage, meta, model, log_start, compact, expiring)
+                elif op[0] == "consume":
+                    await reading.consume(op[1])
+                elif op[0] == "seek":
+                    await reading.seek(int(op[1] * len(model)))
+                else:
+                    setting = {"delete_retention": "delete_retention_seconds"}.get(op[0], op[0])
+                    await admin.alter_topic("t", **{setting: op[1]})
+                    expiring |= setting == "delete_retention_seconds" and op[1] == 0
+            await admin.maintain(grace=0, orphan_grace=0)
+            await check(storage, meta, model, log_start, compact, expiring)
+            rows = await read_partition(storage, meta, "t", 0)
+            assert await reading.everything(len(model)) == [row[0] for row in rows]
         await meta.aclose()
 
     with tempfile.TemporaryDirectory() as tmp:
         trio.run(main, Path(tmp))
+
+
+async def produce(
+    storage: LocalObjectStore,
+    meta: SQLiteMetadataStore,
+    model: dict[int, tuple[bytes | None, bytes | None]],
+    batch: list[tuple[bytes | None, bytes | None]],
+    old: bool,
+    compact: bool,
+) -> None:
+    """One flush of ``batch`` (timestamps two days old, or now); the model learns it."""
+    if compact:  # compacted topics refuse records without a key
+        batch = [(k or b"k", v) for k, v in batch]
+    stamp = time.time_ns() // 1_000_000 - (2 * DAY_MS if old else 0)
+    async with open_producer(storage=storage, metadata=meta, linger=0) as producer:
+        sent = await producer.send_batch(
+            "t", [v for _, v in batch], keys=[k for k, _ in batch], timestamps=stamp
+        )
+    model.update(zip(sent.offsets, batch, strict=True))
+
+
+class Reading:
+    """The consumer's side: every delivery checked against the model."""
+
+    def __init__(
+        self, consumer: Consumer, model: dict[int, tuple[bytes | None, bytes | None]]
+    ) -> None:
+        self.consumer = consumer
+        self.model = model
+        self.low = 0  # every delivery from now on is at this offset or later
+
+    def check(self, records: list[Any]) -> None:
+        for r in records:
+            assert r.offset >= self.low, (r.offset, self.low)
+            assert self.model[r.offset] == (r.key, r.value), r
+            self.low = r.offset + 1
+
+    async def consume(self, most: int) -> None:
+        self.check(await self.consumer.poll(timeout=0.02, max_records=most))
+
+    async def seek(self, offset: int) -> None:
+        await self.consumer.seek("t", 0, offset)
+        self.low = offset  # below the log start, it resets to the log start
+
+    async def everything(self, high: int) -> list[int]:
+        """Seek to the beginning and read to the end: the offsets delivered."""
+        await self.consumer.seek_to_beginning()
+        self.low = 0
+        offsets: list[int] = []
+        with anyio.fail_after(30):
+            while await self.consumer.position("t", 0) < high:
+                records = await self.consumer.poll(timeout=0.05)
+                self.check(records)
+                offsets += [r.offset for r in records]
+        return offsets
 
 
 async def check(
