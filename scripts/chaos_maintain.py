@@ -19,8 +19,12 @@ end the producer stops, one clean pass runs, and:
 
 Storage is a local directory, or with ``--s3`` a private SeaweedFS; the
 metadata is SQLite, or the PostgreSQL URL given (its schema is dropped
-afterwards). Exits 1 on any violation. A lead folds this into
-scripts/chaos.py when that exists.
+afterwards). Exits 1 on any violation.
+
+scripts/chaos.py kills maintainers too, among producers, consumers and
+SeaweedFS, on a topic that maintenance only merges (every acknowledged
+record must stay); this script is the one for retention and compaction,
+whose results only a model of the log can check.
 """
 
 from __future__ import annotations
