@@ -164,3 +164,19 @@ async def test_a_live_reader_reads_through_a_merge(stores: Stores) -> None:
         assert report.objects_deleted == 30
         got += await poll_until(consumer, 29)
     assert [(r.offset, r.value) for r in got] == [(i, b"%d" % i) for i in range(30)]
+
+
+async def test_a_committed_offset_retention_removed_resets_at_open(stores: Stores) -> None:
+    """At open, a committed offset below the new log start applies offset_reset."""
+    admin = Admin(*stores)
+    await admin.create_topic("t", retention_bytes=0)
+    await flushes(stores, "t", 0, [[(b"k", b"old")]] * 3)
+    await stores.meta.commit_offsets("g", {TP: 1})
+    await admin.maintain(grace=0)
+    await flushes(stores, "t", 0, [[(b"k", b"new")]])
+    with pytest.raises(OffsetOutOfRangeError, match=r"t\[0\]"):
+        async with stores.consumer("t", group_id="g", offset_reset="none"):
+            pass
+    async with stores.consumer("t", group_id="g", offset_reset="earliest") as consumer:
+        (record,) = await poll_until(consumer, 1)
+    assert (record.offset, record.value) == (3, b"new")
