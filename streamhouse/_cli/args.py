@@ -140,6 +140,17 @@ def format_bytes(value: int | None) -> str:
 _ESCAPES = {"t": "\t", "n": "\n", "r": "\r", "0": "\0", "\\": "\\"}
 
 
+def seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds greater than zero."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds > 0, not {text}")
+    return value
+
+
 def separator(text: str) -> bytes:
     r"""An argparse type: a separator as bytes, with ``\t``, ``\n``, ``\r``, ``\0``, ``\\``.
 

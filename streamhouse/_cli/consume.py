@@ -20,12 +20,13 @@ from typing import Any
 from .._admin import Admin, open_admin
 from .._config import open_stores
 from .._consumer import Consumer, open_consumer
+from .._errors import RetriableError
 from .._types import ConsumedRecord, TopicPartition
-from .args import Subparsers, add_command, at_least, separator
+from .args import Subparsers, add_command, at_least, seconds, separator
 from .common import Cli, require_metadata
 from .output import Output, StdoutClosed
 
-__all__ = ["CatchUp", "register"]
+__all__ = ["caught_up", "register"]
 
 
 class _Printed:
@@ -65,28 +66,10 @@ async def _to_read(admin: Admin, args: argparse.Namespace) -> list[TopicPartitio
     return wanted
 
 
-class CatchUp:
-    """Whether a consumer has caught up: no assigned partition has records left.
-
-    One call, so that it becomes one request when the consumer can answer
-    every partition's lag at once. Until then it asks partition by
-    partition, first the one found behind last time: while the consumer is
-    behind, an answer costs one request, not one per partition.
-    """
-
-    def __init__(self) -> None:
-        self._behind: TopicPartition | None = None
-
-    async def __call__(self, consumer: Consumer) -> bool:
-        assigned = consumer.assignment()
-        order = sorted(assigned)
-        if self._behind in assigned:
-            order.insert(0, self._behind)
-        for tp in order:
-            if await consumer.lag(tp.topic, tp.partition) > 0:
-                self._behind = tp
-                return False
-        return True
+async def caught_up(consumer: Consumer) -> bool:
+    """Whether no assigned partition has records left: one request, however
+    many partitions (``Consumer.lags``)."""
+    return not any((await consumer.lags()).values())
 
 
 def _text(data: bytes | None) -> Any:
@@ -122,12 +105,17 @@ def _render(records: Sequence[ConsumedRecord], args: argparse.Namespace) -> byte
 async def _print_records(
     consumer: Consumer, args: argparse.Namespace, out: Output, printed: _Printed
 ) -> None:
-    done = CatchUp()
     while args.max is None or printed.count < args.max:
         limit = 500 if args.max is None else min(500, args.max - printed.count)
-        records = await consumer.poll(timeout=1.0 if args.follow else 0.5, max_records=limit)
+        try:
+            records = await consumer.poll(timeout=1.0 if args.follow else 0.5, max_records=limit)
+        except RetriableError as exc:
+            if not args.follow:
+                raise  # the caller commits what was printed, then exits 1
+            out.say(f"warning: {exc}; still waiting")  # the consumer carries on
+            continue
         if not records:
-            if not args.follow and await done(consumer):
+            if not args.follow and await caught_up(consumer):
                 return
             continue
         out.data(_render(records, args))  # written first, then counted as printed
@@ -146,14 +134,26 @@ async def consume(args: argparse.Namespace, cli: Cli) -> int:
                 assigned = await _to_read(admin, args)
         if assigned:
             async with open_consumer(
-                assigned, group_id=args.group, offset_reset=args.start, auto_commit=False,
-                storage=storage, metadata=metadata,
-            ) as consumer:  # fmt: skip
+                assigned,
+                group_id=args.group,
+                offset_reset=args.start,
+                auto_commit=False,
+                storage=storage,
+                metadata=metadata,
+                stall_timeout=args.stall_timeout,
+            ) as consumer:
                 # Ctrl-C and a closed stdout are normal ends: commit what was written.
+                # So does a stall (an unreachable store), which then exits 1.
+                stalled: RetriableError | None = None
                 with cli.stop_scope(), contextlib.suppress(StdoutClosed):
-                    await _print_records(consumer, args, cli.out, printed)
+                    try:
+                        await _print_records(consumer, args, cli.out, printed)
+                    except RetriableError as exc:
+                        stalled = exc
                 if args.group and printed.offsets:
                     await consumer.commit(printed.offsets)
+                if stalled is not None:
+                    raise stalled
     committed = f"; committed for group {args.group}" if args.group else ""
     cli.out.say(f"consumed {printed.count} records{committed}")
     return 0
@@ -176,6 +176,14 @@ def register(commands: Subparsers, common: argparse.ArgumentParser) -> None:
     p.add_argument("--max", type=at_least(1), metavar="N", help="stop after N records")
     p.add_argument(
         "--follow", action="store_true", help="keep waiting for new records (stop with Ctrl-C)"
+    )
+    p.add_argument(
+        "--stall-timeout",
+        type=seconds,
+        default=60.0,
+        metavar="S",
+        help="give up with exit 1 when a partition makes no progress for S seconds because "
+        "of errors (an unreachable store); with --follow, say so and keep waiting",
     )
     p.add_argument(
         "--format",

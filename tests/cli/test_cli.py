@@ -190,6 +190,26 @@ def test_s3_problems_are_one_clear_line(
     assert "wrong" not in err.replace("wrong secret", "")
 
 
+def test_consume_gives_up_on_an_unreachable_store_with_one_line(
+    sh: Shell, s3_server: S3Server, s3_prefix: str
+) -> None:
+    """Without --follow, a store that stays unreachable for --stall-timeout is exit 1, one line."""
+    env = {**s3_env(s3_server), "STREAMHOUSE_STORAGE": f"s3://{BUCKET}/{s3_prefix}"}
+    sh.ok("topics", "create", "t", env=env)
+    sh.ok("produce", "t", stdin="a\nb\n", env=env)
+    dead = {**env, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}
+    result = sh.run("consume", "t", "--group", "g", "--stall-timeout", "1", env=dead)
+    assert result.returncode == 1
+    assert result.stdout == b""
+    err = result.stderr.decode()
+    assert err.startswith("error: "), err
+    assert err.count("\n") == 1, err
+    assert "t[0]" in err
+    assert "127.0.0.1:9" in err
+    assert sh.run("groups", "describe", "g").returncode == 1  # nothing printed, nothing committed
+    assert sh.ok("consume", "t", "--group", "g", env=env).splitlines() == ["a", "b"]
+
+
 def test_python_dash_m_runs_the_same_command(sh: Shell) -> None:
     """python -m streamhouse is the streamhouse command."""
     import streamhouse
