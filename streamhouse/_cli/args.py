@@ -25,6 +25,7 @@ __all__ = [
     "global_options",
     "seconds",
     "separator",
+    "time_span",
 ]
 
 Subparsers = Any  # argparse's _SubParsersAction is private; its add_parser is what is used
@@ -105,7 +106,7 @@ def byte_size(text: str) -> int | None:
     return value
 
 
-def seconds(text: str) -> float:
+def time_span(text: str) -> float:
     """An argparse type: a time span (as ``duration``) that may be 0, never none."""
     if text.strip() in ("0", "0s"):
         return 0.0

@@ -22,7 +22,7 @@ import attrs
 from .._admin import open_admin
 from .._errors import RetriableError
 from .._maintenance import MaintenanceReport
-from .args import Subparsers, add_command, add_format_option, format_bytes, seconds
+from .args import Subparsers, add_command, add_format_option, format_bytes, time_span
 from .common import Cli, require_metadata
 
 __all__ = ["register"]
@@ -77,21 +77,21 @@ def register(commands: Subparsers, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--once", action="store_true", help="run one pass, then exit")
     p.add_argument(
-        "--interval", type=seconds, default=60.0, metavar="TIME",
+        "--interval", type=time_span, default=60.0, metavar="TIME",
         help="time between passes: 60, 30s, 5m",
     )  # fmt: skip
     p.add_argument(
-        "--grace", type=seconds, default=60.0, metavar="TIME",
+        "--grace", type=time_span, default=60.0, metavar="TIME",
         help="how long objects nothing points into are kept, for readers that looked them "
         "up before (segments younger than this are not rewritten either)",
     )  # fmt: skip
     p.add_argument(
-        "--orphan-grace", type=seconds, default=3600.0, metavar="TIME",
+        "--orphan-grace", type=time_span, default=3600.0, metavar="TIME",
         help="how long an upload no producer committed is kept (at least the producers' "
         "delivery timeout)",
     )  # fmt: skip
     p.add_argument(
-        "--lease-ttl", type=seconds, default=30.0, metavar="TIME",
+        "--lease-ttl", type=time_span, default=30.0, metavar="TIME",
         help="how long the lease outlives a maintainer killed mid-pass (the next waits)",
     )  # fmt: skip
     add_format_option(p)

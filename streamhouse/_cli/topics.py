@@ -16,7 +16,7 @@ from .args import (
     duration,
     format_bytes,
     format_seconds,
-    seconds,
+    time_span,
 )
 from .common import Cli, require_metadata
 
@@ -132,7 +132,7 @@ def _setting_options(p: argparse.ArgumentParser) -> None:
         "(default: delete)",
     )  # fmt: skip
     group.add_argument(
-        "--delete-retention", dest="delete_retention_seconds", type=seconds, metavar="TIME",
+        "--delete-retention", dest="delete_retention_seconds", type=time_span, metavar="TIME",
         default=argparse.SUPPRESS,
         help="how long a compacted topic keeps a tombstone (default: 1d)",
     )  # fmt: skip
