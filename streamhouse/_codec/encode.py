@@ -251,6 +251,21 @@ def encode_segment(
         blocks.append(block)
         entries.append(attrs.evolve(entry, position=position))
         position += len(block)
+    gapped = relative[0] != 0 or relative[-1] != n - 1
+    tail = _index_and_footer(entries, position, n, gapped)
+    blocks.append(tail)
+    return EncodedSegment(
+        data=b"".join(blocks),
+        record_count=n,
+        index_length=len(tail),
+        min_timestamp=min(e.min_timestamp for e in entries),
+        max_timestamp=max(e.max_timestamp for e in entries),
+        end_offset_delta=relative[-1] + 1,
+    )
+
+
+def _index_and_footer(entries: list[IndexEntry], position: int, n: int, gapped: bool) -> bytes:
+    """The segment's tail: one index entry a block, then the footer."""
     index = b"".join(
         INDEX_ENTRY.pack(
             e.first_offset_delta,
@@ -263,22 +278,11 @@ def encode_segment(
         )
         for e in entries
     )
-    gapped = relative[0] != 0 or relative[-1] != n - 1
     version = GAPPED_FORMAT_VERSION if gapped else FORMAT_VERSION
     footer_head = FOOTER.pack(
         position, n, len(entries), crc32c(index), version, 0, 0, SEGMENT_MAGIC
     )[:28]
-    footer = footer_head + U32.pack(crc32c(footer_head)) + SEGMENT_MAGIC
-    blocks.append(index)
-    blocks.append(footer)
-    return EncodedSegment(
-        data=b"".join(blocks),
-        record_count=n,
-        index_length=len(index) + len(footer),
-        min_timestamp=min(e.min_timestamp for e in entries),
-        max_timestamp=max(e.max_timestamp for e in entries),
-        end_offset_delta=relative[-1] + 1,
-    )
+    return index + footer_head + U32.pack(crc32c(footer_head)) + SEGMENT_MAGIC
 
 
 def _check_offsets(offsets: Sequence[int] | None, n: int) -> Sequence[int]:

@@ -18,7 +18,7 @@ import contextlib
 import anyio
 import anyio.to_thread
 
-from .._codec.format import MAX_OFFSET_DELTA
+from .._codec import MAX_OFFSET_DELTA
 from .._errors import raise_as_one
 from .._metadata.protocol import SegmentInfo, TopicInfo
 from .context import Pass, all_segments
