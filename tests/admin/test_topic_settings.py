@@ -88,3 +88,21 @@ async def test_a_pass_runs_under_either_backend(store: ObjectStore, meta: Metada
                     {"lease_ttl": 0}):  # fmt: skip
             with pytest.raises(InvalidArgumentError, match=next(iter(bad))):
                 await admin.maintain(**bad)  # type: ignore[arg-type]
+
+
+async def test_compaction_and_merging_run_under_either_backend(
+    store: ObjectStore, meta: MetadataStore
+) -> None:
+    """A pass compacts and merges (worker threads, task groups) under trio and asyncio."""
+    async with open_admin(storage=store, metadata=meta) as admin:
+        await admin.create_topic("t", cleanup_policy="compact")
+        async with open_producer(storage=store, metadata=meta, linger=0) as producer:
+            for value in (b"1", b"2", b"3", b"4"):
+                await producer.send_batch("t", [value, value], keys=[b"a", b"b%s" % value])
+        report = await admin.maintain(grace=0)
+        # a@0 and a@2 go (a@4 is the newest before the last segment); the
+        # compacted run and the two small segments after it merge into one.
+        assert (report.records_removed, report.segments_compacted) == (2, 2)
+        assert report.segments_merged == 3
+        (partition,) = (await admin.describe_topic("t")).partitions
+        assert (partition.segments, partition.high_watermark) == (1, 8)
