@@ -3,6 +3,7 @@
     python scripts/bench.py [--records N] [--json]     # the targets (75 s here)
     python scripts/bench.py --scaling [--json]         # how cost grows (55 s here)
     python scripts/bench.py --metadata URL [--metadata URL2 ...]   # metadata stores (~2 min)
+    python scripts/bench.py --maintenance [--flushes N]   # merging and compaction (~1 min)
 
 Needs the bench extra: ``pip install -e '.[bench]'``. Every figure comes
 from this run, on the same records: 16-byte keys, 100-byte values, lz4, one
@@ -68,6 +69,7 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.record.memory_records import MemoryRecords
 from aiokafka.structs import TopicPartition as KafkaTP
 from bench_codec import best_time  # scripts/ is on sys.path when run as a script
+from bench_maintain import maintenance, print_maintenance
 
 from streamhouse import (
     Consumer,
@@ -939,9 +941,20 @@ def main() -> None:
         help="compare SQLite with this metadata store (postgresql://... or 'embedded'); repeatable",
     )
     parser.add_argument("--metadata-records", type=int, default=300_000)
+    parser.add_argument(
+        "--maintenance", action="store_true", help="GETs per GiB before and after merging, "
+        "and maintenance throughput (scripts/bench_maintain.py)",
+    )  # fmt: skip
+    parser.add_argument("--flushes", type=int, default=1000, help="small flushes to merge")
+    parser.add_argument("--flush-records", type=int, default=200, help="records a flush")
     args = parser.parse_args()
     started = time.perf_counter()
-    if args.metadata:
+    if args.maintenance:
+        result = trio.run(maintenance, args)
+        print_maintenance(result)
+        seconds = round(time.perf_counter() - started, 1)
+        output = {**result, "seconds": seconds}
+    elif args.metadata:
         result = trio.run(metadata_stores, args)
         print_metadata(result)
         seconds = round(time.perf_counter() - started, 1)

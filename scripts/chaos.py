@@ -8,6 +8,9 @@ against a private SeaweedFS and one SQLite file. For ``--duration`` seconds,
 at random moments, the script
 
 - SIGKILLs a producer or a consumer, and starts a new one in its place;
+- SIGKILLs a maintainer (``streamhouse maintain``, merging the small
+  segments the producers write under the consumers' feet, and deleting the
+  old objects two seconds later), and starts a new one;
 - SIGKILLs SeaweedFS, and restarts it on the same ports and data;
 - SIGSTOPs SeaweedFS for a few seconds (mid-produce and mid-consume), then
   SIGCONTs it.
@@ -20,7 +23,10 @@ everything and checks, from the workers' journals and the log itself:
 2. no record is in the log twice (duplicated);
 3. every record in the log was processed at least once;
 4. no commit ran past an unprocessed record: for each commit of offset o,
-   every offset below o was processed before the commit returned.
+   every offset below o was processed before the commit returned;
+5. after one last maintenance pass, the object store holds exactly the
+   objects the catalogue points at: nothing a killed maintainer (or
+   producer) left behind, nothing missing.
 
 It prints a table of the run and exits 1 if a check failed. The figures in
 docs/RELIABILITY.md come from it.
@@ -45,11 +51,12 @@ import _repo  # noqa: F401  (puts tests/ on the path)
 import attrs
 import trio
 
-from streamhouse import S3ObjectStore, SQLiteMetadataStore
+from streamhouse import Admin, S3ObjectStore, SQLiteMetadataStore
 from streamhouse._codec import iter_segment
 from tests.servers.seaweed import SeaweedFS
 
 WORKER = Path(__file__).with_name("chaos_worker.py")
+STREAMHOUSE = str(Path(sys.executable).with_name("streamhouse"))
 TOPIC = "chaos"
 PARTITIONS = 4
 BUCKET = "chaos"
@@ -62,6 +69,9 @@ class Tally:
     rounds: int = 0
     producer_kills: int = 0
     consumer_kills: int = 0
+    maintainer_kills: int = 0
+    maintenance_passes: int = 0  # passes the maintainers finished
+    segments_merged: int = 0
     storage_kills: int = 0
     storage_pauses: int = 0
     # seconds from SeaweedFS being back to the next acknowledgement
@@ -77,11 +87,25 @@ class Worker:
 
     def start(self, directory: Path) -> None:
         log = open(directory / f"{self.name}.stderr", "ab")  # noqa: SIM115 - the child owns it
+        if self.role == "maintainer":
+            # The command itself: a pass every half second; objects go 2 s
+            # after their last segment, orphans after a minute; the lease of
+            # a killed one runs out in 2 s.
+            s3 = json.loads((directory / "s3.json").read_text())
+            command = [
+                STREAMHOUSE, "--storage", f"s3://{BUCKET}/chaos", "--metadata",
+                f"sqlite:///{directory / 'meta.db'}", "maintain", "--interval", "0.5",
+                "--grace", "2", "--orphan-grace", "60", "--lease-ttl", "2",
+            ]  # fmt: skip
+            env = {
+                **os.environ, "AWS_ENDPOINT_URL": s3["endpoint"], "AWS_REGION": "us-east-1",
+                "AWS_ACCESS_KEY_ID": s3["access_key"], "AWS_SECRET_ACCESS_KEY": s3["secret_key"],
+            }  # fmt: skip
+        else:
+            command = [sys.executable, str(WORKER), self.role, "--name", self.name, *self.args]
+            env = None
         self.proc = subprocess.Popen(
-            [sys.executable, str(WORKER), self.role, "--name", self.name, *self.args],
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-            stdin=subprocess.DEVNULL,
+            command, stdout=subprocess.DEVNULL, stderr=log, stdin=subprocess.DEVNULL, env=env
         )
         log.close()
 
@@ -128,15 +152,20 @@ def chaos(
     while time.monotonic() < end:
         time.sleep(rng.uniform(0.5, 2.5))
         tally.rounds += 1
-        event = rng.choice(["producer", "consumer", "consumer", "storage-kill", "storage-stop"])
-        if event in ("producer", "consumer"):
+        events = ["producer", "consumer", "consumer", "storage-kill", "storage-stop"]
+        if any(w.role == "maintainer" for w in workers):
+            events.append("maintainer")
+        event = rng.choice(events)
+        if event in ("producer", "consumer", "maintainer"):
             worker = rng.choice([w for w in workers if w.role == event])
             worker.kill()
             worker.start(directory)
             if event == "producer":
                 tally.producer_kills += 1
-            else:
+            elif event == "consumer":
                 tally.consumer_kills += 1
+            else:
+                tally.maintainer_kills += 1
         elif event == "storage-kill":
             weed.kill()
             time.sleep(rng.uniform(0.2, 2.0))
@@ -162,18 +191,24 @@ class Verdict:
     unprocessed: int
     commits: int
     commits_past_unprocessed: int
+    objects_unreferenced: int = 0  # in the store, and nothing points at them
+    objects_missing: int = 0  # pointed at, and not in the store
 
     @property
     def ok(self) -> bool:
         return not (
-            self.lost or self.duplicated or self.unprocessed or self.commits_past_unprocessed
+            self.lost
+            or self.duplicated
+            or self.unprocessed
+            or self.commits_past_unprocessed
+            or self.objects_unreferenced
+            or self.objects_missing
         )
 
 
-async def read_log(directory: Path) -> dict[tuple[int, int], str]:
-    """Every record of the topic, read straight from the catalogue and the objects."""
+def chaos_store(directory: Path) -> S3ObjectStore:
     s3 = json.loads((directory / "s3.json").read_text())
-    storage = S3ObjectStore(
+    return S3ObjectStore(
         bucket=BUCKET,
         prefix="chaos",
         endpoint=s3["endpoint"],
@@ -181,20 +216,32 @@ async def read_log(directory: Path) -> dict[tuple[int, int], str]:
         access_key=s3["access_key"],
         secret_key=s3["secret_key"],
     )
+
+
+async def read_log(directory: Path) -> tuple[dict[tuple[int, int], str], int, int]:
+    """Every record of the topic, read straight from the catalogue and the objects,
+    after one last maintenance pass (nothing runs but it); and the objects nothing
+    points at, and those pointed at and missing."""
+    storage = chaos_store(directory)
     meta = SQLiteMetadataStore(directory / "meta.db")
+    await Admin(storage, meta).maintain(grace=0, orphan_grace=0)
     log: dict[tuple[int, int], str] = {}
+    referenced = set()
     for p in range(PARTITIONS):
         for seg in await meta.list_segments(TOPIC, p, 0, limit=10**7):
+            referenced.add(seg.object_key)
             data = await storage.get(seg.object_key, seg.position, seg.position + seg.length)
             for block in iter_segment(data, name=seg.object_key, base=seg.position):
                 for offset, _ts, _key, value in block.rows(seg.base_offset):
                     log[(p, offset)] = (value or b"").decode()
+    stored = {info.key async for info in storage.list("data/")}
     await meta.aclose()
     await storage.aclose()
-    return log
+    return log, len(stored - referenced), len(referenced - stored)
 
 
-def verify(directory: Path, log: dict[tuple[int, int], str]) -> Verdict:
+def verify(directory: Path, read: tuple[dict[tuple[int, int], str], int, int]) -> Verdict:
+    log, unreferenced, missing = read
     acks: dict[str, tuple[int, int]] = {}
     for path in directory.glob("*.acks"):
         for line in path.open():
@@ -231,7 +278,10 @@ def verify(directory: Path, log: dict[tuple[int, int], str]) -> Verdict:
         below = offset - starts[p]
         if below > len(ready[p]) - 1 or ready[p][max(0, below)] > at:
             past += 1
-    return Verdict(len(acks), len(log), lost, duplicated, unprocessed, len(commits), past)
+    return Verdict(
+        len(acks), len(log), lost, duplicated, unprocessed, len(commits), past, unreferenced,
+        missing,
+    )  # fmt: skip
 
 
 def drain(directory: Path, workers: list[Worker], timeout: float) -> None:
@@ -286,6 +336,7 @@ def run(args: argparse.Namespace) -> tuple[Tally, Verdict]:
             for i in range(2):
                 parts = ",".join(str(p) for p in range(i, PARTITIONS, 2))
                 workers.append(Worker("consumer", f"c{i}", [*common, "--partitions", parts]))
+            workers += [Worker("maintainer", f"m{i}", []) for i in range(args.maintainers)]
             for w in workers:
                 w.start(directory)
             time_to_next_ack(directory, 0.0, timeout=60)
@@ -296,12 +347,23 @@ def run(args: argparse.Namespace) -> tuple[Tally, Verdict]:
             drain(directory, [w for w in workers if w.role == "consumer"], timeout=120)
             for w in workers:
                 w.stop()
+            count_maintenance(directory, tally)
             verdict = verify(directory, trio.run(read_log, directory))
         finally:
             for w in workers:
                 w.kill()
             weed.stop()
     return tally, verdict
+
+
+def count_maintenance(directory: Path, tally: Tally) -> None:
+    """The passes the maintainers finished, and what they merged, from what they said."""
+    for path in directory.glob("m*.stderr"):
+        for line in path.read_text(errors="replace").splitlines():
+            if line.startswith("maintenance: ") and "skipped" not in line:
+                tally.maintenance_passes += 1
+                merged = line.split(" merged")[0].rsplit(" ", 1)[-1]
+                tally.segments_merged += int(merged) if merged.isdigit() else 0
 
 
 async def setup(directory: Path, endpoint: str, access_key: str, secret_key: str) -> None:
@@ -326,6 +388,11 @@ def print_table(tally: Tally, verdict: Verdict, seconds: float) -> None:
         ("chaos rounds", tally.rounds),
         ("producers SIGKILLed", tally.producer_kills),
         ("consumers SIGKILLed", tally.consumer_kills),
+        ("maintainers SIGKILLed", tally.maintainer_kills),
+        (
+            "maintenance passes finished (segments merged)",
+            f"{tally.maintenance_passes:,} ({tally.segments_merged:,})",
+        ),
         ("SeaweedFS SIGKILLed and restarted", tally.storage_kills),
         ("SeaweedFS SIGSTOPped and resumed", tally.storage_pauses),
         ("records acknowledged", verdict.acknowledged),
@@ -335,6 +402,8 @@ def print_table(tally: Tally, verdict: Verdict, seconds: float) -> None:
         ("records never processed", verdict.unprocessed),
         ("commits checked", verdict.commits),
         ("commits past an unprocessed record", verdict.commits_past_unprocessed),
+        ("objects nothing points at, after a last pass", verdict.objects_unreferenced),
+        ("objects pointed at and missing", verdict.objects_missing),
         ("longest time to the next ack after a restart", f"{recover:.1f} s"),
         ("run time", f"{seconds:.0f} s"),
     ]
@@ -348,6 +417,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=float, default=90.0, help="seconds of chaos")
     parser.add_argument("--producers", type=int, default=2)
+    parser.add_argument("--maintainers", type=int, default=1, help="`streamhouse maintain`s")
     parser.add_argument("--seed", type=int, default=None, help="the chaos's random seed")
     parser.add_argument("--json", action="store_true", help="end with a line of JSON")
     args = parser.parse_args()

@@ -6,6 +6,7 @@ private ``_*`` modules and may change without notice.
 
 from ._admin import Admin as Admin
 from ._admin import GroupPartitionLag as GroupPartitionLag
+from ._admin import MaintenanceReport as MaintenanceReport
 from ._admin import PartitionDescription as PartitionDescription
 from ._admin import TopicDescription as TopicDescription
 from ._admin import open_admin as open_admin
@@ -45,6 +46,7 @@ from ._storage.local import LocalObjectStore as LocalObjectStore
 from ._storage.protocol import ObjectInfo as ObjectInfo
 from ._storage.protocol import ObjectStore as ObjectStore
 from ._storage.s3 import S3ObjectStore as S3ObjectStore
+from ._types import CleanupPolicy as CleanupPolicy
 from ._types import ConsumedRecord as ConsumedRecord
 from ._types import OffsetReset as OffsetReset
 from ._types import RecordBatch as RecordBatch
@@ -57,6 +59,7 @@ __all__ = [
     "Admin",
     "CacheStats",
     "CatalogueWatch",
+    "CleanupPolicy",
     "ClosedError",
     "ConfigurationError",
     "ConsumedRecord",
@@ -67,6 +70,7 @@ __all__ = [
     "InvalidArgumentError",
     "InvalidNameError",
     "LocalObjectStore",
+    "MaintenanceReport",
     "MetadataError",
     "MetadataStore",
     "MetadataUnavailableError",

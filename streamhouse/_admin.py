@@ -1,25 +1,27 @@
-"""open_admin(): topics, consumer groups, offsets, lag, and orphan cleanup."""
+"""open_admin(): topics and their settings, consumer groups, offsets, lag, maintenance."""
 
 from __future__ import annotations
 
 import contextlib
-import math
-import time
 from collections.abc import AsyncIterator, Sequence
+from types import EllipsisType
+from typing import Any
 
 import attrs
 
+from ._codec import Codec
 from ._config import open_stores
 from ._errors import InvalidArgumentError
-from ._metadata.protocol import MetadataStore, PartitionState, TopicInfo
+from ._maintenance import MaintenanceReport, Settings, check_grace, delete_orphans, maintain
+from ._metadata.protocol import MetadataStore, PartitionState, TopicConfig, TopicInfo
 from ._names import check_group_id, check_topic_name
-from ._storage.keys import OBJECT_PREFIX, object_key_time
-from ._storage.protocol import HasTemporaries, ObjectStore
-from ._types import OffsetReset, TopicPartition
+from ._storage.protocol import ObjectStore
+from ._types import CleanupPolicy, OffsetReset, TopicPartition
 
 __all__ = [
     "Admin",
     "GroupPartitionLag",
+    "MaintenanceReport",
     "PartitionDescription",
     "TopicDescription",
     "open_admin",
@@ -37,9 +39,15 @@ class PartitionDescription:
 
 @attrs.frozen
 class TopicDescription:
+    """A topic: its partitions and its maintenance settings (None: unlimited)."""
+
     name: str
     created_at: float
     partitions: tuple[PartitionDescription, ...]
+    retention_seconds: float | None = None
+    retention_bytes: int | None = None
+    cleanup_policy: CleanupPolicy = CleanupPolicy.DELETE
+    delete_retention_seconds: float = 86400.0
 
 
 @attrs.frozen
@@ -60,27 +68,91 @@ class Admin:
         self._storage = storage
         self._metadata = metadata
 
-    async def create_topic(self, name: str, partitions: int = 1) -> TopicInfo:
+    async def create_topic(
+        self,
+        name: str,
+        partitions: int = 1,
+        *,
+        retention_seconds: float | None = None,
+        retention_bytes: int | None = None,
+        cleanup_policy: CleanupPolicy | str = "delete",
+        delete_retention_seconds: float = 86400.0,
+    ) -> TopicInfo:
         """Create a topic, once the object store is known to be usable.
+
+        Args:
+            name: letters, digits, ``.``, ``_``, ``-`` (Kafka's rules).
+            partitions: how many.
+            retention_seconds: maintenance removes a segment once its newest
+                record is older than this; None (the default) keeps records
+                however old.
+            retention_bytes: maintenance removes a partition's oldest
+                segments while it holds more than this; None: no limit.
+            cleanup_policy: "delete", or "compact": maintenance then keeps
+                only the newest record of each key, and the producer refuses
+                records without a key. Retention applies under both.
+            delete_retention_seconds: how long a compacted topic keeps a
+                tombstone (a record whose value is None).
 
         Raises:
             StorageError: the object store cannot be used (a bucket that does
                 not exist, an unreachable endpoint, a directory that cannot be
                 written); nothing was recorded.
+            InvalidArgumentError: a setting is out of range (the message names it).
             TopicExistsError, InvalidNameError: as the metadata store says.
         """
+        config = TopicConfig(
+            retention_seconds, retention_bytes, cleanup_policy, delete_retention_seconds
+        )
         await self._storage.check()
-        return await self._metadata.create_topic(name, partitions)
+        return await self._metadata.create_topic(name, partitions, config)
+
+    async def alter_topic(
+        self,
+        name: str,
+        *,
+        retention_seconds: float | EllipsisType | None = ...,
+        retention_bytes: int | EllipsisType | None = ...,
+        cleanup_policy: CleanupPolicy | str | EllipsisType = ...,
+        delete_retention_seconds: float | EllipsisType = ...,
+    ) -> TopicInfo:
+        """Change some of a topic's settings (those not given stay as they are).
+
+        The settings are those of :meth:`create_topic`; None means unlimited.
+        They take effect at the next maintenance pass; producers learn of a
+        change to the cleanup policy within half a minute (they cache it).
+
+        Raises:
+            TopicNotFoundError: there is no such topic.
+            InvalidArgumentError: a setting is out of range.
+        """
+        check_topic_name(name)
+        current = (await self._metadata.get_topic(name)).config
+        changes: dict[str, Any] = {
+            field: value
+            for field, value in (
+                ("retention_seconds", retention_seconds),
+                ("retention_bytes", retention_bytes),
+                ("cleanup_policy", cleanup_policy),
+                ("delete_retention_seconds", delete_retention_seconds),
+            )
+            if value is not ...
+        }
+        return await self._metadata.alter_topic(name, attrs.evolve(current, **changes))
 
     async def delete_topic(self, name: str) -> None:
-        """Delete a topic and its groups' offsets. Its objects become orphans."""
+        """Delete a topic and its groups' offsets.
+
+        Its objects go at the next maintenance pass after the grace period
+        (those no other topic's segments share).
+        """
         await self._metadata.delete_topic(name)
 
     async def list_topics(self) -> list[TopicInfo]:
         return await self._metadata.list_topics()
 
     async def describe_topic(self, name: str) -> TopicDescription:
-        """A topic's partitions: bounds, segment count and bytes."""
+        """A topic's settings, and its partitions: bounds, segment count and bytes."""
         info = await self._metadata.get_topic(name)
         states = await self._metadata.partition_states([name])
         stats = await self._metadata.segment_stats(name)
@@ -96,6 +168,10 @@ class Admin:
                 )
                 for s in states
             ),
+            info.config.retention_seconds,
+            info.config.retention_bytes,
+            info.config.cleanup_policy,
+            info.config.delete_retention_seconds,
         )
 
     async def list_groups(self) -> list[str]:
@@ -176,6 +252,62 @@ class Admin:
         """Forget a group's committed offsets."""
         await self._metadata.delete_group(group_id)
 
+    async def maintain(
+        self,
+        *,
+        grace: float = 60.0,
+        orphan_grace: float = 3600.0,
+        target_bytes: int = 4 * 2**20,
+        lease_ttl: float = 30.0,
+    ) -> MaintenanceReport:
+        """Run one maintenance pass: retention, compaction, merging, cleanup.
+
+        Nothing runs in a broker, so this is the job that keeps the log from
+        growing forever; ``streamhouse maintain`` runs it in a loop. One pass
+        applies each topic's time and size retention (moving the log start),
+        compacts compacted topics (the newest record of each key stays, at
+        its offset), merges runs of small segments into objects of about
+        ``target_bytes``, and deletes the objects nothing points into any
+        more, uploads never committed, and stale temporary files.
+
+        One maintainer acts at a time, under a lease in the metadata store:
+        if another holds it, this returns at once with an empty report whose
+        ``skipped`` is true. Readers never notice a pass: a rewritten segment
+        holds the same records at the same offsets, and no object is deleted
+        until ``grace`` seconds after the last segment pointing into it went.
+        A consumer whose position retention removed applies its offset_reset.
+
+        Args:
+            grace: seconds an object nothing points into is kept (readers
+                that looked it up before finish); segments committed more
+                recently than this are not rewritten.
+            orphan_grace: seconds an upload never committed is kept (a
+                producer's commit may come that late: at least its
+                delivery_timeout).
+            target_bytes: the size merging aims for (the producer's
+                max_batch_bytes); runs of segments under half of it merge.
+            lease_ttl: seconds the lease outlives a maintainer killed
+                mid-pass (the next one waits that long); renewed while the
+                pass runs.
+
+        Raises:
+            InvalidArgumentError: an argument is out of range.
+            StorageError, MetadataError: a store failed; the pass stopped where
+                it was, and the next pass finishes or undoes what it left.
+        """
+        if isinstance(target_bytes, bool) or not isinstance(target_bytes, int) or target_bytes < 1:
+            raise InvalidArgumentError(f"target_bytes must be an int >= 1, not {target_bytes!r}")
+        if check_grace("lease_ttl", lease_ttl) == 0:
+            raise InvalidArgumentError("lease_ttl must be > 0")
+        settings = Settings(
+            grace=check_grace("grace", grace),
+            orphan_grace=check_grace("orphan_grace", orphan_grace),
+            target_bytes=target_bytes,
+            codec=Codec.LZ4,
+            lease_ttl=float(lease_ttl),
+        )
+        return await maintain(self._storage, self._metadata, settings)
+
     async def delete_orphans(self, grace: float = 3600.0) -> list[str]:
         """Delete uploaded objects that were never committed, older than ``grace`` seconds.
 
@@ -184,37 +316,14 @@ class Admin:
         may still be on their way to a commit and are left alone. A store
         that writes through temporary files (the local directory) also loses
         those older than ``grace``: a process killed mid-write leaves them.
+        :meth:`maintain` does this too (with its ``orphan_grace``).
 
         Returns:
             The keys of the deleted objects, then the paths of the deleted
             temporary files (``.../.tmp-*``, relative to the store).
         """
-        if (
-            isinstance(grace, bool)
-            or not isinstance(grace, int | float)
-            or not math.isfinite(grace)
-            or grace < 0
-        ):
-            raise InvalidArgumentError(
-                f"grace must be a finite number of seconds >= 0, not {grace!r}"
-            )
-        cutoff = time.time() - grace
-        candidates = []
-        async for info in self._storage.list(OBJECT_PREFIX):
-            created = object_key_time(info.key)
-            if created is not None and created < cutoff:
-                candidates.append(info.key)
-        deleted = []
-        for start in range(0, len(candidates), 500):
-            chunk = candidates[start : start + 500]
-            committed = await self._metadata.committed_object_keys(chunk)
-            for key in chunk:
-                if key not in committed:
-                    await self._storage.delete(key)
-                    deleted.append(key)
-        if isinstance(self._storage, HasTemporaries):
-            deleted += await self._storage.delete_stale_temporaries(grace)
-        return deleted
+        orphans = await delete_orphans(self._storage, self._metadata, check_grace("grace", grace))
+        return [info.key for info in orphans.objects] + list(orphans.temporaries)
 
 
 @contextlib.asynccontextmanager

@@ -23,6 +23,8 @@ lz4, struct) are translated at the boundary where they happen and kept as
         ├── TopicNotFoundError
         ├── TopicExistsError
         ├── PartitionNotFoundError
+        ├── LeaseLostError          another maintainer holds the maintenance
+        │                           lease now: this one must stop
         └── MetadataUnavailableError (retriable) the database stayed locked
                                     or unreachable
 
@@ -132,6 +134,14 @@ class TopicExistsError(MetadataError):
 
 class PartitionNotFoundError(MetadataError):
     """The partition is outside the topic's partition range."""
+
+
+class LeaseLostError(MetadataError):
+    """The maintenance lease expired and another maintainer took it.
+
+    The write that raised it changed nothing; the maintainer stops its pass
+    (what it left half done, the next pass finishes or undoes).
+    """
 
 
 class MetadataUnavailableError(MetadataError, RetriableError):

@@ -24,6 +24,7 @@ import attrs
 from ._errors import InvalidArgumentError
 
 __all__ = [
+    "CleanupPolicy",
     "ConsumedRecord",
     "Headers",
     "OffsetReset",
@@ -63,6 +64,31 @@ class OffsetReset(enum.Enum):
             ) from None
 
 
+class CleanupPolicy(enum.StrEnum):
+    """What maintenance does with a topic's old records: Kafka's cleanup.policy.
+
+    ``DELETE`` drops whole segments by the topic's retention (time, size);
+    ``COMPACT`` also keeps only the newest record of each key (a record
+    whose value is None is a tombstone: it deletes its key, and goes itself
+    after ``delete_retention_seconds``). Retention applies under both when
+    it is set, as Kafka's "compact,delete" does.
+    """
+
+    DELETE = "delete"
+    COMPACT = "compact"
+
+    @classmethod
+    def parse(cls, value: CleanupPolicy | str) -> CleanupPolicy:
+        if isinstance(value, CleanupPolicy):
+            return value
+        try:
+            return cls(str(value).lower())
+        except ValueError:
+            raise InvalidArgumentError(
+                f"cleanup policy must be 'delete' or 'compact', not {value!r}"
+            ) from None
+
+
 class ConsumedRecord(NamedTuple):
     """One record as the consumer delivers it.
 
@@ -81,13 +107,16 @@ class ConsumedRecord(NamedTuple):
 
 @attrs.frozen
 class RecordBatch:
-    """Consecutive records of one partition, as columns.
+    """Records of one partition, in offset order, as columns.
 
-    Record ``i`` has offset ``first_offset + i``, ``timestamps[i]``,
-    ``keys[i]``, ``values[i]`` and ``headers[i]``. The columns are plain
-    sequences (lists and tuples), ready for ``zip``, ``b"".join`` or
-    ``numpy``/``pyarrow`` constructors. Iterating the batch, or
-    :meth:`records`, builds ConsumedRecords.
+    Record ``i`` has offset ``offsets[i]``, ``timestamps[i]``, ``keys[i]``,
+    ``values[i]`` and ``headers[i]``. Offsets are consecutive from
+    ``first_offset`` (``offsets`` is then a ``range``), except in a
+    compacted partition, whose batches may skip the offsets of records that
+    compaction removed; such a batch carries its offsets as a column. The
+    columns are plain sequences (lists and tuples), ready for ``zip``,
+    ``b"".join`` or ``numpy``/``pyarrow`` constructors. Iterating the batch,
+    or :meth:`records`, builds ConsumedRecords.
     """
 
     topic: str
@@ -97,28 +126,55 @@ class RecordBatch:
     keys: Sequence[bytes | None]
     values: Sequence[bytes | None]
     _headers: Sequence[Headers] | None = attrs.field(default=None, alias="headers")
+    _offsets: Sequence[int] | None = attrs.field(default=None, alias="offsets")
 
     def __attrs_post_init__(self) -> None:
         n = len(self.timestamps)
         if len(self.keys) != n or len(self.values) != n or len(self._headers or self.keys) != n:
             raise ValueError("a RecordBatch's columns must all have the same length")
+        if self._offsets is not None and (
+            len(self._offsets) != n or (n and self._offsets[0] != self.first_offset)
+        ):
+            raise ValueError("a RecordBatch's offsets must match its records and first offset")
 
     def __len__(self) -> int:
         return len(self.timestamps)
 
     @property
-    def offsets(self) -> range:
-        """The batch's offsets, consecutive."""
+    def offsets(self) -> Sequence[int]:
+        """The batch's offsets: a ``range`` when consecutive, else the column."""
+        if self._offsets is not None:
+            return self._offsets
         return range(self.first_offset, self.first_offset + len(self.timestamps))
+
+    @property
+    def gapped(self) -> bool:
+        """Whether the batch skips offsets (it carries an offsets column)."""
+        return self._offsets is not None
 
     @property
     def next_offset(self) -> int:
         """The offset after the batch's last record."""
+        if self._offsets:
+            return self._offsets[-1] + 1
         return self.first_offset + len(self.timestamps)
 
     @property
     def last_offset(self) -> int:
-        return self.first_offset + len(self.timestamps) - 1
+        return self.next_offset - 1
+
+    def offset_at(self, index: int) -> int:
+        """The offset of record ``index`` (``next_offset`` past the last)."""
+        if self._offsets is None:
+            return self.first_offset + index
+        return self._offsets[index] if index < len(self._offsets) else self.next_offset
+
+    def offset_after(self, count: int) -> int:
+        """The position after the batch's first ``count`` records: the offset
+        after the last of them (``first_offset`` for none)."""
+        if self._offsets is None or not count:
+            return self.first_offset + count
+        return self._offsets[count - 1] + 1
 
     @property
     def headers(self) -> Sequence[Headers]:
@@ -138,7 +194,12 @@ class RecordBatch:
         if count == 0:
             return []
         whole = start == 0 and stop == n
-        first = self.first_offset + start
+        offsets: Sequence[int]
+        if self._offsets is None:
+            first = self.first_offset + start
+            offsets = range(first, first + count)
+        else:
+            offsets = self._offsets if whole else self._offsets[start:stop]
         # tuple.__new__(ConsumedRecord, fields) for each record, called by
         # map in C: the NamedTuple's own __new__ is a Python function
         # (190 ns a record).
@@ -149,7 +210,7 @@ class RecordBatch:
                 zip(
                     itertools.repeat(self.topic, count),
                     itertools.repeat(self.partition, count),
-                    range(first, first + count),
+                    offsets,
                     self.timestamps if whole else self.timestamps[start:stop],
                     self.keys if whole else self.keys[start:stop],
                     self.values if whole else self.values[start:stop],
@@ -165,16 +226,21 @@ class RecordBatch:
         """The records ``[start:stop]`` as a batch of their own."""
         n = len(self.timestamps)
         stop = n if stop is None else min(stop, n)
-        if start <= 0 and stop == n:
+        start = max(start, 0)
+        if start == 0 and stop == n:
             return self
+        offsets = None if self._offsets is None else self._offsets[start:stop]
         return RecordBatch(
             self.topic,
             self.partition,
-            self.first_offset + start,
+            self.first_offset + start
+            if offsets is None
+            else (offsets[0] if offsets else self.next_offset),
             self.timestamps[start:stop],
             self.keys[start:stop],
             self.values[start:stop],
             None if self._headers is None else self._headers[start:stop],
+            offsets,
         )
 
 

@@ -18,9 +18,14 @@ __all__ = [
     "add_format_option",
     "add_group",
     "at_least",
+    "byte_size",
+    "duration",
+    "format_bytes",
+    "format_seconds",
     "global_options",
     "seconds",
     "separator",
+    "time_span",
 ]
 
 Subparsers = Any  # argparse's _SubParsersAction is private; its add_parser is what is used
@@ -48,6 +53,89 @@ def at_least(minimum: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+_UNLIMITED = ("none", "unlimited", "-1")
+_DURATION_UNITS = {"ms": 0.001, "": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_SIZE_UNITS = {
+    "": 1, "b": 1,
+    "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,
+    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
+}  # fmt: skip
+
+
+def _number_and_unit(text: str) -> tuple[float, str]:
+    stripped = text.strip().lower()
+    digits = stripped[: len(stripped) - len(stripped.lstrip("0123456789."))]
+    try:
+        return float(digits), stripped[len(digits) :].strip()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number with a unit") from None
+
+
+def duration(text: str) -> float | None:
+    """An argparse type: a time span such as ``7d``, ``12h``, ``90m``, ``30s``, ``500ms``,
+    ``2w`` or plain seconds; ``none`` (or ``unlimited``, ``-1``) for no limit."""
+    if text.strip().lower() in _UNLIMITED:
+        return None
+    number, unit = _number_and_unit(text)
+    if unit not in _DURATION_UNITS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: use a number with ms, s, m, h, d or w (7d, 12h), or none"
+        )
+    value = number * _DURATION_UNITS[unit]
+    if not 0 < value < 2**53:
+        raise argparse.ArgumentTypeError(f"{text!r} must be more than 0")
+    return value
+
+
+def byte_size(text: str) -> int | None:
+    """An argparse type: bytes such as ``10GiB``, ``500MB``, ``1048576``; ``none`` (or
+    ``unlimited``, ``-1``) for no limit. KB, MB, GB, TB count by 1000; KiB, MiB, GiB,
+    TiB by 1024."""
+    if text.strip().lower() in _UNLIMITED:
+        return None
+    number, unit = _number_and_unit(text)
+    if unit not in _SIZE_UNITS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: use a number of bytes, with KB, MB, GB, TB or KiB, MiB, GiB, TiB"
+        )
+    value = int(number * _SIZE_UNITS[unit])
+    if value >= 2**63:
+        raise argparse.ArgumentTypeError(f"{text!r} is too large")
+    return value
+
+
+def time_span(text: str) -> float:
+    """An argparse type: a time span (as ``duration``) that may be 0, never none."""
+    if text.strip() in ("0", "0s"):
+        return 0.0
+    value = duration(text)
+    if value is None:
+        raise argparse.ArgumentTypeError("a time span is needed here, not none")
+    return value
+
+
+def format_seconds(value: float | None) -> str:
+    """A time span as people write it: ``7d``, ``1h``, ``90s``; ``unlimited`` for None."""
+    if value is None:
+        return "unlimited"
+    for unit in ("d", "h", "m", "s"):
+        size = _DURATION_UNITS[unit]
+        if value >= size and value % size == 0:
+            return f"{int(value // size)}{unit}"
+    return f"{value:g}s"
+
+
+def format_bytes(value: int | None) -> str:
+    """A byte count as people write it: ``10GiB``, ``500MB``; ``unlimited`` for None."""
+    if value is None:
+        return "unlimited"
+    for unit in ("TiB", "GiB", "MiB", "KiB", "TB", "GB", "MB", "KB"):
+        size = _SIZE_UNITS[unit.lower()]
+        if value >= size and value % size == 0:
+            return f"{value // size}{unit}"
+    return f"{value}B"
 
 
 _ESCAPES = {"t": "\t", "n": "\n", "r": "\r", "0": "\0", "\\": "\\"}

@@ -30,6 +30,7 @@ from .encode import encode_segment as encode_segment
 from .format import BLOCK_HEADER_SIZE as BLOCK_HEADER_SIZE
 from .format import FOOTER_SIZE as FOOTER_SIZE
 from .format import INDEX_ENTRY_SIZE as INDEX_ENTRY_SIZE
+from .format import MAX_OFFSET_DELTA as MAX_OFFSET_DELTA
 from .format import Codec as Codec
 from .format import DecodedBlock as DecodedBlock
 from .format import EncodedSegment as EncodedSegment
@@ -41,6 +42,7 @@ __all__ = [
     "BLOCK_HEADER_SIZE",
     "FOOTER_SIZE",
     "INDEX_ENTRY_SIZE",
+    "MAX_OFFSET_DELTA",
     "Codec",
     "DecodedBlock",
     "EncodedSegment",

@@ -5,6 +5,8 @@ See the package docstring (``_codec``) for why the layout looks the way it does.
 
 from __future__ import annotations
 
+import itertools
+import operator
 import struct
 import threading
 from collections.abc import Iterator, Sequence
@@ -20,6 +22,7 @@ from .format import (
     FLAG_HEADERS,
     FLAG_KEYS,
     FLAG_NULLS,
+    FLAG_OFFSETS,
     FOOTER,
     FOOTER_SIZE,
     FORMAT_VERSION,
@@ -28,8 +31,10 @@ from .format import (
     INDEX_ENTRY,
     INDEX_ENTRY_SIZE,
     KNOWN_FLAGS,
+    KNOWN_VERSIONS,
     MAX_BLOCK_RAW_SIZE,
     MAX_BLOCK_RECORDS,
+    MAX_OFFSET_DELTA,
     NULL_KEY,
     NULL_VALUE,
     SEGMENT_MAGIC,
@@ -76,7 +81,7 @@ def read_index(
         raise CorruptDataError(name, where + 32, f"bad segment magic {bytes(magic)!r}")
     if footer_crc != crc32c(tail[footer_pos : footer_pos + 28]):
         raise CorruptDataError(name, where, "footer checksum mismatch")
-    if version != FORMAT_VERSION:
+    if version not in KNOWN_VERSIONS:
         raise CorruptDataError(name, where + 24, f"unknown segment format version {version}")
     if reserved:
         raise CorruptDataError(name, where + 26, "reserved footer bytes are not zero")
@@ -96,26 +101,30 @@ def read_index(
         raise CorruptDataError(name, tail_start + index_start, "index checksum mismatch")
     entries = []
     expected_position = 0
-    expected_offset = 0
+    expected_offset = 0  # version 1: offsets are consecutive from 0
+    records = 0
+    gapped = version != FORMAT_VERSION
     for i, fields in enumerate(INDEX_ENTRY.iter_unpack(index)):
-        first, count, position, size, reserved_entry, min_ts, max_ts = fields
+        first, count, position, size, skipped, min_ts, max_ts = fields
         if (
-            first != expected_offset
+            (first < expected_offset if gapped else first != expected_offset)
+            or (skipped and not gapped)
             or position != expected_position
             or count == 0
             or size <= BLOCK_HEADER_SIZE
-            or reserved_entry
             or min_ts > max_ts
+            or first + count + skipped > 2**32
         ):
             raise CorruptDataError(
                 name,
                 tail_start + index_start + i * INDEX_ENTRY_SIZE,
                 f"index entry {i} is inconsistent",
             )
-        entries.append(IndexEntry(first, count, position, size, min_ts, max_ts))
+        entries.append(IndexEntry(first, count, position, size, min_ts, max_ts, skipped))
         expected_position += size
-        expected_offset += count
-    if expected_position != index_position or expected_offset != record_count:
+        expected_offset = first + count + skipped
+        records += count
+    if expected_position != index_position or records != record_count:
         raise CorruptDataError(name, tail_start + index_start, "index does not tile the segment")
     return SegmentIndex(tuple(entries), record_count, index_position, segment_length)
 
@@ -171,6 +180,7 @@ def decode_block(
     if entry is not None and (
         entry.first_offset_delta != first
         or entry.record_count != n
+        or bool(entry.skipped) != bool(flags & FLAG_OFFSETS)
         or entry.size != BLOCK_HEADER_SIZE + stored_size
         or entry.min_timestamp != min_ts
         or entry.max_timestamp != max_ts
@@ -216,9 +226,12 @@ def decode_block(
             name, where + BLOCK_HEADER_SIZE, f"payload is {got} bytes, header says {raw_size}"
         )
     try:
-        return _decode_payload(raw, n, first, flags, min_ts, max_ts)
+        block = _decode_payload(raw, n, first, flags, min_ts, max_ts)
     except (struct.error, ValueError, IndexError, UnicodeDecodeError) as exc:
         raise CorruptDataError(name, where + BLOCK_HEADER_SIZE, f"bad payload: {exc}") from exc
+    if entry is not None and block.end_offset_delta != entry.end_offset_delta:
+        raise CorruptDataError(name, where, "block offsets disagree with the segment index")
+    return block
 
 
 _scratch_local = threading.local()
@@ -245,6 +258,10 @@ def _decode_payload(
     view = memoryview(raw)
     p = 8 * n
     timestamps = view[:p].cast("q").tolist()
+    offsets = None
+    if flags & FLAG_OFFSETS:
+        offsets = _decode_offsets(view[p : p + 4 * n], n, first)
+        p += 4 * n
     nulls = b""
     if flags & FLAG_NULLS:
         nulls = bytes(view[p : p + n])
@@ -290,7 +307,19 @@ def _decode_payload(
                 values[i] = None
     if not _bounded_by(timestamps, min_ts, max_ts):
         raise ValueError("timestamps disagree with the block header")
-    return DecodedBlock(first, timestamps, keys, values, headers)
+    return DecodedBlock(first, timestamps, keys, values, headers, offsets)
+
+
+def _decode_offsets(column: memoryview, n: int, first: int) -> list[int]:
+    """A gapped block's relative offsets: deltas from ``first``, 0 first, increasing."""
+    if len(column) != 4 * n:
+        raise ValueError("offsets column runs past the payload")
+    deltas = column.cast("I").tolist()
+    if deltas[0] != 0 or not all(map(operator.lt, deltas, itertools.islice(deltas, 1, None))):
+        raise ValueError("offsets column is not increasing from 0")
+    if first + deltas[-1] > MAX_OFFSET_DELTA:
+        raise ValueError("offsets column runs past 2**32")
+    return [first + d for d in deltas] if first else deltas
 
 
 def _bounded_by(timestamps: list[int], low: int, high: int) -> bool:
@@ -397,8 +426,6 @@ def iter_segment(
 def _iter_blocks(
     view: memoryview, index: SegmentIndex, name: str, base: int, from_offset: int
 ) -> Iterator[DecodedBlock]:
-    if from_offset >= index.record_count:
-        return
     first_block = index.block_for(max(from_offset, 0))
     for entry in index.entries[first_block:]:
         block = decode_block(

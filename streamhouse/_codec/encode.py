@@ -21,13 +21,16 @@ from .format import (
     FLAG_HEADERS,
     FLAG_KEYS,
     FLAG_NULLS,
+    FLAG_OFFSETS,
     FOOTER,
     FORMAT_VERSION,
+    GAPPED_FORMAT_VERSION,
     HEADER_COUNT,
     HEADER_KEY_LEN,
     INDEX_ENTRY,
     MAX_BLOCK_RAW_SIZE,
     MAX_BLOCK_RECORDS,
+    MAX_OFFSET_DELTA,
     NULL_KEY,
     NULL_VALUE,
     SEGMENT_MAGIC,
@@ -76,12 +79,17 @@ def _encode_block(
     keys: Sequence[bytes | None],
     values: Sequence[bytes | None],
     headers: Sequence[Headers | None] | None,
-    first_offset_delta: int,
+    offsets: Sequence[int],
     codec: Codec,
 ) -> tuple[bytes, IndexEntry]:
     n = len(timestamps)
     flags = 0
     parts: list[bytes] = [_pack_i64(timestamps)]
+    first_offset_delta = offsets[0]
+    skipped = offsets[-1] - first_offset_delta + 1 - n
+    if skipped:
+        flags |= FLAG_OFFSETS
+        parts.append(array.array("I", [o - first_offset_delta for o in offsets]).tobytes())
     has_keys = keys.count(None) != n
     if (has_keys and None in keys) or None in values:
         flags |= FLAG_NULLS
@@ -143,7 +151,7 @@ def _encode_block(
     )[8:]
     header = BLOCK_MAGIC + U32.pack(crc32c(header_tail)) + header_tail
     block = header + stored
-    entry = IndexEntry(first_offset_delta, n, 0, len(block), min_ts, max_ts)
+    entry = IndexEntry(first_offset_delta, n, 0, len(block), min_ts, max_ts, skipped)
     return block, entry
 
 
@@ -189,6 +197,7 @@ def encode_segment(
     values: Sequence[bytes | None],
     headers: Sequence[Headers | None] | None = None,
     *,
+    offsets: Sequence[int] | None = None,
     codec: Codec | str = Codec.LZ4,
     block_bytes: int = DEFAULT_BLOCK_BYTES,
 ) -> EncodedSegment:
@@ -198,12 +207,16 @@ def encode_segment(
     ``timestamps[i]``, ``keys[i]``, ``values[i]`` and ``headers[i]``. Offsets
     are not stored per record: record ``i`` gets the relative offset ``i``,
     and the metadata store assigns the segment's base offset at commit.
+    Records with gaps between their offsets (what compaction leaves) give
+    ``offsets``; only the blocks that have gaps then store an offset column.
 
     Args:
         timestamps: milliseconds since the epoch, any order, as i64.
         keys: bytes or None for each record; None for the column = no keys.
         values: bytes or None for each record.
         headers: a sequence of ``(str, bytes)`` pairs (or None) per record.
+        offsets: each record's offset relative to the segment's base,
+            strictly increasing, in ``[0, 2**32)``; None for ``0, 1, 2, ...``.
         codec: "none", "lz4" or "zstd".
         block_bytes: the raw size a block aims for.
 
@@ -219,6 +232,7 @@ def encode_segment(
         keys = (None,) * n
     if len(timestamps) != n or len(keys) != n or (headers is not None and len(headers) != n):
         raise ValueError("timestamps, keys, values and headers must have the same length")
+    relative = _check_offsets(offsets, n)
     bounds = _block_bounds(keys, values, block_bytes)
     blocks: list[bytes] = []
     entries: list[IndexEntry] = []
@@ -231,34 +245,56 @@ def encode_segment(
             keys[lo:hi],
             values[lo:hi],
             None if headers is None else headers[lo:hi],
-            lo,
+            relative[lo:hi],
             codec,
         )
         blocks.append(block)
         entries.append(attrs.evolve(entry, position=position))
         position += len(block)
+    gapped = relative[0] != 0 or relative[-1] != n - 1
+    tail = _index_and_footer(entries, position, n, gapped)
+    blocks.append(tail)
+    return EncodedSegment(
+        data=b"".join(blocks),
+        record_count=n,
+        index_length=len(tail),
+        min_timestamp=min(e.min_timestamp for e in entries),
+        max_timestamp=max(e.max_timestamp for e in entries),
+        end_offset_delta=relative[-1] + 1,
+    )
+
+
+def _index_and_footer(entries: list[IndexEntry], position: int, n: int, gapped: bool) -> bytes:
+    """The segment's tail: one index entry a block, then the footer."""
     index = b"".join(
         INDEX_ENTRY.pack(
             e.first_offset_delta,
             e.record_count,
             e.position,
             e.size,
-            0,
+            e.skipped,
             e.min_timestamp,
             e.max_timestamp,
         )
         for e in entries
     )
+    version = GAPPED_FORMAT_VERSION if gapped else FORMAT_VERSION
     footer_head = FOOTER.pack(
-        position, n, len(entries), crc32c(index), FORMAT_VERSION, 0, 0, SEGMENT_MAGIC
+        position, n, len(entries), crc32c(index), version, 0, 0, SEGMENT_MAGIC
     )[:28]
-    footer = footer_head + U32.pack(crc32c(footer_head)) + SEGMENT_MAGIC
-    blocks.append(index)
-    blocks.append(footer)
-    return EncodedSegment(
-        data=b"".join(blocks),
-        record_count=n,
-        index_length=len(index) + len(footer),
-        min_timestamp=min(e.min_timestamp for e in entries),
-        max_timestamp=max(e.max_timestamp for e in entries),
-    )
+    return index + footer_head + U32.pack(crc32c(footer_head)) + SEGMENT_MAGIC
+
+
+def _check_offsets(offsets: Sequence[int] | None, n: int) -> Sequence[int]:
+    """The records' relative offsets: ``range(n)``, or ``offsets`` once checked."""
+    if offsets is None:
+        return range(n)
+    if len(offsets) != n:
+        raise ValueError(f"{len(offsets)} offsets for {n} records")
+    if not set(map(type, offsets)) <= {int}:
+        raise ValueError("offsets must be ints")
+    if offsets[0] < 0 or offsets[-1] > MAX_OFFSET_DELTA:
+        raise ValueError(f"relative offsets must be in [0, 2**32), not {offsets[0]}..{offsets[-1]}")
+    if not all(map(operator.lt, offsets, itertools.islice(offsets, 1, None))):
+        raise ValueError("offsets must be strictly increasing")
+    return offsets

@@ -29,12 +29,18 @@ crc32c = _crc32c_mod.crc32c
 BLOCK_MAGIC: Final = b"SHB1"
 SEGMENT_MAGIC: Final = b"SHSG"
 FORMAT_VERSION: Final = 1
+# Version 2 is version 1 plus offset gaps (FLAG_OFFSETS, an index entry's
+# ``skipped``): written only for a segment that has gaps (compaction,
+# merging across gaps), so that every other segment stays readable by a
+# version-1 reader, and a version-1 reader refuses a gapped one by name.
+GAPPED_FORMAT_VERSION: Final = 2
+KNOWN_VERSIONS: Final = (FORMAT_VERSION, GAPPED_FORMAT_VERSION)
 
 # magic, header_crc, payload_crc, codec, flags, reserved, record_count,
 # first_offset_delta, min_timestamp, max_timestamp, stored_size, raw_size
 BLOCK_HEADER = struct.Struct("<4sIIBBHIIqqII")
 BLOCK_HEADER_SIZE: Final = BLOCK_HEADER.size  # 48
-# first_offset_delta, record_count, position, size, reserved, min_ts, max_ts
+# first_offset_delta, record_count, position, size, skipped, min_ts, max_ts
 INDEX_ENTRY = struct.Struct("<IIQIIqq")
 INDEX_ENTRY_SIZE: Final = INDEX_ENTRY.size  # 40
 # index_position, record_count, block_count, index_crc, version, reserved,
@@ -48,7 +54,9 @@ HEADER_KEY_LEN = struct.Struct("<H")
 FLAG_KEYS: Final = 0x01
 FLAG_HEADERS: Final = 0x02
 FLAG_NULLS: Final = 0x04
-KNOWN_FLAGS: Final = FLAG_KEYS | FLAG_HEADERS | FLAG_NULLS
+FLAG_OFFSETS: Final = 0x08  # version 2: an offsets column, the block has gaps
+KNOWN_FLAGS: Final = FLAG_KEYS | FLAG_HEADERS | FLAG_NULLS | FLAG_OFFSETS
+MAX_OFFSET_DELTA: Final = 2**32 - 1  # relative offsets are u32
 
 NULL_KEY: Final = 0x01
 NULL_VALUE: Final = 0x02
@@ -112,7 +120,11 @@ def compress(codec: Codec, raw: bytes) -> bytes:
 
 @attrs.frozen
 class IndexEntry:
-    """Where one block sits in its segment, and what it holds."""
+    """Where one block sits in its segment, and what it holds.
+
+    ``skipped`` counts the offsets between the block's first and last record
+    that hold no record (compaction removed them); 0 for a block without gaps.
+    """
 
     first_offset_delta: int
     record_count: int
@@ -120,11 +132,12 @@ class IndexEntry:
     size: int
     min_timestamp: int
     max_timestamp: int
+    skipped: int = 0
 
     @property
     def end_offset_delta(self) -> int:
         """One past the relative offset of the block's last record."""
-        return self.first_offset_delta + self.record_count
+        return self.first_offset_delta + self.record_count + self.skipped
 
 
 @attrs.frozen
@@ -149,15 +162,18 @@ class SegmentIndex:
         return self.length - self.index_position
 
     def block_for(self, relative_offset: int) -> int:
-        """Return the index of the block holding ``relative_offset``.
+        """Return the index of the first block with a record at ``relative_offset`` or later.
+
+        That is the block holding the offset, or after a gap the next one;
+        ``len(entries)`` when no record of the segment is that late.
 
         Raises:
-            IndexError: the offset is not in this segment.
+            IndexError: the offset is negative.
         """
-        if not 0 <= relative_offset < self.record_count:
-            raise IndexError(f"offset {relative_offset} is outside 0..{self.record_count - 1}")
-        firsts = [e.first_offset_delta for e in self.entries]
-        return bisect.bisect_right(firsts, relative_offset) - 1
+        if relative_offset < 0:
+            raise IndexError(f"relative offset {relative_offset} is negative")
+        ends = [e.end_offset_delta for e in self.entries]
+        return bisect.bisect_right(ends, relative_offset)
 
 
 @attrs.frozen
@@ -166,7 +182,10 @@ class DecodedBlock:
 
     ``keys`` and ``values`` hold bytes or None; ``headers`` is None when no
     record of the block has headers. Offsets are relative to the segment's
-    base offset: record ``i`` has ``first_offset_delta + i``.
+    base offset: record ``i`` has ``first_offset_delta + i``, unless the block
+    has gaps; then ``offsets`` holds every record's relative offset
+    (``offsets[0] == first_offset_delta``). Readers of ungapped blocks never
+    pay for an offset column.
     """
 
     first_offset_delta: int
@@ -174,44 +193,67 @@ class DecodedBlock:
     keys: Sequence[bytes | None]
     values: Sequence[bytes | None]
     headers: Sequence[Headers] | None
+    offsets: Sequence[int] | None = None
 
     @property
     def record_count(self) -> int:
         return len(self.timestamps)
 
+    @property
+    def end_offset_delta(self) -> int:
+        """One past the relative offset of the block's last record."""
+        if self.offsets is not None and self.offsets:
+            return self.offsets[-1] + 1
+        return self.first_offset_delta + len(self.timestamps)
+
+    def relative_offsets(self) -> Sequence[int]:
+        """Every record's offset relative to the segment's base."""
+        if self.offsets is not None:
+            return self.offsets
+        return range(self.first_offset_delta, self.first_offset_delta + len(self.timestamps))
+
     def rows(self, base_offset: int = 0) -> list[tuple[int, int, bytes | None, bytes | None]]:
         """Return ``(offset, timestamp, key, value)`` tuples, built in C."""
-        first = base_offset + self.first_offset_delta
-        return list(
-            zip(
-                range(first, first + len(self.timestamps)),
-                self.timestamps,
-                self.keys,
-                self.values,
-                strict=True,
-            )
-        )
+        if self.offsets is not None:
+            offsets: Sequence[int] = [base_offset + o for o in self.offsets]
+        else:
+            first = base_offset + self.first_offset_delta
+            offsets = range(first, first + len(self.timestamps))
+        return list(zip(offsets, self.timestamps, self.keys, self.values, strict=True))
 
     def since(self, relative_offset: int) -> DecodedBlock:
         """Return this block without the records before ``relative_offset``."""
-        skip = relative_offset - self.first_offset_delta
-        if skip <= 0:
-            return self
+        if self.offsets is not None:
+            skip = bisect.bisect_left(self.offsets, relative_offset)
+            if skip == 0:
+                return self
+            rest = self.offsets[skip:]
+            first = rest[0] if rest else relative_offset
+        else:
+            skip = relative_offset - self.first_offset_delta
+            if skip <= 0:
+                return self
+            rest, first = None, relative_offset
         return DecodedBlock(
-            first_offset_delta=relative_offset,
+            first_offset_delta=first,
             timestamps=self.timestamps[skip:],
             keys=self.keys[skip:],
             values=self.values[skip:],
             headers=None if self.headers is None else self.headers[skip:],
+            offsets=rest,
         )
 
 
 @attrs.frozen
 class EncodedSegment:
-    """An encoded segment and the facts its metadata row needs."""
+    """An encoded segment and the facts its metadata row needs.
+
+    ``end_offset_delta`` is ``record_count`` unless the records have gaps.
+    """
 
     data: bytes
     record_count: int
     index_length: int
     min_timestamp: int
     max_timestamp: int
+    end_offset_delta: int  # one past the last record's relative offset

@@ -343,7 +343,7 @@ class Consumer:
             stop = min(len(run.records), run.next + limit - len(out))
             out += run.records[run.next : stop]
             run.next = stop
-            self._handed[run.tp] = run.batch.first_offset + stop
+            self._handed[run.tp] = run.batch.offset_after(stop)
             if stop == len(run.records):
                 self._runs.popleft()
         return out
@@ -356,7 +356,7 @@ class Consumer:
             out.append(run.batch.slice(run.next, stop))
             limit -= stop - run.next
             run.next = stop
-            self._handed[run.tp] = run.batch.first_offset + stop
+            self._handed[run.tp] = run.batch.offset_after(stop)
             if stop < len(run.records):
                 self._runs.appendleft(run)
         return out

@@ -315,13 +315,13 @@ class Coordinator:
         if part is None or msg.epoch != part.reader_epoch:
             return  # from a reader that was replaced
         records = msg.records
-        if records.first_offset != part.expected:
+        if msg.start != part.expected:
             # Not where the partition is: refused, and the reader restarted
             # from what the facade was sent (what it holds stays valid; the
             # pending blocks are read again).
             _log.debug(
                 "refused a batch of %s at %d: expected %d",
-                name_of(msg.tp), records.first_offset, part.expected,
+                name_of(msg.tp), msg.start, part.expected,
             )  # fmt: skip
             self._start_reader(part, part.fetched, reset=False)
             return

@@ -45,7 +45,7 @@ class HeldRecords:
 
     def first_offsets(self) -> dict[TopicPartition, int]:
         """The next offset to hand out, for each partition held."""
-        return {tp: q[0].first_offset + self._taken.get(tp, 0) for tp, q in self._queues.items()}
+        return {tp: q[0].offset_at(self._taken.get(tp, 0)) for tp, q in self._queues.items()}
 
     def drop(self, tp: TopicPartition) -> None:
         self._queues.pop(tp, None)
@@ -58,7 +58,7 @@ class HeldRecords:
         for tp, count in self._plan(limit):
             for batch, start, stop in self._take(tp, count):
                 out += batch.records(start, stop)
-                handed[tp] = batch.first_offset + stop
+                handed[tp] = batch.offset_after(stop)
         return out
 
     def take_batches(
@@ -74,7 +74,7 @@ class HeldRecords:
             for batch, start, stop in self._take(tp, count, max_batches - len(out)):
                 out.append(batch.slice(start, stop))
                 if handed is not None:
-                    handed[tp] = batch.first_offset + stop
+                    handed[tp] = batch.offset_after(stop)
         return out
 
     def _plan(self, limit: int, most: int | None = None) -> list[tuple[TopicPartition, int]]:

@@ -208,11 +208,19 @@ class ReaderSignal(enum.Enum):
 
 @attrs.frozen
 class Batch:
-    """One block of one partition, as columns; the reader continues after it."""
+    """One block of one partition, as columns; the reader continues after it.
+
+    It covers the offsets ``[start, records.next_offset)``: ``start`` is
+    where the reader was, and offsets before the first record are a gap
+    compaction left (no record there).
+    """
 
     tp: TopicPartition
     epoch: int
     records: RecordBatch
+    start: int = attrs.field(
+        default=attrs.Factory(lambda b: b.records.first_offset, takes_self=True)
+    )
 
 
 @attrs.frozen

@@ -26,6 +26,15 @@ asks the partition's bounds once when it finds nothing: an offset past the
 end is out of range (as in Kafka), and so is one below the first segment
 left. A seek does not talk to the reader: the coordinator cancels it and
 starts a new one with a new epoch, and drops any message of the old epoch.
+
+Maintenance (docs/MAINTENANCE.md) changes the catalogue under a reader. A
+compacted partition has offsets that hold no record, inside segments (a
+block then carries its offsets, and so does its RecordBatch) and between
+them; a Batch says where the reader was (``start``), so a gap before its
+first record is covered. A segment looked up before maintenance rewrote or
+retired it may lose its object (after the grace): the reader looks up
+again from exactly its offset, and finds the same records in the new
+segment, or that retention removed them (out of range).
 """
 
 from __future__ import annotations
@@ -39,7 +48,7 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .._codec import DecodedBlock, decode_block, iter_segment, read_index
-from .._errors import CorruptDataError, RetriableError, StreamHouseError
+from .._errors import CorruptDataError, ObjectNotFoundError, RetriableError, StreamHouseError
 from .._metadata.protocol import MetadataStore, SegmentInfo
 from .._retry import Backoff, RetryPolicy
 from .._types import RecordBatch, TopicPartition
@@ -75,7 +84,9 @@ class ReaderStart:
 
     ``check_end``: the offset is past the high watermark the coordinator
     knows; if the reader finds nothing there, it asks the partition's bounds
-    once, since the offset may be past the end (out of range).
+    once, since the offset may be past the end (out of range). A reader
+    woken (the coordinator knows of records past it) that finds nothing asks
+    too: retention may have removed them (below the log start: out of range).
     """
 
     tp: TopicPartition
@@ -133,12 +144,16 @@ class _Reader:
         )
         if not segments:
             if self.check_end:
-                await self.check_past_end()
+                await self.check_bounds()
             await self.progressed()
             await self.out.send(AtEnd(tp, self.epoch, self.offset))
             await self.wait_for_wake()
+            # Woken, the coordinator knows of records past our offset: if the
+            # next lookup finds none, retention removed them (check_bounds).
+            self.check_end = True
             return
-        if segments[0].base_offset > self.offset:
+        self.check_end = False  # found records: an empty lookup later is the end
+        if segments[0].base_offset > self.offset and not await self.in_a_gap():
             # The offset is gone (deleted by retention): the coordinator
             # decides where to go, and starts a new reader there.
             await self.out.send(OutOfRange(tp, self.epoch, self.offset, segments[0].base_offset))
@@ -149,6 +164,9 @@ class _Reader:
                 await self.cache.prefetch(nxt.object_key, nxt.position, nxt.position + nxt.length)
             try:
                 await self.send_segment(seg, refresh=False)
+            except ObjectNotFoundError:
+                await self.check_moved(seg)
+                return  # look the segments up again, from where we are
             except CorruptDataError:
                 # Perhaps only the cached copy is bad: fetch afresh once, from
                 # where we are; a second failure is the object's own.
@@ -162,11 +180,40 @@ class _Reader:
                         f"{seg.base_offset}..{seg.end_offset - 1}, next offset {self.offset}",
                     ) from exc
 
-    async def check_past_end(self) -> None:
-        """At a start offset with nothing there: past the end is out of range, as in Kafka."""
+    async def in_a_gap(self) -> bool:
+        """Whether the offsets between ours and the next segment are a gap that
+        compaction left inside the log, rather than gone below its start."""
+        for state in await self.metadata.partition_states([self.tp.topic]):
+            if state.partition == self.tp.partition:
+                return self.offset >= state.log_start_offset
+        return False
+
+    async def check_moved(self, seg: SegmentInfo) -> None:
+        """The object of a segment we looked up is gone: maintenance rewrote or
+        removed the segment since, and deleted the object after its grace.
+        Reading goes on from where we are (the same records, at the same
+        offsets, or out of range); unless the catalogue still points at it.
+
+        Raises:
+            ObjectNotFoundError: the catalogue still points at the missing object.
+        """
+        tp = self.tp
+        now = await self.metadata.list_segments(tp.topic, tp.partition, self.offset, limit=1)
+        if now and now[0].object_key == seg.object_key and now[0].position == seg.position:
+            raise ObjectNotFoundError(
+                f"object {seg.object_key!r} of partition {name_of(tp)} (offsets "
+                f"{seg.base_offset}..{seg.end_offset - 1}) is missing from the object store"
+            )
+
+    async def check_bounds(self) -> None:
+        """Nothing at our offset, where something may be expected: past the end
+        is out of range, as in Kafka, and so is below the log start (retention
+        removed every segment from there on)."""
         tp = self.tp
         for state in await self.metadata.partition_states([tp.topic]):
-            if state.partition == tp.partition and self.offset > state.high_watermark:
+            if state.partition == tp.partition and not (
+                state.log_start_offset <= self.offset <= state.high_watermark
+            ):
                 await self.out.send(
                     OutOfRange(tp, self.epoch, self.offset, state.log_start_offset,
                                state.high_watermark)
@@ -178,7 +225,8 @@ class _Reader:
         """Send the records of ``seg`` from ``self.offset`` on."""
         key, pos, length = seg.object_key, seg.position, seg.length
         relative = self.offset - seg.base_offset
-        if relative == 0 or refresh:
+        if relative <= 0 or refresh:
+            # (Below 0: a gap compaction left before the segment.)
             # Reading in order (or afresh): one GET for the whole segment.
             data = await self.cache.get(key, pos, pos + length, refresh=refresh)
             for block in iter_segment(data, name=key, base=pos, from_offset=relative):
@@ -194,15 +242,17 @@ class _Reader:
             await self.send_block(seg, block.since(self.offset - seg.base_offset))
 
     async def send_block(self, seg: SegmentInfo, block: DecodedBlock) -> None:
-        first = seg.base_offset + block.first_offset_delta
+        base = seg.base_offset
+        # A block with gaps (compaction) carries its offsets; one without, none.
+        offsets = None if block.offsets is None else [base + o for o in block.offsets]
         records = RecordBatch(
-            self.tp.topic, self.tp.partition, first,
-            block.timestamps, block.keys, block.values, block.headers,
+            self.tp.topic, self.tp.partition, base + block.first_offset_delta,
+            block.timestamps, block.keys, block.values, block.headers, offsets,
         )  # fmt: skip
         if not len(records):
             return
         await self.take_credit()
-        await self.out.send(Batch(self.tp, self.epoch, records))
+        await self.out.send(Batch(self.tp, self.epoch, records, self.offset))
         self.offset = records.next_offset
         await self.progressed()
 

@@ -11,26 +11,43 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import anyio
+import attrs
 
-from .._errors import InvalidArgumentError, PartitionNotFoundError, TopicNotFoundError
+from .._errors import (
+    InvalidArgumentError,
+    MetadataError,
+    PartitionNotFoundError,
+    TopicNotFoundError,
+)
 from .._names import check_topic_name
 from .._types import TopicPartition
-from .protocol import SegmentInfo, SegmentSpec
+from .protocol import SegmentInfo, SegmentSpec, TopicConfig, TopicInfo
 
 __all__ = [
     "SEGMENT_COLUMNS",
+    "TOPIC_COLUMNS",
     "AllTokens",
     "check_offsets",
     "check_partition",
+    "check_recommitted",
+    "check_lease_request",
+    "check_replacement",
     "check_segment_specs",
     "check_timeout",
+    "config_row",
     "partition_error",
     "segment",
+    "segment_row",
+    "topic_info",
 ]
 
 SEGMENT_COLUMNS = (
     "topic, partition, base_offset, record_count, object_key, position, length, "
-    "index_length, min_timestamp, max_timestamp"
+    "index_length, min_timestamp, max_timestamp, end_offset, created_at"
+)
+TOPIC_COLUMNS = (
+    "name, partitions, created_at, retention_seconds, retention_bytes, cleanup_policy, "
+    "delete_retention_seconds"
 )
 
 _INT64_MAX = 2**63 - 1
@@ -39,6 +56,26 @@ _INT64_MAX = 2**63 - 1
 def segment(row: Sequence[Any]) -> SegmentInfo:
     """A row of ``SEGMENT_COLUMNS`` as a SegmentInfo."""
     return SegmentInfo(*row)
+
+
+def topic_info(row: Sequence[Any]) -> TopicInfo:
+    """A row of ``TOPIC_COLUMNS`` as a TopicInfo."""
+    name, partitions, created_at, seconds, size, policy, delete_seconds = row
+    return TopicInfo(
+        name, partitions, created_at, TopicConfig(seconds, size, policy, delete_seconds)
+    )
+
+
+def config_row(config: TopicConfig) -> tuple[float | None, int | None, str, float]:
+    """A TopicConfig as the values of its four columns."""
+    if not isinstance(config, TopicConfig):
+        raise InvalidArgumentError(f"a topic's settings must be a TopicConfig, not {config!r}")
+    return (
+        config.retention_seconds,
+        config.retention_bytes,
+        config.cleanup_policy.value,
+        config.delete_retention_seconds,
+    )
 
 
 def _is_int(value: object) -> bool:
@@ -71,6 +108,65 @@ def check_segment_specs(object_key: str, segments: Sequence[SegmentSpec]) -> Non
             raise InvalidArgumentError(f"segment {spec} has a field that is not an int64")
         if spec.record_count <= 0 or spec.length <= 0 or spec.position < 0:
             raise InvalidArgumentError(f"segment {spec} has no records or a bad position")
+
+
+def check_recommitted(
+    object_key: str, found: list[SegmentInfo], specs: Sequence[SegmentSpec]
+) -> list[SegmentInfo]:
+    """The segments of an object committed before, if they are all still there.
+
+    Raises:
+        MetadataError: maintenance has removed or moved some since (retention,
+            compaction, merging): the offsets they were given cannot be told.
+    """
+    if len(found) != len(specs):
+        raise MetadataError(
+            f"object {object_key!r} was committed, and maintenance has since removed or "
+            f"rewritten {len(specs) - len(found)} of its {len(specs)} segments: their "
+            "offsets can no longer be told"
+        )
+    return found
+
+
+def segment_row(info: SegmentInfo) -> tuple[Any, ...]:
+    """A SegmentInfo as the values of ``SEGMENT_COLUMNS``."""
+    return attrs.astuple(info)
+
+
+def check_lease_request(holder: object, ttl: object) -> None:
+    """A lease is asked for by a non-empty holder name for a finite ttl > 0."""
+    if not isinstance(holder, str) or not holder or "\x00" in holder:
+        raise InvalidArgumentError(f"a lease holder must be a non-empty str, not {holder!r}")
+    if check_timeout(ttl) == 0:  # type: ignore[arg-type]
+        raise InvalidArgumentError(f"a lease's ttl must be > 0, not {ttl!r}")
+
+
+def check_replacement(
+    object_key: str | None, old: Sequence[SegmentInfo], new: Sequence[SegmentInfo]
+) -> None:
+    """Refuse a rewrite that would change which offsets a partition covers.
+
+    Every new segment lies in the new object and inside the offsets of the
+    old segments of its partition; an empty ``new`` (everything removed)
+    names no object.
+    """
+    if not old or not all(isinstance(s, SegmentInfo) for s in (*old, *new)):
+        raise InvalidArgumentError("a rewrite replaces at least one SegmentInfo")
+    if (object_key is None) != (not new) or any(s.object_key != object_key for s in new):
+        raise InvalidArgumentError(
+            f"the new segments must all be in object {object_key!r} (None: no new segment)"
+        )
+    spans: dict[tuple[str, int], tuple[int, int]] = {}
+    for s in old:
+        low, high = spans.get((s.topic, s.partition), (s.base_offset, s.end_offset))
+        spans[(s.topic, s.partition)] = (min(low, s.base_offset), max(high, s.end_offset))
+    for s in new:
+        low, high = spans.get((s.topic, s.partition), (0, -1))
+        if not low <= s.base_offset < s.end_offset <= high or s.record_count <= 0:
+            raise InvalidArgumentError(
+                f"new segment {s.base_offset}..{s.end_offset} of {s.topic}[{s.partition}] "
+                "is not within the segments it replaces"
+            )
 
 
 def check_offsets(offsets: Mapping[TopicPartition, int], metadata: str) -> None:

@@ -10,29 +10,35 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import attrs
 import psycopg
 from psycopg import sql
 
 from .._errors import MetadataError
-from .common import SEGMENT_COLUMNS, partition_error
+from .common import SEGMENT_COLUMNS, TOPIC_COLUMNS, partition_error, segment_row
 from .protocol import SegmentInfo, SegmentSpec
 from .schema import SCHEMA_VERSION_TABLE, Dialect, pending
 
 Conn = psycopg.Connection[Any]
 
 INSERT_TOPIC = (
-    "INSERT INTO topics (name, partitions, created_at) VALUES (%s, %s, %s) "
+    f"INSERT INTO topics ({TOPIC_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s) "
     "ON CONFLICT (name) DO NOTHING RETURNING name"
 )
+
 INSERT_PARTITIONS = (
     "INSERT INTO partitions (topic, partition) SELECT %s, generate_series(0, %s - 1) "
     "ON CONFLICT DO NOTHING"
 )
-GET_TOPIC = "SELECT name, partitions, created_at FROM topics WHERE name = %s"
-LIST_TOPICS = "SELECT name, partitions, created_at FROM topics ORDER BY name"
+GET_TOPIC = f"SELECT {TOPIC_COLUMNS} FROM topics WHERE name = %s"
+LIST_TOPICS = f"SELECT {TOPIC_COLUMNS} FROM topics ORDER BY name"
 TOPIC_PARTITIONS = "SELECT name, partitions FROM topics WHERE name = ANY(%s)"
 DELETE_TOPIC = "DELETE FROM topics WHERE name = %s"
+# Maintenance deletes them after its grace (if no other topic's segments
+# point into them).
+RELEASE_TOPIC_OBJECTS = (
+    "UPDATE objects SET released_at = %s WHERE key IN "
+    "(SELECT object_key FROM segments WHERE topic = %s)"
+)
 DELETE_TOPIC_ROWS = tuple(
     f"DELETE FROM {table} WHERE topic = %s"
     for table in ("partitions", "segments", "consumer_offsets")
@@ -40,7 +46,7 @@ DELETE_TOPIC_ROWS = tuple(
 NOTIFY = "SELECT pg_notify(%s, %s)"
 
 CLAIM_OBJECT = (
-    "INSERT INTO objects (key, committed_at) VALUES (%s, %s) "
+    "INSERT INTO objects (key, committed_at, size) VALUES (%s, %s, %s) "
     "ON CONFLICT (key) DO NOTHING RETURNING key"
 )
 OBJECT_SEGMENTS = f"SELECT {SEGMENT_COLUMNS} FROM segments WHERE object_key = %s ORDER BY position"
@@ -55,8 +61,8 @@ MOVE_WATERMARKS = (
     "WHERE p.topic = d.topic AND p.partition = d.partition"
 )
 INSERT_SEGMENT = (
-    f"INSERT INTO segments ({SEGMENT_COLUMNS}, created_at) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    f"INSERT INTO segments ({SEGMENT_COLUMNS}) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 )
 FIND_SEGMENT = (
     f"SELECT {SEGMENT_COLUMNS} FROM segments WHERE topic = %s AND partition = %s "
@@ -126,8 +132,9 @@ def commit_object(
         totals[key] = totals.get(key, 0) + spec.record_count
     keys = sorted(totals)
     topics, partitions = [k[0] for k in keys], [k[1] for k in keys]
+    size = max(s.position + s.length for s in specs)
     with conn.pipeline(), conn.transaction():
-        claim = conn.execute(CLAIM_OBJECT, (object_key, committed_at))
+        claim = conn.execute(CLAIM_OBJECT, (object_key, committed_at, size))
         lock = conn.execute(LOCK_PARTITIONS, (topics, partitions))
         conn.execute(MOVE_WATERMARKS, (topics, partitions, [totals[k] for k in keys]))
         if claim.fetchone() is None:
@@ -144,9 +151,10 @@ def commit_object(
             bases[key] = base + spec.record_count
             out.append(SegmentInfo(spec.topic, spec.partition, base, spec.record_count,
                                    object_key, spec.position, spec.length, spec.index_length,
-                                   spec.min_timestamp, spec.max_timestamp))  # fmt: skip
+                                   spec.min_timestamp, spec.max_timestamp,
+                                   created_at=committed_at))  # fmt: skip
         with conn.cursor() as cur:
-            cur.executemany(INSERT_SEGMENT, [(*attrs.astuple(s), committed_at) for s in out])
+            cur.executemany(INSERT_SEGMENT, [segment_row(s) for s in out])
         conn.execute(NOTIFY, (channel, payload))
     return out
 

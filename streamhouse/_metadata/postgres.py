@@ -61,12 +61,16 @@ from . import pg_queries as q
 from .common import (
     AllTokens,
     check_offsets,
+    check_recommitted,
     check_segment_specs,
     check_timeout,
+    config_row,
     partition_error,
     segment,
+    topic_info,
 )
 from .pg_listen import Listener, PostgresWatch, channel_for, notify_payload
+from .pg_maint import PostgresMaintenance
 from .pg_url import check_schema_name, redact, split_postgres_url
 from .protocol import (
     CatalogueWatch,
@@ -74,6 +78,7 @@ from .protocol import (
     PartitionState,
     SegmentInfo,
     SegmentSpec,
+    TopicConfig,
     TopicInfo,
 )
 
@@ -100,7 +105,7 @@ class _BrokenConnection(MetadataUnavailableError):
     call may succeed on another connection, so it is retried."""
 
 
-class PostgresMetadataStore:
+class PostgresMetadataStore(PostgresMaintenance):
     """The MetadataStore protocol on a schema of a PostgreSQL database.
 
     Args:
@@ -326,20 +331,23 @@ class PostgresMetadataStore:
 
     # -- topics ------------------------------------------------------------
 
-    async def create_topic(self, name: str, partitions: int) -> TopicInfo:
+    async def create_topic(
+        self, name: str, partitions: int, config: TopicConfig | None = None
+    ) -> TopicInfo:
         check_topic_name(name)
         check_partition_count(partitions)
-        created = time.time()
+        config = TopicConfig() if config is None else config
+        values = (name, partitions, time.time(), *config_row(config))
 
         def create(conn: Conn) -> TopicInfo:
-            row = conn.execute(q.INSERT_TOPIC, (name, partitions, created)).fetchone()
+            row = conn.execute(q.INSERT_TOPIC, values).fetchone()
             if row is None:
                 existing = conn.execute(q.GET_TOPIC, (name,)).fetchone()
                 # The same values: this is a retry whose first answer was lost.
-                if existing is None or tuple(existing) != (name, partitions, created):
+                if existing is None or tuple(existing) != values:
                     raise TopicExistsError(f"topic {name!r} already exists")
             conn.execute(q.INSERT_PARTITIONS, (name, partitions))
-            return TopicInfo(name, partitions, created)
+            return topic_info(values)
 
         return await self._run(create, write=True)
 
@@ -350,16 +358,16 @@ class PostgresMetadataStore:
             row = conn.execute(q.GET_TOPIC, (name,)).fetchone()
             if row is None:
                 raise TopicNotFoundError(f"topic {name!r} does not exist")
-            return TopicInfo(*row)
+            return topic_info(row)
 
         return await self._run(get)
 
     async def list_topics(self) -> list[TopicInfo]:
-        return await self._run(lambda conn: [TopicInfo(*r) for r in conn.execute(q.LIST_TOPICS)])
+        return await self._run(lambda conn: [topic_info(r) for r in conn.execute(q.LIST_TOPICS)])
 
     async def delete_topic(self, name: str) -> None:
         check_topic_name(name)
-
+        now = time.time()
         runs = 0
 
         def delete(conn: Conn) -> None:
@@ -369,6 +377,7 @@ class PostgresMetadataStore:
                 if runs > 1:
                     return  # an earlier try whose answer was lost deleted it
                 raise TopicNotFoundError(f"topic {name!r} does not exist")
+            conn.execute(q.RELEASE_TOPIC_OBJECTS, (now, name))
             for statement in q.DELETE_TOPIC_ROWS:
                 conn.execute(statement, (name,))
             conn.execute(q.NOTIFY, (self._channel, name))
@@ -392,7 +401,8 @@ class PostgresMetadataStore:
                 )
             except q.AlreadyCommitted:
                 # A retry, or a commit racing it: the offsets assigned then.
-                return [segment(r) for r in conn.execute(q.OBJECT_SEGMENTS, (object_key,))]
+                found = [segment(r) for r in conn.execute(q.OBJECT_SEGMENTS, (object_key,))]
+                return check_recommitted(object_key, found, segments)
 
         # Not write=True: commit_object runs its own transaction, pipelined.
         return await self._run(commit)

@@ -10,22 +10,82 @@ runs.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
-from .._types import TopicPartition
+from .._errors import InvalidArgumentError
+from .._types import CleanupPolicy, TopicPartition
 
 __all__ = [
     "CatalogueWatch",
     "CommittedOffset",
+    "CompactionCheckpoint",
+    "Garbage",
+    "MaintenanceLease",
     "MetadataStore",
     "PartitionState",
+    "RetiredSegments",
     "SegmentInfo",
     "SegmentSpec",
+    "TopicConfig",
     "TopicInfo",
 ]
+
+
+def _seconds_or_none(_instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is None and attribute.name != "delete_retention_seconds":
+        return
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < 0
+        or (value == 0 and attribute.name == "retention_seconds")
+    ):
+        bound = "> 0" if attribute.name == "retention_seconds" else ">= 0"
+        unlimited = "" if attribute.name == "delete_retention_seconds" else " (or None: unlimited)"
+        raise InvalidArgumentError(
+            f"{attribute.name} must be a finite number of seconds {bound}{unlimited}, not {value!r}"
+        )
+
+
+def _bytes_or_none(_instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
+        raise InvalidArgumentError(
+            f"{attribute.name} must be an int of bytes >= 0 (or None: unlimited), not {value!r}"
+        )
+
+
+def _policy(value: CleanupPolicy | str) -> CleanupPolicy:
+    return CleanupPolicy.parse(value)
+
+
+@attrs.frozen
+class TopicConfig:
+    """A topic's maintenance settings (Kafka's topic configs of the same names).
+
+    Attributes:
+        retention_seconds: a segment whose newest record is older than this
+            goes; None keeps every segment (no time limit).
+        retention_bytes: the oldest segments of a partition go while it holds
+            more than this; None: no size limit.
+        cleanup_policy: "delete" or "compact" (:class:`CleanupPolicy`).
+        delete_retention_seconds: how long a compacted topic keeps a
+            tombstone (a record whose value is None) after it was written.
+
+    Raises:
+        InvalidArgumentError: a value out of range (the message names it).
+    """
+
+    retention_seconds: float | None = attrs.field(default=None, validator=_seconds_or_none)
+    retention_bytes: int | None = attrs.field(default=None, validator=_bytes_or_none)
+    cleanup_policy: CleanupPolicy = attrs.field(default=CleanupPolicy.DELETE, converter=_policy)
+    delete_retention_seconds: float = attrs.field(default=86400.0, validator=_seconds_or_none)
 
 
 @attrs.frozen
@@ -33,6 +93,7 @@ class TopicInfo:
     name: str
     partitions: int
     created_at: float
+    config: TopicConfig = TopicConfig()
 
 
 @attrs.frozen
@@ -61,7 +122,14 @@ class SegmentSpec:
 
 @attrs.frozen
 class SegmentInfo:
-    """A committed segment: where its bytes are and which offsets it holds."""
+    """A committed segment: where its bytes are and which offsets it holds.
+
+    It covers the offsets ``[base_offset, end_offset)``: ``record_count``
+    records, at consecutive offsets unless compaction removed some (then
+    ``end_offset - base_offset > record_count``, and the bytes carry the
+    offsets, see docs/FORMAT.md). ``created_at`` is when its records were
+    committed (seconds since the epoch).
+    """
 
     topic: str
     partition: int
@@ -73,11 +141,10 @@ class SegmentInfo:
     index_length: int
     min_timestamp: int
     max_timestamp: int
-
-    @property
-    def end_offset(self) -> int:
-        """One past the last offset in the segment."""
-        return self.base_offset + self.record_count
+    end_offset: int = attrs.field(
+        default=attrs.Factory(lambda s: s.base_offset + s.record_count, takes_self=True)
+    )
+    created_at: float = 0.0
 
 
 @attrs.frozen
@@ -87,6 +154,54 @@ class CommittedOffset:
     offset: int
     metadata: str = ""
     committed_at: float = 0.0
+
+
+@attrs.frozen
+class MaintenanceLease:
+    """The right to maintain the log, held by one maintainer at a time.
+
+    ``epoch`` grows with every new holder: each write maintenance makes is
+    conditional on the lease still being this holder's at this epoch (a
+    fence), and extends it by ``ttl`` seconds.
+    """
+
+    holder: str
+    epoch: int
+    ttl: float
+
+
+@attrs.frozen
+class RetiredSegments:
+    """What retention removed from one partition's catalogue."""
+
+    segments: int
+    bytes: int
+    log_start_offset: int
+
+
+@attrs.frozen
+class CompactionCheckpoint:
+    """How far a partition is compacted.
+
+    Segments starting at ``cleaned_offset`` or later have not been
+    compacted yet; ``oldest_tombstone`` is when the oldest tombstone kept by
+    the last compaction was committed (None: none kept), so that the next
+    pass knows when one is due to go.
+    """
+
+    cleaned_offset: int = 0
+    oldest_tombstone: float | None = None
+
+
+@attrs.frozen
+class Garbage:
+    """An object no segment points into any more, past its grace: to delete.
+
+    ``size`` is None for objects committed before the catalogue kept sizes.
+    """
+
+    key: str
+    size: int | None
 
 
 class CatalogueWatch(Protocol):
@@ -116,8 +231,15 @@ class CatalogueWatch(Protocol):
 class MetadataStore(Protocol):
     """Topics, the segment catalogue, partition bounds and committed offsets."""
 
-    async def create_topic(self, name: str, partitions: int) -> TopicInfo:
-        """Create a topic; raise TopicExistsError if the name is taken."""
+    async def create_topic(
+        self, name: str, partitions: int, config: TopicConfig | None = None
+    ) -> TopicInfo:
+        """Create a topic (default settings when ``config`` is None); raise
+        TopicExistsError if the name is taken."""
+        ...
+
+    async def alter_topic(self, name: str, config: TopicConfig) -> TopicInfo:
+        """Replace a topic's settings; raise TopicNotFoundError if there is none."""
         ...
 
     async def get_topic(self, name: str) -> TopicInfo:
@@ -129,7 +251,11 @@ class MetadataStore(Protocol):
         ...
 
     async def delete_topic(self, name: str) -> None:
-        """Delete the topic, its segment rows and its committed offsets."""
+        """Delete the topic, its segment rows and its committed offsets.
+
+        Its objects are released: maintenance deletes them after its grace
+        (those no other topic's segments point into).
+        """
         ...
 
     async def commit_segments(
@@ -139,7 +265,9 @@ class MetadataStore(Protocol):
 
         Each segment gets its partition's high watermark as its base offset,
         which then moves past it. Committing an object key that is already
-        committed changes nothing and returns the offsets assigned then.
+        committed changes nothing and returns the offsets assigned then
+        (MetadataError if maintenance has since removed or moved some of
+        them: their offsets can no longer be told).
         """
         ...
 
@@ -183,6 +311,79 @@ class MetadataStore(Protocol):
 
     async def delete_group(self, group_id: str) -> None:
         """Forget every offset the group committed."""
+        ...
+
+    # -- maintenance (see streamhouse/_maintenance) ------------------------
+    # Every call that changes the catalogue takes the lease, and raises
+    # LeaseLostError, changing nothing, unless the lease is still the
+    # caller's; it extends the lease by its ttl.
+
+    async def acquire_lease(self, holder: str, ttl: float) -> MaintenanceLease | None:
+        """Take the maintenance lease for ``ttl`` seconds, with a new epoch;
+        None while another holder's lease has not expired."""
+        ...
+
+    async def renew_lease(self, lease: MaintenanceLease) -> None:
+        """Extend the lease by its ttl; LeaseLostError if it is no longer ours."""
+        ...
+
+    async def release_lease(self, lease: MaintenanceLease) -> None:
+        """Give the lease up (nothing happens if it is no longer ours)."""
+        ...
+
+    async def retire_segments(
+        self, lease: MaintenanceLease, topic: str, partition: int, log_start: int
+    ) -> RetiredSegments:
+        """In one transaction: move the partition's log start up to ``log_start``
+        (never down, never past the high watermark), remove the segments that
+        end at or below it, and release their objects."""
+        ...
+
+    async def replace_segments(
+        self,
+        lease: MaintenanceLease,
+        object_key: str | None,
+        object_size: int,
+        old: Sequence[SegmentInfo],
+        new: Sequence[SegmentInfo],
+    ) -> bool:
+        """In one transaction: remove ``old``, add ``new`` (all of whose bytes
+        are in ``object_key``, uploaded already; None when ``new`` is empty),
+        commit the object and release the objects of ``old``.
+
+        Returns False, changing nothing, if some segment of ``old`` is no
+        longer in the catalogue as given (its topic was deleted); True if it
+        is done, or was done by an earlier call whose answer was lost.
+        """
+        ...
+
+    async def compaction_checkpoints(self, topic: str) -> dict[int, CompactionCheckpoint]:
+        """Every partition's compaction checkpoint (partitions never compacted
+        have the default one)."""
+        ...
+
+    async def set_compaction_checkpoint(
+        self, lease: MaintenanceLease, topic: str, partition: int, checkpoint: CompactionCheckpoint
+    ) -> None:
+        """Record how far a partition is compacted."""
+        ...
+
+    async def claim_garbage(
+        self, lease: MaintenanceLease, grace: float, limit: int, forget_after: float
+    ) -> list[Garbage]:
+        """Objects to delete from the object store, at most ``limit``, claimed
+        for this lease's epoch: those released more than ``grace`` seconds ago
+        that no segment points into, and those an earlier maintainer claimed
+        and never confirmed deleted (it was killed mid-pass). Objects released
+        but still pointed into are unmarked (the last segment to go releases
+        them again). Rows of objects deleted more than ``forget_after`` seconds
+        ago are dropped."""
+        ...
+
+    async def confirm_deleted(self, keys: Sequence[str]) -> None:
+        """Record that these claimed objects are gone from the object store.
+
+        Not fenced: it states a fact, whoever holds the lease now."""
         ...
 
     def watch(self, topics: Sequence[str]) -> CatalogueWatch:

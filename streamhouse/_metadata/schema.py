@@ -147,6 +147,46 @@ _V1_POSTGRES = (
 
 _DROP_GENERATION = ("ALTER TABLE consumer_offsets DROP COLUMN generation",)
 
+
+def _maintenance(real: str, bigint: str) -> tuple[str, ...]:
+    """Version 3's statements, in a dialect's types (they are otherwise the same)."""
+    return (
+        # Topic settings (None: unlimited), as Kafka's topic configs.
+        f"ALTER TABLE topics ADD COLUMN retention_seconds {real}",
+        f"ALTER TABLE topics ADD COLUMN retention_bytes {bigint}",
+        "ALTER TABLE topics ADD COLUMN cleanup_policy TEXT NOT NULL DEFAULT 'delete'",
+        f"ALTER TABLE topics ADD COLUMN delete_retention_seconds {real} NOT NULL DEFAULT 86400",
+        # Compaction's checkpoint per partition.
+        f"ALTER TABLE partitions ADD COLUMN cleaned_offset {bigint} NOT NULL DEFAULT 0",
+        f"ALTER TABLE partitions ADD COLUMN oldest_tombstone {real}",
+        # A compacted segment spans more offsets than it holds records.
+        f"ALTER TABLE segments ADD COLUMN end_offset {bigint}",
+        "UPDATE segments SET end_offset = base_offset + record_count",
+        # An object's life: its size; when a segment pointing into it last went
+        # (maintenance deletes it a grace period later, once none is left); the
+        # lease epoch of the maintainer deleting it; when it was deleted (the
+        # row stays a while, so that a producer's late retry of its commit
+        # finds the key taken).
+        f"ALTER TABLE objects ADD COLUMN size {bigint}",
+        f"ALTER TABLE objects ADD COLUMN released_at {real}",
+        f"ALTER TABLE objects ADD COLUMN claimed_epoch {bigint}",
+        f"ALTER TABLE objects ADD COLUMN deleted_at {real}",
+        "UPDATE objects SET size = (SELECT MAX(s.position + s.length) FROM segments AS s "
+        "WHERE s.object_key = objects.key)",
+        "CREATE INDEX objects_released ON objects (released_at) WHERE released_at IS NOT NULL",
+        "CREATE INDEX objects_claimed ON objects (claimed_epoch) WHERE claimed_epoch IS NOT NULL",
+        "CREATE INDEX objects_deleted ON objects (deleted_at) WHERE deleted_at IS NOT NULL",
+        # One maintainer at a time: the holder, its epoch (the fence), until when.
+        f"""CREATE TABLE maintenance_lease (
+            name        TEXT PRIMARY KEY,
+            holder      TEXT NOT NULL,
+            epoch       {bigint} NOT NULL,
+            expires_at  {real} NOT NULL
+        )""",
+        "INSERT INTO maintenance_lease VALUES ('maintenance', '', 0, 0)",
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -160,6 +200,13 @@ MIGRATIONS: tuple[Migration, ...] = (
         "(group membership will bring member epochs)",
         sqlite=_DROP_GENERATION,
         postgres=_DROP_GENERATION,
+    ),
+    Migration(
+        3,
+        "maintenance: topic retention and cleanup settings, segment end offsets, "
+        "compaction checkpoints, object sizes and lifetimes, the maintenance lease",
+        sqlite=_maintenance("REAL", "INTEGER"),
+        postgres=_maintenance("DOUBLE PRECISION", "BIGINT"),
     ),
 )
 

@@ -42,12 +42,16 @@ from .._names import check_group_id, check_partition_count, check_topic_name
 from .._types import TopicPartition
 from .common import (
     SEGMENT_COLUMNS,
+    TOPIC_COLUMNS,
     AllTokens,
     check_offsets,
+    check_recommitted,
     check_segment_specs,
     check_timeout,
+    config_row,
     partition_error,
     segment,
+    topic_info,
 )
 from .protocol import (
     CatalogueWatch,
@@ -55,8 +59,10 @@ from .protocol import (
     PartitionState,
     SegmentInfo,
     SegmentSpec,
+    TopicConfig,
     TopicInfo,
 )
+from .sqlite_maint import SQLiteMaintenance
 from .sqlite_schema import SQLiteWatch, migrate, write_transaction
 
 __all__ = ["SQLiteMetadataStore"]
@@ -71,7 +77,7 @@ def _check_partition(conn: sqlite3.Connection, topic: str, partition: int) -> No
 
 
 @attrs.define(eq=False)
-class SQLiteMetadataStore:
+class SQLiteMetadataStore(SQLiteMaintenance):
     """The MetadataStore protocol on one SQLite file.
 
     Args:
@@ -254,16 +260,20 @@ class SQLiteMetadataStore:
 
     # -- topics ------------------------------------------------------------
 
-    async def create_topic(self, name: str, partitions: int) -> TopicInfo:
+    async def create_topic(
+        self, name: str, partitions: int, config: TopicConfig | None = None
+    ) -> TopicInfo:
         check_topic_name(name)
         check_partition_count(partitions)
+        config = TopicConfig() if config is None else config
+        settings = config_row(config)
         created = time.time()
 
         def create(conn: sqlite3.Connection) -> TopicInfo:
             try:
                 conn.execute(
-                    "INSERT INTO topics (name, partitions, created_at) VALUES (?, ?, ?)",
-                    (name, partitions, created),
+                    f"INSERT INTO topics ({TOPIC_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (name, partitions, created, *settings),
                 )
             except sqlite3.IntegrityError:
                 raise TopicExistsError(f"topic {name!r} already exists") from None
@@ -271,7 +281,7 @@ class SQLiteMetadataStore:
                 "INSERT OR REPLACE INTO partitions (topic, partition) VALUES (?, ?)",
                 ((name, p) for p in range(partitions)),
             )
-            return TopicInfo(name, partitions, created)
+            return TopicInfo(name, partitions, created, config)
 
         return await self._run(lambda conn: write_transaction(conn, create))
 
@@ -280,30 +290,36 @@ class SQLiteMetadataStore:
 
         def get(conn: sqlite3.Connection) -> TopicInfo:
             row = conn.execute(
-                "SELECT name, partitions, created_at FROM topics WHERE name = ?", (name,)
+                f"SELECT {TOPIC_COLUMNS} FROM topics WHERE name = ?", (name,)
             ).fetchone()
             if row is None:
                 raise TopicNotFoundError(f"topic {name!r} does not exist")
-            return TopicInfo(*row)
+            return topic_info(row)
 
         return await self._run(get)
 
     async def list_topics(self) -> list[TopicInfo]:
         return await self._run(
             lambda conn: [
-                TopicInfo(*row)
-                for row in conn.execute(
-                    "SELECT name, partitions, created_at FROM topics ORDER BY name"
-                )
+                topic_info(row)
+                for row in conn.execute(f"SELECT {TOPIC_COLUMNS} FROM topics ORDER BY name")
             ]
         )
 
     async def delete_topic(self, name: str) -> None:
         check_topic_name(name)
+        now = time.time()
 
         def delete(conn: sqlite3.Connection) -> None:
             if conn.execute("DELETE FROM topics WHERE name = ?", (name,)).rowcount == 0:
                 raise TopicNotFoundError(f"topic {name!r} does not exist")
+            # Maintenance deletes them after its grace (if no other topic's
+            # segments point into them).
+            conn.execute(
+                "UPDATE objects SET released_at = ? WHERE key IN "
+                "(SELECT object_key FROM segments WHERE topic = ?)",
+                (now, name),
+            )
             for table in ("partitions", "segments", "consumer_offsets"):
                 conn.execute(f"DELETE FROM {table} WHERE topic = ?", (name,))
 
@@ -319,7 +335,7 @@ class SQLiteMetadataStore:
 
         def commit(conn: sqlite3.Connection) -> list[SegmentInfo]:
             if conn.execute("SELECT 1 FROM objects WHERE key = ?", (object_key,)).fetchone():
-                return [
+                found = [
                     segment(row)
                     for row in conn.execute(
                         f"SELECT {SEGMENT_COLUMNS} FROM segments WHERE object_key = ? "
@@ -327,6 +343,7 @@ class SQLiteMetadataStore:
                         (object_key,),
                     )
                 ]
+                return check_recommitted(object_key, found, segments)
             out = []
             for spec in segments:
                 _check_partition(conn, spec.topic, spec.partition)
@@ -346,15 +363,17 @@ class SQLiteMetadataStore:
                     spec.index_length,
                     spec.min_timestamp,
                     spec.max_timestamp,
+                    created_at=committed_at,
                 )
                 conn.execute(
-                    f"INSERT INTO segments ({SEGMENT_COLUMNS}, created_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (*attrs.astuple(info), committed_at),
+                    f"INSERT INTO segments ({SEGMENT_COLUMNS}) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    attrs.astuple(info),
                 )
                 out.append(info)
             conn.execute(
-                "INSERT INTO objects (key, committed_at) VALUES (?, ?)", (object_key, committed_at)
+                "INSERT INTO objects (key, committed_at, size) VALUES (?, ?, ?)",
+                (object_key, committed_at, max(s.position + s.length for s in segments)),
             )
             return out
 

@@ -52,7 +52,7 @@ from .._lifecycle import Runtime, run_client
 from .._metadata.protocol import MetadataStore
 from .._names import check_topic_name
 from .._storage.protocol import ObjectStore
-from .._types import RecordMetadata, SendBatchResult
+from .._types import CleanupPolicy, RecordMetadata, SendBatchResult
 from .batch import Batch, append_records, record_sizes
 from .checks import (
     MAX_BATCH_BYTES,
@@ -92,7 +92,7 @@ class Producer:
         self._options = options
         self._writer = BatchWriter(storage, metadata, options)
         self._sticky = StickyPartitioner()
-        self._topics: dict[str, tuple[int, float]] = {}
+        self._topics: dict[str, tuple[int, bool, float]] = {}  # count, compacted, when
         self._open: Batch | None = None
         self._last_sealed: Batch | None = None
         self._seq = itertools.count()
@@ -118,7 +118,8 @@ class Producer:
             topic: an existing topic.
             value: the record's value (bytes, or None for a tombstone).
             key: bytes or None; a keyed record goes to Kafka's murmur2
-                partition for the key.
+                partition for the key. A compacted topic needs one (compaction
+                keeps the newest record of each key), as Kafka's broker does.
             partition: the partition, overriding the key.
             headers: ``(str, bytes)`` pairs.
             timestamp: milliseconds since the epoch, ``0 <= t < 2**63``; now
@@ -142,7 +143,11 @@ class Producer:
                 f"max_record_bytes={self._options.max_record_bytes}"
             )
         timestamp = _now_ms() if timestamp is None else check_timestamp(timestamp)
-        count = await self._partition_count(topic)
+        count, compacted = await self._topic(topic)
+        if compacted and key is None:
+            raise InvalidArgumentError(
+                f"compacted topic {topic!r} needs a key on every record; this one has none"
+            )
         if partition is None:
             partition = (
                 keyed_partition(key, count)
@@ -232,7 +237,12 @@ class Producer:
                 f"send_batch of {total} bytes; one call may hold at most {MAX_BATCH_BYTES} "
                 "(split it)"
             )
-        count = await self._partition_count(topic)
+        count, compacted = await self._topic(topic)
+        if compacted and (keys is None or None in key_list):
+            which = "keys=None" if keys is None else f"record {key_list.index(None)} has no key"
+            raise InvalidArgumentError(
+                f"compacted topic {topic!r} needs a key on every record; {which}"
+            )
         targets = self._targets(topic, count, partition, keys, key_list, n)
         await self._wait_for_space()
         batch = self._batch_for(total, n)
@@ -248,7 +258,8 @@ class Producer:
             TopicNotFoundError: there is no such topic.
         """
         self._check_open()
-        return set(range(await self._partition_count(topic)))
+        count, _ = await self._topic(topic)
+        return set(range(count))
 
     async def flush(self) -> None:
         """Seal the open batch and wait until every accepted record is written.
@@ -296,15 +307,17 @@ class Producer:
         sticky = self._sticky.partition(topic, count)
         return [sticky if k is None else keyed_partition(k, count) for k in key_list]
 
-    async def _partition_count(self, topic: str) -> int:
+    async def _topic(self, topic: str) -> tuple[int, bool]:
+        """The topic's partition count, and whether it is compacted (cached a while)."""
         cached = self._topics.get(topic)
         now = time.monotonic()
-        if cached is not None and now - cached[1] < _TOPIC_CACHE_SECONDS:
-            return cached[0]
+        if cached is not None and now - cached[2] < _TOPIC_CACHE_SECONDS:
+            return cached[0], cached[1]
         check_topic_name(topic)
         info = await self._metadata.get_topic(topic)
-        self._topics[topic] = (info.partitions, now)
-        return info.partitions
+        compacted = info.config.cleanup_policy is CleanupPolicy.COMPACT
+        self._topics[topic] = (info.partitions, compacted, now)
+        return info.partitions, compacted
 
     async def _wait_for_space(self) -> None:
         if self._buffered >= self._options.buffer_bytes:

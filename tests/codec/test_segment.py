@@ -138,9 +138,9 @@ def test_an_unknown_version_is_named(segment: bytes) -> None:
 
     broken = bytearray(segment)
     footer = len(broken) - FOOTER_SIZE
-    struct.pack_into("<H", broken, footer + 24, 2)
+    struct.pack_into("<H", broken, footer + 24, 3)
     struct.pack_into("<I", broken, footer + 28, crc32c.crc32c(bytes(broken[footer : footer + 28])))
-    with pytest.raises(CorruptDataError, match="unknown segment format version 2"):
+    with pytest.raises(CorruptDataError, match="unknown segment format version 3"):
         decode_segment(bytes(broken))
 
 
@@ -157,6 +157,84 @@ def test_index_tail_must_reach_back_to_the_index(segment: bytes) -> None:
     with pytest.raises(CorruptDataError, match="do not reach back"):
         read_index(segment[-FOOTER_SIZE - INDEX_ENTRY_SIZE :], segment_length=len(segment),
                    name="x")  # fmt: skip
+
+
+@pytest.mark.parametrize("codec", list(Codec))
+def test_records_with_offset_gaps_round_trip(codec: Codec) -> None:
+    """Records with gaps between their offsets come back at those offsets."""
+    offsets = [3, 4, 5, 9, 10, 200, 201, 202, 5000]
+    n = len(offsets)
+    segment = encode_segment(
+        list(range(n)), [b"k%d" % o for o in offsets], [b"v" * 30] * n,
+        offsets=offsets, codec=codec, block_bytes=100,
+    )  # fmt: skip
+    assert (segment.record_count, segment.end_offset_delta) == (n, 5001)
+    assert [r[0] for r in rows(segment.data, base=1000)] == [1000 + o for o in offsets]
+    assert [r[2] for r in rows(segment.data)] == [b"k%d" % o for o in offsets]
+    # From an offset inside a gap: the next record on.
+    assert [r[0] for r in rows(segment.data, from_offset=6)] == [9, 10, 200, 201, 202, 5000]
+    assert [r[0] for r in rows(segment.data, from_offset=203)] == [5000]
+    assert rows(segment.data, from_offset=5001) == []
+    index = read_index(segment.data, segment_length=len(segment.data), name="x")
+    assert index.entries[0].first_offset_delta == 3
+    assert index.entries[-1].end_offset_delta == 5001
+    assert index.block_for(0) == 0
+    assert index.block_for(5001) == len(index.entries)
+
+
+def test_only_gapped_blocks_carry_an_offset_column() -> None:
+    """A block whose records are consecutive stores no offsets, even in a gapped segment."""
+    offsets = [*range(0, 100), *range(150, 250)]
+    segment = encode_segment([1] * 200, None, [b"x" * 10] * 200, offsets=offsets,
+                             codec="none", block_bytes=700)  # fmt: skip
+    index = read_index(segment.data, segment_length=len(segment.data), name="x")
+    blocks = decode_segment(segment.data)
+    assert [b.offsets is None for b in blocks] == [e.skipped == 0 for e in index.entries]
+    assert sum(e.skipped for e in index.entries) == 50
+    assert [o for b in blocks for o in b.relative_offsets()] == offsets
+    gapped = next(b for b in blocks if b.offsets is not None)
+    assert gapped.since(120).first_offset_delta == 150
+    assert gapped.since(120).end_offset_delta == gapped.end_offset_delta
+    ungapped = encode_segment([1] * 3, None, [b"a"] * 3, offsets=[7, 8, 9], codec="none")
+    assert [b.offsets for b in decode_segment(ungapped.data)] == [None]
+    assert [r[0] for r in rows(ungapped.data)] == [7, 8, 9]
+
+
+def test_a_segment_without_gaps_stays_version_1() -> None:
+    """Segments without gaps are written as version 1; gapped ones as version 2."""
+    plain = encode_segment([1, 2], None, [b"a", b"b"], offsets=[0, 1]).data
+    gapped = encode_segment([1, 2], None, [b"a", b"b"], offsets=[0, 2]).data
+    assert struct.unpack_from("<H", plain, len(plain) - FOOTER_SIZE + 24) == (1,)
+    assert struct.unpack_from("<H", gapped, len(gapped) - FOOTER_SIZE + 24) == (2,)
+
+
+@pytest.mark.parametrize(
+    ("offsets", "message"),
+    [
+        ([0, 0], "strictly increasing"),
+        ([2, 1], "strictly increasing"),
+        ([-1, 0], "in \\[0, 2\\*\\*32\\)"),
+        ([0, 2**32], "in \\[0, 2\\*\\*32\\)"),
+        ([0], "1 offsets for 2 records"),
+        ([0, 1.5], "must be ints"),
+    ],
+)
+def test_bad_offsets_are_refused(offsets: list[object], message: str) -> None:
+    """The encoder refuses offsets that are not increasing u32 ints."""
+    with pytest.raises(ValueError, match=message):
+        encode_segment([1, 2], None, [b"a", b"b"], offsets=offsets)  # type: ignore[arg-type]
+
+
+def test_a_version_1_index_with_gaps_is_refused() -> None:
+    """A version-1 footer over a gapped index is corrupt, not read as consecutive."""
+    import crc32c
+
+    data = bytearray(encode_segment([1, 2], None, [b"a", b"b"], offsets=[0, 5]).data)
+    footer = len(data) - FOOTER_SIZE
+    struct.pack_into("<H", data, footer + 24, 1)
+    struct.pack_into("<I", data, footer + 28, crc32c.crc32c(bytes(data[footer : footer + 28])))
+    with pytest.raises(CorruptDataError, match="index entry 0 is inconsistent"):
+        decode_segment(bytes(data))
 
 
 def test_codec_names_parse() -> None:

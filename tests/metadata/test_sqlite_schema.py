@@ -92,6 +92,11 @@ async def test_a_first_wave_file_opens_and_migrates(tmp_path: Path) -> None:
     assert (await store.fetch_offsets("g"))[TopicPartition("old", 0)].offset == 5
     more = await store.commit_segments("obj-2", [SegmentSpec("old", 0, 3, 0, 10, 4, 1, 2)])
     assert more[0].base_offset == 7
+    # Version 3: old segments get their end offsets, old objects their sizes.
+    assert [(s.base_offset, s.end_offset) for s in await store.list_segments("old", 0)] == [
+        (0, 7), (7, 10),
+    ]  # fmt: skip
+    assert (await store.get_topic("old")).config.cleanup_policy == "delete"
     await store.aclose()
     conn = sqlite3.connect(path)
     versions = [row[0] for row in conn.execute("SELECT version FROM schema_version")]
@@ -101,6 +106,10 @@ async def test_a_first_wave_file_opens_and_migrates(tmp_path: Path) -> None:
     assert versions == [m.version for m in MIGRATIONS]
     assert user_version == LATEST_VERSION
     assert "generation" not in columns
+    conn = sqlite3.connect(path)
+    sizes = dict(conn.execute("SELECT key, size FROM objects").fetchall())
+    conn.close()
+    assert sizes == {"obj-1": 100, "obj-2": 10}
 
 
 async def test_a_newer_file_is_refused_naming_both_versions(tmp_path: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import strategies as st
 
 from streamhouse._codec import Codec
@@ -26,6 +28,18 @@ def record_columns(draw: st.DrawFn, min_size: int = 1, max_size: int = 60) -> di
         "values": draw(st.lists(fields, min_size=n, max_size=n)),
         "headers": draw(st.one_of(st.none(), st.lists(header_lists, min_size=n, max_size=n))),
     }
+
+
+def offset_gaps(n: int) -> st.SearchStrategy[list[int]]:
+    """``n`` (>= 1) strictly increasing relative offsets, with gaps of any size (or none)."""
+    steps = st.lists(
+        st.one_of(st.just(1), st.integers(1, 5), st.integers(1, 2**20)),
+        min_size=n - 1,
+        max_size=n - 1,
+    )
+    return st.builds(
+        lambda first, s: list(itertools.accumulate(s, initial=first)), st.integers(0, 1000), steps
+    )
 
 
 # (partition, record_count) of each object's segments

@@ -19,12 +19,12 @@ from streamhouse._codec import (
     encode_segment,
 )
 
-from .strategies import codecs, record_columns
+from .strategies import codecs, offset_gaps, record_columns
 
 
-def decoded(data: bytes) -> list[tuple[Any, ...]]:
+def decoded(data: bytes, from_offset: int = 0) -> list[tuple[Any, ...]]:
     out = []
-    for block in decode_segment(data, name="obj"):
+    for block in decode_segment(data, name="obj", from_offset=from_offset):
         headers = block.headers or [()] * block.record_count
         out += [(*row, h) for row, h in zip(block.rows(0), headers, strict=True)]
     return out
@@ -50,15 +50,48 @@ def test_any_records_round_trip_under_any_codec(
     assert segment.max_timestamp == max(columns["timestamps"])
 
 
-@given(columns=record_columns(max_size=8), codec=codecs, flip=st.integers(1, 255))
+@given(
+    columns=record_columns(),
+    gaps=st.data(),
+    codec=codecs,
+    block_bytes=st.integers(50, 20_000),
+    start=st.integers(0, 2000),
+)
+@settings(max_examples=100)
+def test_records_with_gaps_round_trip_from_any_offset(
+    columns: dict[str, list[Any]], gaps: st.DataObject, codec: Any, block_bytes: int, start: int
+) -> None:
+    """Records at any increasing offsets come back at them, read from any offset."""
+    n = len(columns["values"])
+    offsets = gaps.draw(offset_gaps(n))
+    segment = encode_segment(**columns, offsets=offsets, codec=codec, block_bytes=block_bytes)
+    headers = columns["headers"] or [None] * n
+    expected = [
+        (o, ts, k, v, tuple(h or ()))
+        for o, ts, k, v, h in zip(
+            offsets,
+            columns["timestamps"],
+            columns["keys"],
+            columns["values"],
+            headers,
+            strict=True,
+        )
+    ]
+    assert decoded(segment.data) == expected
+    assert decoded(segment.data, from_offset=start) == [r for r in expected if r[0] >= start]
+    assert segment.end_offset_delta == offsets[-1] + 1
+
+
+@given(columns=record_columns(max_size=8), gaps=st.data(), codec=codecs, flip=st.integers(1, 255))
 @settings(max_examples=25, deadline=None)
 def test_every_single_byte_change_is_detected(
-    columns: dict[str, list[Any]], codec: Any, flip: int
+    columns: dict[str, list[Any]], gaps: st.DataObject, codec: Any, flip: int
 ) -> None:
-    """Changing any one byte of a segment makes decoding raise CorruptDataError."""
+    """Changing any one byte of a segment, gapped or not, makes decoding raise CorruptDataError."""
     columns["values"] = [v if v is None else v[:40] for v in columns["values"]]
     columns["keys"] = [k if k is None else k[:40] for k in columns["keys"]]
-    data = encode_segment(**columns, codec=codec, block_bytes=200).data
+    offsets = gaps.draw(st.one_of(st.none(), offset_gaps(len(columns["values"]))))
+    data = encode_segment(**columns, offsets=offsets, codec=codec, block_bytes=200).data
     for position in range(len(data)):
         broken = bytearray(data)
         broken[position] ^= flip

@@ -1,0 +1,121 @@
+"""Deleting objects: garbage the catalogue released, and orphans it never knew.
+
+Garbage: objects that segments pointed into, until retention, compaction,
+merging or a topic's deletion took the last of them away. The catalogue
+released each one when its last segment went; a grace period later a pass
+claims it (for its lease epoch: no other maintainer will), deletes it from
+the object store, and confirms. A maintainer killed between the claim and
+the confirmation leaves the claim to the next one, which deletes again (a
+delete of a missing key is no error).
+
+Orphans: uploads no commit ever named (a producer crashed between its PUT
+and its commit; a maintainer between writing a rewrite and swapping it in).
+No reader can see them. They go once they are older than the orphan grace,
+by the time in their key: a producer's commit may arrive that long after its
+upload. A store that writes through temporary files (the local directory)
+also loses those a killed writer left behind.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import anyio
+import attrs
+
+from .._errors import InvalidArgumentError, ObjectNotFoundError, raise_as_one
+from .._metadata.protocol import MetadataStore
+from .._storage.keys import OBJECT_PREFIX, object_key_time
+from .._storage.protocol import HasTemporaries, ObjectInfo, ObjectStore
+from .context import Pass
+
+__all__ = ["Orphans", "check_grace", "delete_orphans", "sweep_garbage"]
+
+_BATCH = 500  # keys claimed, or asked about, at once
+_DELETES = 8  # deletes at once
+
+
+def check_grace(name: str, grace: object) -> float:
+    """A grace period: a finite number of seconds >= 0."""
+    if (
+        isinstance(grace, bool)
+        or not isinstance(grace, int | float)
+        or not math.isfinite(grace)
+        or grace < 0
+    ):
+        raise InvalidArgumentError(f"{name} must be a finite number of seconds >= 0, not {grace!r}")
+    return float(grace)
+
+
+async def _delete_all(storage: ObjectStore, keys: list[str]) -> None:
+    limiter = anyio.CapacityLimiter(_DELETES)
+
+    async def delete(key: str) -> None:
+        async with limiter:
+            await storage.delete(key)
+
+    try:
+        async with anyio.create_task_group() as tg:
+            for key in keys:
+                tg.start_soon(delete, key)
+    except BaseExceptionGroup as errors:
+        raise_as_one(errors)
+
+
+async def _size(storage: ObjectStore, key: str) -> int:
+    """The size of an object the catalogue never measured (committed before it did)."""
+    try:
+        return (await storage.head(key)).size
+    except ObjectNotFoundError:
+        return 0
+
+
+async def sweep_garbage(ctx: Pass) -> None:
+    """Delete every object released more than the grace ago that nothing points into."""
+    settings = ctx.settings
+    while True:
+        garbage = await ctx.meta.claim_garbage(
+            ctx.lease, settings.grace, _BATCH, settings.forget_after
+        )
+        if not garbage:
+            return
+        for item in garbage:
+            ctx.tally.bytes_deleted += (
+                item.size if item.size is not None else await _size(ctx.storage, item.key)
+            )
+        keys = [item.key for item in garbage]
+        await _delete_all(ctx.storage, keys)
+        await ctx.meta.confirm_deleted(keys)
+        ctx.tally.objects_deleted += len(keys)
+        if len(garbage) < _BATCH:
+            return
+
+
+@attrs.frozen
+class Orphans:
+    """What an orphan sweep deleted: objects, and temporary files (paths)."""
+
+    objects: tuple[ObjectInfo, ...]
+    temporaries: tuple[str, ...]
+
+
+async def delete_orphans(storage: ObjectStore, meta: MetadataStore, grace: float) -> Orphans:
+    """Delete uploads never committed, and stale temporaries, older than ``grace`` seconds."""
+    cutoff = time.time() - check_grace("grace", grace)
+    candidates: list[ObjectInfo] = []
+    async for info in storage.list(OBJECT_PREFIX):
+        created = object_key_time(info.key)
+        if created is not None and created < cutoff:
+            candidates.append(info)
+    deleted: list[ObjectInfo] = []
+    for start in range(0, len(candidates), _BATCH):
+        chunk = candidates[start : start + _BATCH]
+        committed = await meta.committed_object_keys([info.key for info in chunk])
+        orphans = [info for info in chunk if info.key not in committed]
+        await _delete_all(storage, [info.key for info in orphans])
+        deleted += orphans
+    temporaries: list[str] = []
+    if isinstance(storage, HasTemporaries):
+        temporaries = await storage.delete_stale_temporaries(grace)
+    return Orphans(tuple(deleted), tuple(temporaries))
