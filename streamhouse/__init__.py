@@ -16,6 +16,7 @@ from ._consumer import CacheStats as CacheStats
 from ._consumer import Consumer as Consumer
 from ._consumer import open_consumer as open_consumer
 from ._errors import ClosedError as ClosedError
+from ._errors import CommitFailedError as CommitFailedError
 from ._errors import ConfigurationError as ConfigurationError
 from ._errors import CorruptDataError as CorruptDataError
 from ._errors import DeliveryError as DeliveryError
@@ -61,6 +62,7 @@ __all__ = [
     "CatalogueWatch",
     "CleanupPolicy",
     "ClosedError",
+    "CommitFailedError",
     "ConfigurationError",
     "ConsumedRecord",
     "Consumer",
