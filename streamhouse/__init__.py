@@ -14,6 +14,7 @@ from ._config import metadata_store_from_url as metadata_store_from_url
 from ._config import object_store_from_url as object_store_from_url
 from ._consumer import CacheStats as CacheStats
 from ._consumer import Consumer as Consumer
+from ._consumer import RebalanceListener as RebalanceListener
 from ._consumer import open_consumer as open_consumer
 from ._errors import ClosedError as ClosedError
 from ._errors import CommitFailedError as CommitFailedError
@@ -86,6 +87,7 @@ __all__ = [
     "PartitionNotFoundError",
     "PostgresMetadataStore",
     "Producer",
+    "RebalanceListener",
     "RecordBatch",
     "RecordMetadata",
     "RetriableError",

@@ -39,17 +39,17 @@ import collections
 import itertools
 import logging
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 import anyio
 import anyio.abc
-import attrs
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .._errors import ClosedError, InvalidArgumentError, OffsetOutOfRangeError
+from .._metadata.groups import MemberRef
 from .._metadata.protocol import MetadataStore
-from .._retry import RetryPolicy
 from .._types import OffsetReset, TopicPartition
+from .assigning import Assigning
 from .cache import CacheClient
 from .commits import Commits
 from .messages import (
@@ -62,6 +62,7 @@ from .messages import (
     Committed,
     Delivered,
     Failed,
+    GroupChange,
     HighWatermark,
     Lags,
     OutOfRange,
@@ -77,6 +78,7 @@ from .messages import (
     Revoke,
     Seek,
     SeekTo,
+    Take,
     TakeNotices,
     Trouble,
     Watermarks,
@@ -88,25 +90,14 @@ from .messages import (
 from .notices import Bulletin
 from .partitions import Partition
 from .reader import Readers, ReaderStart
+from .settings import Settings
 
 __all__ = ["Coordinator", "Settings"]
 
 _log = logging.getLogger("streamhouse.consumer")
 
 
-@attrs.frozen
-class Settings:
-    group_id: str | None
-    offset_reset: OffsetReset
-    auto_commit: bool
-    auto_commit_interval: float
-    prefetch_batches: int
-    refresh_interval: float
-    stall_timeout: float
-    retry: RetryPolicy
-
-
-class Coordinator:
+class Coordinator(Assigning):
     """Created and run by the consumer's runtime; see the module docstring."""
 
     def __init__(
@@ -132,7 +123,9 @@ class Coordinator:
         self._epochs = itertools.count()  # facade-visible epochs, and readers'
         self._bulletin = Bulletin(bell, settings.stall_timeout)
         interval = settings.auto_commit_interval if settings.auto_commit else None
-        self._commits = Commits(metadata, settings.group_id, interval)
+        self._commits = Commits(
+            metadata, settings.group_id, interval, member_only=settings.membership is not None
+        )
         self._readers: Readers | None = None
         self._closed = False
 
@@ -141,6 +134,7 @@ class Coordinator:
     async def run(
         self,
         partitions: Mapping[TopicPartition, PartitionStart],
+        member: MemberRef | None = None,
         *,
         task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
@@ -151,6 +145,7 @@ class Coordinator:
                     tg, self._metadata, self._cache, s.retry, s.prefetch_batches,
                     s.refresh_interval, self._inbox_send,
                 )  # fmt: skip
+                self._commits.member = member  # a group's member commits as it
                 self._assign(partitions, initial=True)
                 self._commits.start()
                 task_status.started()
@@ -220,6 +215,9 @@ class Coordinator:
                     if msg.high is not None:
                         part.log_start, part.high_watermark = msg.first, msg.high
                     self._out_of_range(part, msg.offset, msg.first)
+            case GroupChange():
+                polls, self._polls = list(self._polls), collections.deque()
+                self._group_change(msg, polls)
             case Close():
                 await self._close(msg)
             case Request():
@@ -232,7 +230,7 @@ class Coordinator:
         parts = self._parts
         match req:
             case TakeNotices():
-                self._bulletin.take(req)
+                self._bulletin.take(req, frozenset(self._parts))
             case Position():
                 answer(req, lambda: self._part(req.tp).position)
             case HighWatermark():
@@ -258,7 +256,11 @@ class Coordinator:
             case Assign():
                 answer(req, lambda: self._assign(req.partitions, initial=False))
             case Revoke():
-                answer(req, lambda: self._revoke(req.partitions))
+                revoked = req.partitions
+                await answer_async(req, lambda: self._revoke_for_group(revoked, req.commit))
+            case Take():
+                self._commits.member = req.member
+                await answer_async(req, lambda: self._take(req.partitions))
             case _:
                 req.reply.put(InvalidArgumentError(f"unknown request {type(req).__name__}"))
 
@@ -492,40 +494,3 @@ class Coordinator:
         self._polls.clear()
         parts = self._parts
         await answer_async(msg, lambda: self._commits.commit_by(msg.mode, parts))
-
-    # -- assignment --------------------------------------------------------------------
-
-    def _assign(
-        self, partitions: Mapping[TopicPartition, PartitionStart], *, initial: bool
-    ) -> None:
-        topics = {tp.topic for tp in self._parts}
-        for tp, start in partitions.items():
-            part = self._parts.get(tp)
-            if part is None:
-                part = self._parts[tp] = Partition.start(tp, start)
-                self._start_reader(part, part.position, reset=True)
-            else:
-                part.committed = start.committed
-                self._reset(part, start.position)
-                self._bulletin.epoch(tp, part.epoch)
-            self._commits.moved(part)
-        if {tp.topic for tp in self._parts} != topics:
-            self._refresh()
-        if not initial:
-            self._bulletin.assignment(frozenset(self._parts))
-
-    def _revoke(self, partitions: Iterable[TopicPartition]) -> None:
-        topics = {tp.topic for tp in self._parts}
-        for tp in partitions:
-            part = self._parts.pop(tp, None)
-            if part is None:
-                continue
-            self._stop_reader(part)
-            self._bulletin.recovered(tp)
-            self._ready.pop(tp, None)
-            for tps in (self._moved, self._commits.uncommitted, self._paused):
-                tps.discard(tp)
-            self._bulletin.epoch(tp, next(self._epochs))
-        if {tp.topic for tp in self._parts} != topics:
-            self._refresh()
-        self._bulletin.assignment(frozenset(self._parts))

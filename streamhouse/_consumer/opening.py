@@ -33,10 +33,12 @@ from .args import check_count, check_partition, check_seconds
 from .cache import CacheClient, run_cache
 from .cachedir import CacheDirectory, open_cache_directory
 from .consumer import Consumer
-from .coordinator import Coordinator, Settings
+from .coordinator import Coordinator
+from .joining import check_membership, join_group, leave_quietly, start_membership
 from .messages import CloseMode, PartitionStart
 from .partitions import names, resolve_starts
 from .reader import SEGMENTS_AHEAD
+from .settings import Settings
 
 __all__ = ["open_consumer"]
 
@@ -59,13 +61,36 @@ async def open_consumer(
     stall_timeout: float = 60.0,
     close_timeout: float = 30.0,
     retry: RetryPolicy | None = None,
+    group_instance_id: str | None = None,
+    session_timeout: float = 10.0,
+    heartbeat_interval: float = 1.0,
+    max_poll_interval: float = 300.0,
+    rebalance_listener: object | None = None,
 ) -> AsyncIterator[Consumer]:
     """Open a consumer of ``topics`` (all their partitions) or of exact TopicPartitions.
+
+    Topic names with a ``group_id`` make the consumer a member of the group:
+    it reads the share of the topics' partitions the group gives it, which
+    changes as members come and go (see docs/GROUPS.md). TopicPartitions
+    are a manual assignment (commits allowed, nobody rebalanced); without a
+    ``group_id``, the consumer reads every partition and commits nothing.
 
     Args:
         topics: topic names and/or TopicPartitions.
         group_id: the consumer group whose committed offsets are used and
             written; without one, nothing is committed.
+        group_instance_id: a static member's id (one process at a time): a
+            member that closes and reopens within its session gets the same
+            partitions back, and nobody else is rebalanced.
+        session_timeout: seconds, by the metadata database's clock, after a
+            member's last heartbeat before the group gives its partitions to
+            others (it is fenced: its commits fail).
+        heartbeat_interval: seconds between heartbeats (< session_timeout).
+        max_poll_interval: a member whose application does not poll for this
+            long leaves the group (logged at WARNING); its next poll joins again.
+        rebalance_listener: an object with async ``on_partitions_revoked``,
+            ``on_partitions_assigned`` and, optionally, ``on_partitions_lost``
+            methods (see RebalanceListener), awaited in the polling task.
         storage, metadata: stores or URLs; the embedded default when omitted.
         offset_reset: where to start without a valid committed offset, and
             where to go when a position falls outside the log (a seek past
@@ -109,6 +134,11 @@ async def open_consumer(
     )  # fmt: skip
     local = _Local.check(max_poll_records, cache_dir, cache_size_bytes, close_timeout)
     wanted = _topic_list(topics)
+    membership = check_membership(
+        group_id, wanted, group_instance_id, session_timeout, heartbeat_interval,
+        max_poll_interval, rebalance_listener,
+    )  # fmt: skip
+    settings = attrs.evolve(settings, membership=membership)
     async with open_stores(storage, metadata) as (store, meta):
         starts = await _starts(meta, wanted, settings)
         async with _cache_directory(local) as directory:
@@ -198,10 +228,12 @@ def _topic_list(topics: object) -> list[str | TopicPartition]:
 async def _starts(
     meta: MetadataStore, wanted: list[str | TopicPartition], settings: Settings
 ) -> dict[TopicPartition, PartitionStart]:
-    """Look the partitions up, and where each starts."""
+    """Look the partitions up, and where each starts (none yet for a group's member)."""
     topics = sorted({t if isinstance(t, str) else t.topic for t in wanted})
     states = await retry_call(lambda: meta.partition_states(topics), policy=settings.retry)
     chosen = _choose(states, wanted)
+    if settings.membership is not None:
+        return {}  # the member's, once it has joined (``_start``)
     committed: dict[TopicPartition, int] = {}
     if settings.group_id is not None:
         group = settings.group_id
@@ -261,7 +293,7 @@ async def _start(
     runtime: Runtime,
 ) -> Consumer:
     """Start the cache and the coordinator (which starts the readers); make the facade."""
-    ahead = len(starts) * SEGMENTS_AHEAD
+    ahead = (len(starts) or 16) * SEGMENTS_AHEAD  # a member starts with none
     run = functools.partial(run_cache, store, directory, local.budget, parked_limit=ahead)
     cache: CacheClient = await runtime.start(run)
     # 64: the readers' batches and the facade's messages queue here while the
@@ -269,10 +301,20 @@ async def _start(
     inbox_send, inbox = anyio.create_memory_object_stream[object](64)
     # 1: the bell is rung once however often; the coordinator never waits on it.
     bell_send, bell = anyio.create_memory_object_stream[None](1)
+    rebalancer = joined = None
     try:
+        if settings.membership is not None:
+            # Joined now, so that a consumer alone in its group has every
+            # partition when open_consumer returns, as without a group.
+            joined = await join_group(meta, settings)
+            starts = joined.starts
         coordinator = Coordinator(settings, meta, cache, inbox, inbox_send.clone(), bell_send)
-        await runtime.start(coordinator.run, starts)
+        await runtime.start(coordinator.run, starts, None if joined is None else joined.member)
+        if joined is not None:
+            rebalancer = await start_membership(runtime, settings, meta, inbox_send, joined)
     except BaseException:
+        if joined is not None and rebalancer is None:
+            await leave_quietly(meta, settings, joined)
         for end in (inbox_send, inbox, bell_send, bell):
             end.close()
         raise
@@ -285,6 +327,7 @@ async def _start(
         settings.group_id,
         local.max_poll_records,
         settings.auto_commit,
+        rebalancer,
     )
 
 
