@@ -5,6 +5,7 @@ private ``_*`` modules and may change without notice.
 """
 
 from ._admin import Admin as Admin
+from ._admin import GroupMember as GroupMember
 from ._admin import GroupPartitionLag as GroupPartitionLag
 from ._admin import MaintenanceReport as MaintenanceReport
 from ._admin import PartitionDescription as PartitionDescription
@@ -69,6 +70,7 @@ __all__ = [
     "Consumer",
     "CorruptDataError",
     "DeliveryError",
+    "GroupMember",
     "GroupPartitionLag",
     "InvalidArgumentError",
     "InvalidNameError",
