@@ -67,58 +67,43 @@ async def open_consumer(
     max_poll_interval: float = 300.0,
     rebalance_listener: object | None = None,
 ) -> AsyncIterator[Consumer]:
-    """Open a consumer of ``topics`` (all their partitions) or of exact TopicPartitions.
-
-    Topic names with a ``group_id`` make the consumer a member of the group:
-    it reads the share of the topics' partitions the group gives it, which
-    changes as members come and go (see docs/GROUPS.md). TopicPartitions
-    are a manual assignment (commits allowed, nobody rebalanced); without a
-    ``group_id``, the consumer reads every partition and commits nothing.
+    """Open a consumer of ``topics``: as a member of ``group_id`` (topic names
+    with a group), of TopicPartitions (a manual assignment), or of every
+    partition (no group; nothing is committed).
 
     Args:
         topics: topic names and/or TopicPartitions.
         group_id: the consumer group whose committed offsets are used and
             written; without one, nothing is committed.
-        group_instance_id: a static member's id (one process at a time): a
-            member that closes and reopens within its session gets the same
-            partitions back, and nobody else is rebalanced.
-        session_timeout: seconds, by the metadata database's clock, after a
-            member's last heartbeat before the group gives its partitions to
-            others (it is fenced: its commits fail).
-        heartbeat_interval: seconds between heartbeats (< session_timeout).
-        max_poll_interval: a member whose application does not poll for this
-            long leaves the group (logged at WARNING); its next poll joins again.
-        rebalance_listener: an object with async ``on_partitions_revoked``,
-            ``on_partitions_assigned`` and, optionally, ``on_partitions_lost``
-            methods (see RebalanceListener), awaited in the polling task.
+        group_instance_id, session_timeout, heartbeat_interval,
+            max_poll_interval, rebalance_listener: membership (docs/GROUPS.md):
+            a static member's id (reopened within its session, it gets its
+            partitions back); seconds, by the database's clock, before a
+            silent member's partitions move (it is fenced); seconds between
+            heartbeats (< session_timeout); seconds without a poll before a
+            member leaves by itself; a RebalanceListener (or any object with
+            its async methods), awaited in the polling task.
         storage, metadata: stores or URLs; the embedded default when omitted.
-        offset_reset: where to start without a valid committed offset, and
-            where to go when a position falls outside the log (a seek past
-            the end, data deleted): "earliest" (the log start), "latest"
-            (the high watermark) or "none" (raise OffsetOutOfRangeError
-            naming the partitions, at open or from poll()).
+        offset_reset: where to start without a valid committed offset, and to
+            go when a position falls outside the log (a seek past the end,
+            data deleted): "earliest" (the log start), "latest" (the high
+            watermark) or "none" (OffsetOutOfRangeError, at open or from poll()).
         auto_commit: commit, every ``auto_commit_interval`` seconds, the
-            positions as of the previous poll, and on close (the positions
-            when the block ends normally; those as of the last poll when it
-            ends by an exception).
+            positions as of the previous poll, and on close (the positions,
+            or those as of the last poll when the block ends by an exception).
         max_poll_records: most records one poll returns.
-        cache_dir: the directory of the segment cache (a temporary one, removed
-            at close, if None). The cache keeps its files in a subdirectory it
-            makes and marks, ``<cache_dir>/streamhouse-cache-v1/``, and never
-            touches anything else. One consumer at a time: a second consumer
-            on the same directory, in any process, is refused with a
-            ConfigurationError (a lock the system releases when the process
-            ends, however it ends).
+        cache_dir: the segment cache's directory (None: a temporary one,
+            removed at close); its files live in ``<cache_dir>/streamhouse-
+            cache-v1/`` only, for one consumer at a time (a second, in any
+            process, gets a ConfigurationError: the lock goes with the process).
         cache_size_bytes: the cache's byte budget on disk; 0 keeps nothing on
             disk (and ``cache_dir`` is not used).
         prefetch_batches: blocks read ahead per partition.
         metadata_refresh_interval: seconds between watermark queries.
-        stall_timeout: when errors keep a partition from making progress this
-            many seconds, the next poll raises the error (once; polls after
-            it go on), and again after each further ``stall_timeout``.
+        stall_timeout: when errors keep a partition from progress this long,
+            the next poll raises the error (once), and again after each more.
         close_timeout: seconds leaving the block may take to commit.
-        retry: the backoff for transient errors (the readers retry until
-            they succeed; the lookups at open, ``retry.attempts`` times).
+        retry: the backoff of transient errors (readers: for ever; open: its attempts).
 
     Raises:
         InvalidArgumentError: an argument has the wrong type or is out of range.
@@ -128,17 +113,28 @@ async def open_consumer(
         StreamHouseError: the runtime's own error, if it died, from the next
             call (or at the end of the block).
     """
-    settings = _settings(
+    wanted = _topic_list(topics)
+    settings = attrs.evolve(_settings(
         group_id, offset_reset, auto_commit, auto_commit_interval, prefetch_batches,
         metadata_refresh_interval, stall_timeout, retry,
-    )  # fmt: skip
-    local = _Local.check(max_poll_records, cache_dir, cache_size_bytes, close_timeout)
-    wanted = _topic_list(topics)
-    membership = check_membership(
+    ), membership=check_membership(
         group_id, wanted, group_instance_id, session_timeout, heartbeat_interval,
         max_poll_interval, rebalance_listener,
-    )  # fmt: skip
-    settings = attrs.evolve(settings, membership=membership)
+    ))  # fmt: skip
+    local = _Local.check(max_poll_records, cache_dir, cache_size_bytes, close_timeout)
+    async with _run(settings, local, wanted, storage, metadata) as consumer:
+        yield consumer
+
+
+@contextlib.asynccontextmanager
+async def _run(
+    settings: Settings,
+    local: _Local,
+    wanted: list[str | TopicPartition],
+    storage: ObjectStore | str | None,
+    metadata: MetadataStore | str | None,
+) -> AsyncIterator[Consumer]:
+    """Open the stores, look the partitions up, take the cache directory, run the actors."""
     async with open_stores(storage, metadata) as (store, meta):
         starts = await _starts(meta, wanted, settings)
         async with _cache_directory(local) as directory:
