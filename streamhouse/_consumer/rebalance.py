@@ -99,8 +99,7 @@ class Rebalancer:
             try:
                 await self._call("on_partitions_lost", lost)
             finally:
-                forget(lost)
-                await ask(lambda r: Revoke(r, lost, commit=False))
+                await self._stop(ask, forget, lost, commit=False)
         if notice.revoke:
             revoke = notice.revoke
             self._left = notice = attrs.evolve(notice, revoke=frozenset())
@@ -108,8 +107,7 @@ class Rebalancer:
             try:
                 await self._call("on_partitions_revoked", revoke)
             finally:
-                forget(revoke)
-                await ask(lambda r: Revoke(r, revoke, commit=True))
+                await self._stop(ask, forget, revoke, commit=True)
         await self._membership.send(Released(notice.seq, self._revoked))
         self._revoked = frozenset()
         take, member = notice.take, notice.member
@@ -119,6 +117,18 @@ class Rebalancer:
         self._left = None
         if take:
             await self._call("on_partitions_assigned", take)
+
+    @staticmethod
+    async def _stop(
+        ask: Ask, forget: Forget, partitions: frozenset[TopicPartition], *, commit: bool
+    ) -> None:
+        """The coordinator stops the partitions (first hearing, as before any
+        request, what was handed out of them: that is what it commits); then
+        the facade drops what it holds of them."""
+        try:
+            await ask(lambda r: Revoke(r, partitions, commit=commit))
+        finally:
+            forget(partitions)
 
     async def _call(self, name: str, partitions: frozenset[TopicPartition]) -> None:
         method = getattr(self._listener, name, None)
