@@ -92,7 +92,9 @@ async def start_membership(
     # 16: Polled is sent at most twice a heartbeat interval, Released once a
     # change; the facade never waits for room for Polled.
     send, receive = anyio.create_memory_object_stream[object](16)
-    actor = MembershipActor(meta, settings.group_id, membership, inbox.clone(), receive)
+    actor = MembershipActor(
+        meta, settings.group_id, membership, inbox.clone(), receive, settings.retry
+    )
     actor.joined(joined.member, joined.owned, joined.release)
     try:
         await runtime.start(actor.run)
@@ -144,4 +146,5 @@ async def leave_quietly(meta: MetadataStore, settings: Settings, joined: Joined)
     assert settings.group_id is not None
     with anyio.move_on_after(LEAVE_TIMEOUT, shield=True):
         with contextlib.suppress(StreamHouseError):
-            await meta.leave_group(settings.group_id, joined.member)
+            group = settings.group_id
+            await retry_call(lambda: meta.leave_group(group, joined.member), policy=settings.retry)

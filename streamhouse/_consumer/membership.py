@@ -35,7 +35,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from .._errors import StreamHouseError
 from .._metadata.groups import GroupAssignment, HeartbeatRequest, MemberRef
 from .._metadata.protocol import MetadataStore
-from .._retry import RetryBurst
+from .._retry import RetryBurst, RetryPolicy, retry_call
 from .._types import TopicPartition
 from .messages import GroupChange, GroupNotice, Polled, Released
 from .settings import Membership
@@ -58,12 +58,14 @@ class MembershipActor:
         membership: Membership,
         out: MemoryObjectSendStream[object],
         inbox: MemoryObjectReceiveStream[object],
+        retry: RetryPolicy,
     ) -> None:
         self._metadata = metadata
         self._group_id = group_id
         self._m = membership
         self._out = out  # the coordinator's inbox
         self._inbox = inbox  # Released and Polled, from the facade
+        self._retry = retry  # leaving retries transient errors (then the session runs out)
         self.member_id = ""
         self._epoch = 0  # 0: not in the group
         self._known: frozenset[TopicPartition] = frozenset()  # what the facade has
@@ -190,6 +192,8 @@ class MembershipActor:
             return
         member, self._epoch = MemberRef(self.member_id, self._epoch), 0
         try:
-            await self._metadata.leave_group(self._group_id, member)
+            await retry_call(
+                lambda: self._metadata.leave_group(self._group_id, member), policy=self._retry
+            )
         except StreamHouseError as exc:
             _log.warning("leaving group %r failed (its session runs out): %r", self._group_id, exc)
