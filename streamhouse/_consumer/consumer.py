@@ -226,6 +226,15 @@ class Consumer:
         One request serves many polls: records are built from the held
         columns only as each poll asks for them.
         """
+        if self._rebalancer is not None:
+            self._rebalancer.waiting(deadline)  # waiting for records is polling
+        try:
+            return await self._wait_for_blocks(deadline)
+        finally:
+            if self._rebalancer is not None:
+                self._rebalancer.waiting(None)
+
+    async def _wait_for_blocks(self, deadline: float) -> bool:
         while True:
             await self._report(came_back=False)
             reply = Reply[Blocks]()

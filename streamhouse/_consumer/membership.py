@@ -73,6 +73,7 @@ class MembershipActor:
         self._seq = 0
         self._release: frozenset[TopicPartition] = frozenset()
         self._last_poll = math.nan
+        self._busy_until = -math.inf  # inside a poll that waits for records until then
         self._away = False  # left by itself for max_poll_interval
         self._burst = RetryBurst(_log, f"heartbeats of group {group_id!r}")
 
@@ -115,6 +116,7 @@ class MembershipActor:
         match msg:
             case Polled():
                 self._last_poll = msg.at
+                self._busy_until = msg.at if msg.until is None else msg.until
                 if self._away:
                     self._away = False
                     return True
@@ -131,7 +133,9 @@ class MembershipActor:
         """Heartbeat (or leave, after max_poll_interval); True: fenced."""
         if self._away:
             return False
-        if self._epoch and anyio.current_time() - self._last_poll > self._m.max_poll_interval:
+        now = anyio.current_time()
+        idle_since = min(now, max(self._last_poll, self._busy_until))
+        if self._epoch and now - idle_since > self._m.max_poll_interval:
             _log.warning(
                 "consumer of group %r did not poll for max_poll_interval (%ss): it leaves the "
                 "group, and its next poll joins again",

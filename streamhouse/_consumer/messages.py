@@ -482,6 +482,9 @@ class Released:
 
 @attrs.frozen
 class Polled:
-    """Facade -> membership (one-way): the application polled at ``at``."""
+    """Facade -> membership (one-way): the application polled at ``at``, and
+    waits inside the poll until ``until`` (None: not waiting any more). A
+    poll that waits for records is polling, however long it waits."""
 
     at: float
+    until: float | None = None

@@ -19,6 +19,7 @@ poll; what is left of the change is applied by the next poll.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -60,10 +61,17 @@ class Rebalancer:
         now = anyio.current_time()
         if now >= self._next_polled:
             self._next_polled = now + self._polled_every
-            try:
-                self._membership.send_nowait(Polled(now))
-            except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
-                self._next_polled = now  # try again at the next poll
+            self._tell(Polled(now))
+
+    def waiting(self, until: float | None) -> None:
+        """The poll waits for records until ``until`` (None: it is done waiting)."""
+        self._tell(Polled(anyio.current_time(), until))
+
+    def _tell(self, msg: Polled) -> None:
+        try:
+            self._membership.send_nowait(msg)
+        except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            self._next_polled = -math.inf  # the next poll says so again
 
     @property
     def owes(self) -> bool:

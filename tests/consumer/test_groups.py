@@ -279,3 +279,17 @@ async def test_membership_options_need_membership(local: Stores) -> None:
         async with local.consumer([TopicPartition("t", 0)], group_id="g",
                                   group_instance_id="x"):  # fmt: skip
             pass
+
+
+async def test_a_member_waiting_inside_a_poll_is_polling(
+    local: Stores, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A poll that waits for records longer than max_poll_interval keeps the member in."""
+    await local.meta.create_topic("t", 2)
+    async with local.consumer("t", group_id="g", max_poll_interval=0.2, **FAST) as consumer:
+        with caplog.at_level(logging.WARNING, "streamhouse.consumer"):
+            assert await consumer.poll(timeout=0.6) == []
+        assert "max_poll_interval" not in caplog.text
+        (member,) = await local.meta.describe_group_members("g")
+        assert len(member.assignment) == 2
+        assert len(consumer.assignment()) == 2
