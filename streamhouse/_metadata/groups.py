@@ -247,6 +247,8 @@ class _Group:
     slots: dict[TopicPartition, _Slot]
     _loaded_slots: dict[TopicPartition, tuple[str | None, int | None, str | None]]
     changed: bool = False
+    # Partitions of the subscribed topics (``refresh_partitions``).
+    wanted: set[TopicPartition] = attrs.field(factory=set)
 
     @classmethod
     def load(cls, tx: Tx, group_id: str) -> _Group:
@@ -349,25 +351,34 @@ class _Group:
                 slot.owner = slot.owner_epoch = None
 
     def refresh_partitions(self) -> None:
-        """Slots for every partition of a subscribed topic; none for the others."""
+        """Slots for every partition of a subscribed topic (``wanted``).
+
+        A slot of a partition nobody wants any more (its topic was deleted,
+        or unsubscribed) goes only once its owner has released it: until
+        then the owner is told to give it up, and nobody else gets it, even
+        if a topic of that name comes back meanwhile.
+        """
         topics = {t for m in self.members.values() for t in m.topics}
         counts = dict(self.tx.rows("SELECT name, partitions FROM topics"))
-        wanted = {
+        self.wanted = {
             TopicPartition(t, p) for t in topics if t in counts for p in range(int(counts[t]))
         }
-        for tp in wanted - self.slots.keys():
+        for tp in self.wanted - self.slots.keys():
             self.slots[tp] = _Slot()
             self.changed = True
-        for tp in self.slots.keys() - wanted:
-            del self.slots[tp]
-            self.changed = True
+        for tp in self.slots.keys() - self.wanted:
+            self.slots[tp].pending = None
+            if self.slots[tp].owner is None:
+                del self.slots[tp]
+                self.changed = True
 
     def rebalance(self) -> None:
         """Move the targets (sticky, balanced); free partitions go to theirs."""
         subscriptions = {m.member_id: frozenset(m.topics) for m in self.members.values()}
-        current = {tp: s.pending or s.owner for tp, s in self.slots.items()}
-        target = assign(list(self.slots), subscriptions, current)
-        for tp, slot in self.slots.items():
+        slots = {tp: s for tp, s in self.slots.items() if tp in self.wanted}
+        current = {tp: s.pending or s.owner for tp, s in slots.items()}
+        target = assign(list(slots), subscriptions, current)
+        for tp, slot in slots.items():
             to = target.get(tp)
             if slot.owner is None and to is not None:
                 slot.owner, slot.owner_epoch = to, self.members[to].epoch
@@ -397,7 +408,9 @@ class _Group:
 
     def answer(self, member: _Member) -> GroupAssignment:
         owned = frozenset(tp for tp, s in self.slots.items() if s.owner == member.member_id)
-        revoke = frozenset(tp for tp in owned if self.slots[tp].pending is not None)
+        revoke = frozenset(
+            tp for tp in owned if self.slots[tp].pending is not None or tp not in self.wanted
+        )
         return GroupAssignment(member.member_id, member.epoch, owned, revoke, False, self.epoch)
 
 

@@ -41,7 +41,7 @@ RELEASE_TOPIC_OBJECTS = (
 )
 DELETE_TOPIC_ROWS = tuple(
     f"DELETE FROM {table} WHERE topic = %s"
-    for table in ("partitions", "segments", "consumer_offsets", "group_partitions")
+    for table in ("partitions", "segments", "consumer_offsets")
 )
 NOTIFY = "SELECT pg_notify(%s, %s)"
 

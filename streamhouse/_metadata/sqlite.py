@@ -318,7 +318,7 @@ class SQLiteMetadataStore(SQLiteMaintenance, SQLiteGroups):
                 "(SELECT object_key FROM segments WHERE topic = ?)",
                 (now, name),
             )
-            for table in ("partitions", "segments", "consumer_offsets", "group_partitions"):
+            for table in ("partitions", "segments", "consumer_offsets"):
                 conn.execute(f"DELETE FROM {table} WHERE topic = ?", (name,))
 
         await self._run(lambda conn: write_transaction(conn, delete))

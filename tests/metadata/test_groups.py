@@ -173,7 +173,12 @@ async def test_new_partitions_and_topics_are_picked_up(meta: MetadataStore) -> N
     assert a.owned == tps("t", 0, 1) | tps("u", 0)
     await meta.delete_topic("u")
     a = await beat(meta, "a", a.epoch, topics=("t", "u"))
-    assert a.owned == tps("t", 0, 1)
+    assert a.revoke == tps("u", 0)  # given up first: nobody else may get u[0] meanwhile
+    await meta.create_topic("u", 1)
+    b = await beat(meta, "b", topics=("t", "u"))
+    assert tps("u", 0) - b.owned == tps("u", 0)
+    a = await beat(meta, "a", a.epoch, topics=("t", "u"), released=a.revoke)
+    assert tps("u", 0) - a.owned == tps("u", 0)  # released: the new u[0] is dealt afresh
 
 
 async def test_bad_heartbeats_are_refused(meta: MetadataStore) -> None:
