@@ -389,6 +389,8 @@ class Consumer:
         Raises:
             InvalidArgumentError: no group_id, or ``offsets`` is not a mapping
                 of TopicPartition to an int >= 0.
+            CommitFailedError: a group member that no longer owns a partition
+                at its epoch (fenced, or it moved); nothing was written.
         """
         checked = None if offsets is None else check_offsets(offsets)
         if self._group_id is None:
