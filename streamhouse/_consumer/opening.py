@@ -20,13 +20,17 @@ from pathlib import Path
 import anyio
 import anyio.to_thread
 import attrs
+from prometheus_client import CollectorRegistry
 
 from .._config import open_stores
 from .._errors import InvalidArgumentError, TopicNotFoundError
 from .._lifecycle import Runtime, run_client
+from .._metadata.metered import metered_metadata
 from .._metadata.protocol import MetadataStore, PartitionState
+from .._metrics import ClientMetrics, check_client_id, client_metrics
 from .._names import check_group_id, check_topic_name
 from .._retry import RetryPolicy, retry_call
+from .._storage.metered import MeteredObjectStore
 from .._storage.protocol import ObjectStore
 from .._types import OffsetReset, TopicPartition
 from .args import check_count, check_partition, check_seconds
@@ -59,6 +63,8 @@ async def open_consumer(
     stall_timeout: float = 60.0,
     close_timeout: float = 30.0,
     retry: RetryPolicy | None = None,
+    client_id: str | None = None,
+    metrics_registry: CollectorRegistry | None = None,
 ) -> AsyncIterator[Consumer]:
     """Open a consumer of ``topics`` (all their partitions) or of exact TopicPartitions.
 
@@ -94,6 +100,12 @@ async def open_consumer(
         close_timeout: seconds leaving the block may take to commit.
         retry: the backoff for transient errors (the readers retry until
             they succeed; the lookups at open, ``retry.attempts`` times).
+        client_id: the ``client_id`` label of this consumer's metrics, and
+            its name in log lines: 1-255 characters of ``[A-Za-z0-9._-]``
+            (``consumer-`` and 12 random hex digits when omitted).
+        metrics_registry: the prometheus_client CollectorRegistry of its
+            metrics (docs/METRICS.md); prometheus_client's default REGISTRY
+            when omitted.
 
     Raises:
         InvalidArgumentError: an argument has the wrong type or is out of range.
@@ -109,10 +121,15 @@ async def open_consumer(
     )  # fmt: skip
     local = _Local.check(max_poll_records, cache_dir, cache_size_bytes, close_timeout)
     wanted = _topic_list(topics)
-    async with open_stores(storage, metadata) as (store, meta):
+    metrics = client_metrics(metrics_registry, check_client_id(client_id, "consumer"))
+    async with open_stores(storage, metadata) as (plain_store, plain_meta):
+        store = MeteredObjectStore(plain_store, metrics.storage())
+        meta = metered_metadata(plain_meta, metrics.metadata())
         starts = await _starts(meta, wanted, settings)
         async with _cache_directory(local) as directory:
-            start = functools.partial(_start, settings, local, store, meta, directory, starts)
+            start = functools.partial(
+                _start, settings, local, store, meta, directory, starts, metrics
+            )
             close = functools.partial(_close, settings)
             consumer: Consumer | None = None
             try:
@@ -258,11 +275,14 @@ async def _start(
     meta: MetadataStore,
     directory: CacheDirectory | None,
     starts: dict[TopicPartition, PartitionStart],
+    metrics: ClientMetrics,
     runtime: Runtime,
 ) -> Consumer:
     """Start the cache and the coordinator (which starts the readers); make the facade."""
     ahead = len(starts) * SEGMENTS_AHEAD
-    run = functools.partial(run_cache, store, directory, local.budget, parked_limit=ahead)
+    run = functools.partial(
+        run_cache, store, directory, local.budget, parked_limit=ahead, probe=metrics.cache()
+    )
     cache: CacheClient = await runtime.start(run)
     # 64: the readers' batches and the facade's messages queue here while the
     # coordinator commits; more would only hold more blocks in memory.
@@ -270,7 +290,10 @@ async def _start(
     # 1: the bell is rung once however often; the coordinator never waits on it.
     bell_send, bell = anyio.create_memory_object_stream[None](1)
     try:
-        coordinator = Coordinator(settings, meta, cache, inbox, inbox_send.clone(), bell_send)
+        probe = metrics.consumer(settings.group_id)
+        coordinator = Coordinator(
+            settings, meta, cache, inbox, inbox_send.clone(), bell_send, probe
+        )
         await runtime.start(coordinator.run, starts)
     except BaseException:
         for end in (inbox_send, inbox, bell_send, bell):
