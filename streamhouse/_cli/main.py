@@ -21,7 +21,7 @@ import anyio.abc
 
 from .._errors import StreamHouseError
 from .._version import __version__
-from . import consume, demo, groups, maintain, produce, storage, topics
+from . import consume, demo, exporter, groups, maintain, produce, storage, topics
 from .args import Formatter, global_options
 from .common import Cli
 from .output import Output, StdoutClosed
@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="command", required=True, metavar="COMMAND", help="what to do"
     )
     common = global_options(top=False)
-    for module in (topics, produce, consume, groups, maintain, storage, demo):
+    for module in (topics, produce, consume, groups, maintain, exporter, storage, demo):
         module.register(commands, common)
     return parser
 
