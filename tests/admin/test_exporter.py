@@ -10,7 +10,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from streamhouse import InvalidArgumentError, TopicPartition
-from streamhouse._exporter import serve_exporter
+from streamhouse._exporter import render_exposition, serve_exporter
+from streamhouse._metadata.protocol import GroupOffset, MonitoringSnapshot, PartitionSummary
 
 from ..helpers import Stores
 
@@ -37,9 +38,7 @@ async def test_a_scrape_serves_lag_offsets_and_ages(stores: Stores) -> None:
     ) as consumer:
         await consumer.commit({TopicPartition("t", 0): 6, TopicPartition("t", 1): 4})
     await stores.meta.commit_offsets("other", {TopicPartition("t", 0): 1})
-    stored = {
-        p: sum(s.length for s in await stores.meta.list_segments("t", p, 0)) for p in (0, 1)
-    }
+    stored = {p: sum(s.length for s in await stores.meta.list_segments("t", p, 0)) for p in (0, 1)}
     async with anyio.create_task_group() as tg:
         port = await tg.start(lambda task_status: serve_exporter(
             stores.meta, port=0, interval=60, groups=["g"], task_status=task_status
@@ -66,7 +65,8 @@ async def test_a_scrape_serves_lag_offsets_and_ages(stores: Stores) -> None:
     assert age is not None
     assert 3599 < age < 3700
     assert at("streamhouse_consumergroup_lag_seconds", **g1) == 0
-    assert at("streamhouse_consumergroup_lag", consumergroup="other", topic="t", partition="0") is None
+    other = {"consumergroup": "other", "topic": "t", "partition": "0"}
+    assert at("streamhouse_consumergroup_lag", **other) is None
     for p, high in ((0, 10), (1, 4)):
         part = {"topic": "t", "partition": str(p)}
         assert at("streamhouse_topic_partition_current_offset", **part) == high
@@ -81,3 +81,16 @@ async def test_bad_exporter_arguments_are_refused(stores: Stores) -> None:
         await serve_exporter(stores.meta, interval=0)
     with pytest.raises(InvalidArgumentError, match="port"):
         await serve_exporter(stores.meta, port=70000)
+
+
+def test_group_ids_are_quoted_and_members_shown_when_known() -> None:
+    """A group id with a quote or backslash is escaped; members appear once known."""
+    snapshot = MonitoringSnapshot(
+        [PartitionSummary("t", 0, 0, 5, 100)],
+        [GroupOffset('a"b\\c', "t", 0, 5, None)],
+        {'a"b\\c': 2},
+    )
+    got = samples(render_exposition(snapshot, 0.0).decode())
+    group = (("consumergroup", 'a"b\\c'),)
+    assert got[("streamhouse_consumergroup_members", group)] == 2
+    assert got[("streamhouse_consumergroup_lag_sum", (*group, ("topic", "t")))] == 0

@@ -25,6 +25,6 @@ def test_the_exporter_serves_a_groups_lag(sh: Shell) -> None:
     finally:
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=30)
-    assert 'streamhouse_consumergroup_lag{consumergroup="g",partition="0",topic="t"} 6.0' in text
-    assert 'streamhouse_topic_partition_current_offset{partition="0",topic="t"} 10.0' in text
+    assert 'streamhouse_consumergroup_lag{consumergroup="g",topic="t",partition="0"} 6\n' in text
+    assert 'streamhouse_topic_partition_current_offset{topic="t",partition="0"} 10\n' in text
     assert proc.returncode == 130
