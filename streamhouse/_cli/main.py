@@ -11,6 +11,7 @@ command is in common.py.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
@@ -84,8 +85,20 @@ async def _run(run: Command, args: argparse.Namespace, cli: Cli) -> int | None:
     return codes[0] if codes else None
 
 
+def _log_to_stderr(verbosity: int) -> None:
+    """``-v``: StreamHouse's INFO lines (and WARNINGs) on stderr; ``-vv``: DEBUG too."""
+    if verbosity <= 0:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("streamhouse")
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if verbosity > 1 else logging.INFO)
+
+
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
+    _log_to_stderr(args.verbose)
     cli = Cli(Output())
     try:
         code = anyio.run(_run, args.run, args, cli, backend="trio")

@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry
 from .._config import open_stores
 from .._errors import InvalidArgumentError, TopicNotFoundError
 from .._lifecycle import Runtime, run_client
+from .._log import get_logger
 from .._metadata.metered import metered_metadata
 from .._metadata.protocol import MetadataStore, PartitionState
 from .._metrics import ClientMetrics, check_client_id, client_metrics
@@ -43,6 +44,8 @@ from .partitions import names, resolve_starts
 from .reader import SEGMENTS_AHEAD
 
 __all__ = ["open_consumer"]
+
+_log = get_logger("consumer")
 
 
 @contextlib.asynccontextmanager
@@ -121,7 +124,8 @@ async def open_consumer(
     )  # fmt: skip
     local = _Local.check(max_poll_records, cache_dir, cache_size_bytes, close_timeout)
     wanted = _topic_list(topics)
-    metrics = client_metrics(metrics_registry, check_client_id(client_id, "consumer"))
+    client_id = check_client_id(client_id, "consumer")
+    metrics = client_metrics(metrics_registry, client_id)
     async with open_stores(storage, metadata) as (plain_store, plain_meta):
         store = MeteredObjectStore(plain_store, metrics.storage())
         meta = metered_metadata(plain_meta, metrics.metadata())
@@ -134,10 +138,16 @@ async def open_consumer(
             consumer: Consumer | None = None
             try:
                 async with run_client("consumer", start, close, local.close_timeout) as consumer:
+                    _log.info(
+                        "consumer %s opened on %r and %r: group %r, %d partition(s): %s",
+                        client_id, plain_store, plain_meta, settings.group_id, len(starts),
+                        names(starts, 5),
+                    )  # fmt: skip
                     yield consumer
             finally:
                 if consumer is not None:
                     consumer._release()
+                    _log.info("consumer %s closed", client_id)
 
 
 @attrs.frozen

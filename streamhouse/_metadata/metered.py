@@ -14,10 +14,13 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
+from .._log import get_logger
 from .._metrics import MetadataProbe
 from .protocol import MetadataStore
 
 __all__ = ["MeteredMetadataStore", "metered_metadata"]
+
+_log = get_logger("metadata")
 
 # The protocol's calls that are transactions (everything but watch and aclose).
 _TIMED = frozenset(
@@ -41,13 +44,13 @@ class MeteredMetadataStore:
         attr = getattr(self.inner, name)
         if name not in _TIMED:
             return attr
-        timed = _timed(attr, self._probe.timer(name).observe)
+        timed = _timed(name, attr, self._probe.timer(name).observe)
         setattr(self, name, timed)  # found here from now on, without __getattr__
         return timed
 
 
 def _timed(
-    call: Callable[..., Awaitable[Any]], observe: Callable[[float], None]
+    name: str, call: Callable[..., Awaitable[Any]], observe: Callable[[float], None]
 ) -> Callable[..., Awaitable[Any]]:
     @functools.wraps(call)
     async def timed(*args: Any, **kwargs: Any) -> Any:
@@ -55,7 +58,9 @@ def _timed(
         try:
             return await call(*args, **kwargs)
         finally:
-            observe(time.perf_counter() - started)
+            took = time.perf_counter() - started
+            observe(took)
+            _log.debug("metadata %s: %.3f s", name, took)
 
     return timed
 

@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry
 from .._codec import Codec
 from .._config import open_stores
 from .._lifecycle import Runtime, run_client
+from .._log import get_logger
 from .._metadata.metered import metered_metadata
 from .._metadata.protocol import MetadataStore
 from .._metrics import check_client_id, client_metrics
@@ -19,6 +20,8 @@ from .checks import producer_options
 from .producer import Producer
 
 __all__ = ["open_producer"]
+
+_log = get_logger("producer")
 
 
 @contextlib.asynccontextmanager
@@ -98,7 +101,8 @@ async def open_producer(
         delivery_timeout=delivery_timeout,
         close_timeout=close_timeout,
     )
-    metrics = client_metrics(metrics_registry, check_client_id(client_id, "producer"))
+    client_id = check_client_id(client_id, "producer")
+    metrics = client_metrics(metrics_registry, client_id)
 
     async def start(runtime: Runtime) -> Producer:
         # A wrong endpoint, bucket or key fails here, at once and clearly,
@@ -112,5 +116,12 @@ async def open_producer(
     async with open_stores(storage, metadata) as (plain_store, plain_meta):
         store = MeteredObjectStore(plain_store, metrics.storage())
         meta = metered_metadata(plain_meta, metrics.metadata())
-        async with run_client("producer", start, close, close_timeout) as producer:
-            yield producer
+        opened = False
+        try:
+            async with run_client("producer", start, close, close_timeout) as producer:
+                _log.info("producer %s opened on %r and %r", client_id, plain_store, plain_meta)
+                opened = True
+                yield producer
+        finally:
+            if opened:
+                _log.info("producer %s closed", client_id)

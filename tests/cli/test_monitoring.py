@@ -28,3 +28,14 @@ def test_the_exporter_serves_a_groups_lag(sh: Shell) -> None:
     assert 'streamhouse_consumergroup_lag{consumergroup="g",topic="t",partition="0"} 6\n' in text
     assert 'streamhouse_topic_partition_current_offset{topic="t",partition="0"} 10\n' in text
     assert proc.returncode == 130
+
+
+def test_v_logs_to_stderr(sh: Shell) -> None:
+    """-v puts the lifecycle's INFO lines on stderr; -vv the requests' DEBUG lines too."""
+    sh.ok("topics", "create", "t")
+    _, err = sh.ok_both("produce", "t", "-v", stdin="a\nb\n")
+    assert " INFO streamhouse.producer: producer producer-" in err
+    assert " DEBUG " not in err
+    _, err = sh.ok_both("-vv", "consume", "t")
+    assert " INFO streamhouse.consumer: consumer consumer-" in err
+    assert " DEBUG streamhouse.metadata: metadata list_segments: " in err
