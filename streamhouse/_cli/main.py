@@ -22,7 +22,7 @@ import anyio.abc
 
 from .._errors import StreamHouseError
 from .._version import __version__
-from . import consume, demo, exporter, groups, maintain, produce, storage, topics
+from . import consume, demo, exporter, groups, maintain, produce, storage, top, topics
 from .args import Formatter, global_options
 from .common import Cli
 from .output import Output, StdoutClosed
@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="command", required=True, metavar="COMMAND", help="what to do"
     )
     common = global_options(top=False)
-    for module in (topics, produce, consume, groups, maintain, exporter, storage, demo):
+    for module in (topics, produce, consume, groups, maintain, exporter, top, storage, demo):
         module.register(commands, common)
     return parser
 
