@@ -91,6 +91,11 @@ class Metrics:
             "Seconds from sealing a batch to its outcome (encode, upload, commit).",
             cid, registry=r, buckets=_IO_BUCKETS,
         )  # fmt: skip
+        self._consumer_families(r)
+        self._io_families(r)
+
+    def _consumer_families(self, r: CollectorRegistry) -> None:
+        cid = ("client_id",)
         self.consumer_records = Counter(
             "streamhouse_consumer_records", "Records read for the application.",
             (*cid, "group", "topic"), registry=r,
@@ -123,6 +128,10 @@ class Metrics:
             "streamhouse_consumer_rebalances", "Changes of the consumer's assignment.",
             (*cid, "group"), registry=r,
         )  # fmt: skip
+
+    def _io_families(self, r: CollectorRegistry) -> None:
+        """Storage, the cache and the metadata store."""
+        cid = ("client_id",)
         self.storage_requests = Counter(
             "streamhouse_storage_requests", "Object store requests.",
             (*cid, "operation", "outcome"), registry=r,

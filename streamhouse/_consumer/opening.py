@@ -22,16 +22,13 @@ import anyio.to_thread
 import attrs
 from prometheus_client import CollectorRegistry
 
-from .._config import open_stores
+from .._config import open_metered_stores
 from .._errors import InvalidArgumentError, TopicNotFoundError
 from .._lifecycle import Runtime, run_client
-from .._log import get_logger
-from .._metadata.metered import metered_metadata
 from .._metadata.protocol import MetadataStore, PartitionState
 from .._metrics import ClientMetrics, check_client_id, client_metrics
 from .._names import check_group_id, check_topic_name
 from .._retry import RetryPolicy, retry_call
-from .._storage.metered import MeteredObjectStore
 from .._storage.protocol import ObjectStore
 from .._types import OffsetReset, TopicPartition
 from .args import check_count, check_partition, check_seconds
@@ -44,8 +41,6 @@ from .partitions import names, resolve_starts
 from .reader import SEGMENTS_AHEAD
 
 __all__ = ["open_consumer"]
-
-_log = get_logger("consumer")
 
 
 @contextlib.asynccontextmanager
@@ -103,12 +98,9 @@ async def open_consumer(
         close_timeout: seconds leaving the block may take to commit.
         retry: the backoff for transient errors (the readers retry until
             they succeed; the lookups at open, ``retry.attempts`` times).
-        client_id: the ``client_id`` label of this consumer's metrics, and
-            its name in log lines: 1-255 characters of ``[A-Za-z0-9._-]``
-            (``consumer-`` and 12 random hex digits when omitted).
-        metrics_registry: the prometheus_client CollectorRegistry of its
-            metrics (docs/METRICS.md); prometheus_client's default REGISTRY
-            when omitted.
+        client_id, metrics_registry: its metrics' ``client_id`` label (and
+            name in logs; 1-255 of ``[A-Za-z0-9._-]``, generated if omitted),
+            and their CollectorRegistry (the default one if omitted).
 
     Raises:
         InvalidArgumentError: an argument has the wrong type or is out of range.
@@ -124,30 +116,38 @@ async def open_consumer(
     )  # fmt: skip
     local = _Local.check(max_poll_records, cache_dir, cache_size_bytes, close_timeout)
     wanted = _topic_list(topics)
-    client_id = check_client_id(client_id, "consumer")
-    metrics = client_metrics(metrics_registry, client_id)
-    async with open_stores(storage, metadata) as (plain_store, plain_meta):
-        store = MeteredObjectStore(plain_store, metrics.storage())
-        meta = metered_metadata(plain_meta, metrics.metadata())
+    metrics = client_metrics(metrics_registry, check_client_id(client_id, "consumer"))
+    async with open_metered_stores(storage, metadata, metrics) as (store, meta, where):
         starts = await _starts(meta, wanted, settings)
-        async with _cache_directory(local) as directory:
-            start = functools.partial(
-                _start, settings, local, store, meta, directory, starts, metrics
-            )
-            close = functools.partial(_close, settings)
-            consumer: Consumer | None = None
-            try:
-                async with run_client("consumer", start, close, local.close_timeout) as consumer:
-                    _log.info(
-                        "consumer %s opened on %r and %r: group %r, %d partition(s): %s",
-                        client_id, plain_store, plain_meta, settings.group_id, len(starts),
-                        names(starts, 5),
-                    )  # fmt: skip
-                    yield consumer
-            finally:
-                if consumer is not None:
-                    consumer._release()
-                    _log.info("consumer %s closed", client_id)
+        async with _running(settings, local, store, meta, starts, metrics, where) as consumer:
+            yield consumer
+
+
+@contextlib.asynccontextmanager
+async def _running(
+    settings: Settings,
+    local: _Local,
+    store: ObjectStore,
+    meta: MetadataStore,
+    starts: dict[TopicPartition, PartitionStart],
+    metrics: ClientMetrics,
+    where: str,
+) -> AsyncIterator[Consumer]:
+    """Take the cache directory, run the actors beside the body, release what the facade holds."""
+    where += f": group {settings.group_id!r}, {len(starts)} partition(s): {names(starts, 5)}"
+    async with _cache_directory(local) as directory:
+        start = functools.partial(_start, settings, local, store, meta, directory, starts, metrics)
+        close = functools.partial(_close, settings)
+        consumer: Consumer | None = None
+        try:
+            async with run_client(
+                "consumer", start, close, local.close_timeout, client_id=metrics.client_id,
+                where=where,
+            ) as consumer:  # fmt: skip
+                yield consumer
+        finally:
+            if consumer is not None:
+                consumer._release()
 
 
 @attrs.frozen

@@ -3,25 +3,21 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import AsyncIterator
 
 from prometheus_client import CollectorRegistry
 
 from .._codec import Codec
-from .._config import open_stores
+from .._config import open_metered_stores
 from .._lifecycle import Runtime, run_client
-from .._log import get_logger
-from .._metadata.metered import metered_metadata
 from .._metadata.protocol import MetadataStore
-from .._metrics import check_client_id, client_metrics
-from .._storage.metered import MeteredObjectStore
+from .._metrics import ClientMetrics, check_client_id, client_metrics
 from .._storage.protocol import ObjectStore
-from .checks import producer_options
+from .checks import ProducerOptions, producer_options
 from .producer import Producer
 
 __all__ = ["open_producer"]
-
-_log = get_logger("producer")
 
 
 @contextlib.asynccontextmanager
@@ -75,12 +71,9 @@ async def open_producer(
             after, with full jitter (one RetryPolicy).
         retry_backoff_max: the largest backoff (Kafka's retry.backoff.max.ms).
         close_timeout: seconds leaving the block may spend writing.
-        client_id: the ``client_id`` label of this producer's metrics, and
-            its name in log lines: 1-255 characters of ``[A-Za-z0-9._-]``
-            (``producer-`` and 12 random hex digits when omitted).
-        metrics_registry: the prometheus_client CollectorRegistry of its
-            metrics (docs/METRICS.md); prometheus_client's default REGISTRY
-            when omitted.
+        client_id, metrics_registry: its metrics' ``client_id`` label (and
+            name in logs; 1-255 of ``[A-Za-z0-9._-]``, generated if omitted),
+            and their CollectorRegistry (the default one if omitted).
 
     Raises:
         InvalidArgumentError: an option is out of range, NaN or infinite (the
@@ -89,39 +82,34 @@ async def open_producer(
             an unreachable endpoint, a missing bucket, refused credentials).
     """
     options = producer_options(
-        linger=linger,
-        compression=compression,
-        max_batch_bytes=max_batch_bytes,
-        max_record_bytes=max_record_bytes,
-        max_in_flight=max_in_flight,
-        buffer_bytes=buffer_bytes,
-        retries=retries,
-        retry_backoff=retry_backoff,
-        retry_backoff_max=retry_backoff_max,
-        delivery_timeout=delivery_timeout,
-        close_timeout=close_timeout,
-    )
-    client_id = check_client_id(client_id, "producer")
-    metrics = client_metrics(metrics_registry, client_id)
+        linger=linger, compression=compression, max_batch_bytes=max_batch_bytes,
+        max_record_bytes=max_record_bytes, max_in_flight=max_in_flight, buffer_bytes=buffer_bytes,
+        retries=retries, retry_backoff=retry_backoff, retry_backoff_max=retry_backoff_max,
+        delivery_timeout=delivery_timeout, close_timeout=close_timeout,
+    )  # fmt: skip
+    metrics = client_metrics(metrics_registry, check_client_id(client_id, "producer"))
 
-    async def start(runtime: Runtime) -> Producer:
-        # A wrong endpoint, bucket or key fails here, at once and clearly,
-        # rather than as every send's DeliveryError delivery_timeout later.
-        await store.check()
-        return Producer(store, meta, runtime.task_group, options, metrics.producer())
+    async with open_metered_stores(storage, metadata, metrics) as (store, meta, where):
+        start = functools.partial(_start, store, meta, options, metrics)
+        client_id = metrics.client_id
+        async with run_client(
+            "producer", start, _close, close_timeout, client_id=client_id, where=where
+        ) as producer:
+            yield producer
 
-    async def close(producer: Producer, body_error: BaseException | None) -> None:
-        await producer._close()  # every accepted record is written, whatever the body did
 
-    async with open_stores(storage, metadata) as (plain_store, plain_meta):
-        store = MeteredObjectStore(plain_store, metrics.storage())
-        meta = metered_metadata(plain_meta, metrics.metadata())
-        opened = False
-        try:
-            async with run_client("producer", start, close, close_timeout) as producer:
-                _log.info("producer %s opened on %r and %r", client_id, plain_store, plain_meta)
-                opened = True
-                yield producer
-        finally:
-            if opened:
-                _log.info("producer %s closed", client_id)
+async def _start(
+    store: ObjectStore,
+    meta: MetadataStore,
+    options: ProducerOptions,
+    metrics: ClientMetrics,
+    runtime: Runtime,
+) -> Producer:
+    # A wrong endpoint, bucket or key fails here, at once and clearly,
+    # rather than as every send's DeliveryError delivery_timeout later.
+    await store.check()
+    return Producer(store, meta, runtime.task_group, options, metrics.producer())
+
+
+async def _close(producer: Producer, body_error: BaseException | None) -> None:
+    await producer._close()  # every accepted record is written, whatever the body did
