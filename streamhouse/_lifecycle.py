@@ -194,7 +194,8 @@ async def run_client(
                 # the finally stops the runtime, started or not.
                 await ready.wait()
                 client = opened[0]
-                _log.info("%s %s opened%s", name, client_id, where)
+                lifecycle = logging.getLogger(f"streamhouse.{name}")
+                lifecycle.info("%s %s opened%s", name, client_id, where)
                 try:
                     yield client
                 except GeneratorExit:  # pragma: no cover - only if the generator is collected
@@ -205,7 +206,7 @@ async def run_client(
             finally:
                 runtime.stop()
                 if opened:
-                    _log.info("%s %s closed", name, client_id)
+                    logging.getLogger(f"streamhouse.{name}").info("%s %s closed", name, client_id)
     except BaseException as exc:
         # What the task group raised on the way out. The body's own
         # exception wins, unless it was only a cancellation.

@@ -379,12 +379,12 @@ class ConsumerProbe:
                 )
             lag = max(0, part.high_watermark - part.position)
             children[0].set(lag)
+            blocks = self._blocks.get(part.tp)
+            while blocks and blocks[0][0] <= part.position:
+                blocks.popleft()  # handed out: what is left starts at the position
             if lag == 0:
                 children[1].set(0)
                 continue
-            blocks = self._blocks.get(part.tp)
-            while blocks and blocks[0][0] <= part.position:
-                blocks.popleft()
             if blocks:
                 children[1].set(max(0.0, (wall_ms - blocks[0][1]) / 1000.0))
 
