@@ -7,7 +7,8 @@ import time
 import pytest
 from prometheus_client import CollectorRegistry
 
-from streamhouse import InvalidArgumentError, open_consumer, open_producer
+from streamhouse import InvalidArgumentError, TopicPartition, open_consumer, open_producer
+from streamhouse._consumer.messages import Assign, PartitionStart, Revoke
 
 from ..helpers import Stores, poll_until
 
@@ -128,3 +129,30 @@ async def test_client_id_and_registry_are_checked_at_open(stores: Stores) -> Non
             metrics_registry=object(),  # type: ignore[arg-type]
         ):
             pass
+
+
+async def test_a_revoked_partitions_lag_series_go_and_rebalances_count(stores: Stores) -> None:
+    """Revoking a partition removes its lag series; each assignment change is a rebalance."""
+    await stores.meta.create_topic("t", 2)
+    async with stores.producer(linger=0) as producer:
+        for p in (0, 1):
+            await producer.send_batch("t", [b"x"] * 5, partition=p)
+    registry = CollectorRegistry()
+    tp0, tp1 = TopicPartition("t", 0), TopicPartition("t", 1)
+    lag = {"client_id": "c3", "group": "", "topic": "t"}
+    async with stores.consumer(
+        [tp0], offset_reset="earliest", client_id="c3", metrics_registry=registry
+    ) as consumer:
+        assert await consumer.lags() == {tp0: 5}
+        assert value(registry, "streamhouse_consumer_lag", **lag, partition="0") == 5
+        # What group membership will send (issue 13); here, by hand.
+        await consumer._ask(lambda r: Assign(r, {tp1: PartitionStart(1, None, 0, 5)}))
+        await consumer._ask(lambda r: Revoke(r, frozenset({tp0})))
+        assert await consumer.lags() == {tp1: 4}
+        assert value(registry, "streamhouse_consumer_lag", **lag, partition="0") is None
+        assert value(registry, "streamhouse_consumer_lag_seconds", **lag, partition="0") is None
+        assert value(registry, "streamhouse_consumer_lag", **lag, partition="1") == 4
+        rebalances = value(
+            registry, "streamhouse_consumer_rebalances_total", client_id="c3", group=""
+        )
+        assert rebalances == 2
