@@ -195,7 +195,8 @@ def global_options(*, top: bool) -> argparse.ArgumentParser:
         "--metadata",
         metavar="URL",
         default=metadata_default,
-        help="metadata store: sqlite:///path/to/meta.db (env STREAMHOUSE_METADATA; "
+        help="metadata store: sqlite:///path/to/meta.db or "
+        "postgresql://user@host:port/db?schema=NAME (env STREAMHOUSE_METADATA; "
         "default: $STREAMHOUSE_HOME/metadata.db, else ./streamhouse-data/metadata.db)",
     )
     parser.add_argument(
