@@ -118,9 +118,8 @@ async def test_an_outage_is_logged_twice_raised_once_a_stall_and_survived(
     # The outage: a line when it begins and one when it ends, none per
     # attempt; and a line for each stall raised.
     stalls = [line for line in lines if line.startswith("stalled: ")]
-    assert stalls == [
-        "stalled: no progress on t[0] for stall_timeout=10.0 s: scripted: get failed"
-    ] * 2
+    stall = "stalled: no progress on t[0] for stall_timeout=10.0 s: scripted: get failed"
+    assert stalls == [stall, stall]
     outage = [line for line in lines if not line.startswith("stalled: ")]
     assert outage == [
         "reading (t[0] first) failing, retrying with backoff: scripted: get failed",
