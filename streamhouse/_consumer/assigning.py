@@ -1,8 +1,9 @@
-"""The coordinator's assignment: partitions start and stop, by hand or by the group.
+"""The coordinator's assignment: partitions start, stop and move, by hand or by the group.
 
 A mixin of the Coordinator (the one owner of the partitions; it brings the
 readers, the bulletin and the commits): ``_assign`` and ``_revoke`` move
-partitions in and out; with group membership, ``_group_change`` queues what
+partitions in and out, ``_pause``, ``_resume`` and ``_seek`` move them
+where they are; with group membership, ``_group_change`` queues what
 the membership actor learnt for the facade (which applies it in the
 application's task, around the listener's calls), ``_take`` starts the
 partitions the group gave from the group's committed offsets, and
@@ -13,13 +14,15 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 from collections.abc import Iterable, Mapping
 
 from .._errors import StreamHouseError
 from .._metadata.protocol import MetadataStore
+from .._metrics import ConsumerProbe
 from .._types import TopicPartition
 from .commits import Commits
-from .messages import GroupChange, PartitionStart, Poll
+from .messages import GroupChange, PartitionStart, Poll, SeekTo
 from .notices import Bulletin
 from .partitions import Partition, resolve_starts
 from .settings import Settings
@@ -41,6 +44,7 @@ class Assigning:
     _commits: Commits
     _metadata: MetadataStore
     _settings: Settings
+    _probe: ConsumerProbe
 
     def _start_reader(self, part: Partition, offset: int, *, reset: bool) -> None:
         raise NotImplementedError  # pragma: no cover - the Coordinator's
@@ -52,6 +56,9 @@ class Assigning:
         raise NotImplementedError  # pragma: no cover - the Coordinator's
 
     def _refresh(self) -> None:
+        raise NotImplementedError  # pragma: no cover - the Coordinator's
+
+    def _part(self, tp: TopicPartition) -> Partition:
         raise NotImplementedError  # pragma: no cover - the Coordinator's
 
     def _assign(
@@ -72,8 +79,11 @@ class Assigning:
             self._refresh()
         if not initial:
             self._bulletin.assignment(frozenset(self._parts))
+            self._probe.rebalanced()
+        self._probe.next_lags = -math.inf  # the new partitions' gauges at the next refresh
 
     def _revoke(self, partitions: Iterable[TopicPartition]) -> None:
+        partitions = frozenset(partitions)
         topics = {tp.topic for tp in self._parts}
         for tp in partitions:
             part = self._parts.pop(tp, None)
@@ -88,6 +98,51 @@ class Assigning:
         if {tp.topic for tp in self._parts} != topics:
             self._refresh()
         self._bulletin.assignment(frozenset(self._parts))
+        self._probe.forget(partitions)
+        self._probe.rebalanced()
+
+    # -- pauses and seeks: partitions that stay, moved ------------------------------
+
+    def _pause(self, partitions: frozenset[TopicPartition]) -> dict[TopicPartition, int]:
+        parts = [self._part(tp) for tp in partitions]
+        epochs = {}
+        for part in parts:
+            part.paused = True
+            self._paused.add(part.tp)
+            # What the facade held goes back: the reader starts again at the
+            # position, and reads ahead (bounded) while the partition waits.
+            self._start_reader(part, part.position, reset=True)
+            epochs[part.tp] = part.epoch
+        return epochs
+
+    def _resume(self, partitions: frozenset[TopicPartition]) -> None:
+        for part in [self._part(tp) for tp in partitions]:
+            part.paused = False
+            self._paused.discard(part.tp)
+            if part.pending:
+                self._ready[part.tp] = None
+
+    async def _seek(
+        self, targets: Mapping[TopicPartition, int | SeekTo]
+    ) -> dict[TopicPartition, int]:
+        parts = {tp: self._part(tp) for tp in targets}
+        symbolic = sorted({tp.topic for tp, to in targets.items() if isinstance(to, SeekTo)})
+        if symbolic:
+            for s in await self._metadata.partition_states(symbolic):
+                part = self._parts.get(TopicPartition(s.topic, s.partition))
+                if part is not None:
+                    part.log_start, part.high_watermark = s.log_start_offset, s.high_watermark
+        epochs = {}
+        for tp, to in targets.items():
+            part = parts[tp]
+            if to is SeekTo.BEGINNING:
+                self._reset(part, part.log_start)
+            elif to is SeekTo.END:
+                self._reset(part, part.high_watermark)
+            else:
+                self._reset(part, to)
+            epochs[tp] = part.epoch
+        return epochs
 
     # -- group membership ------------------------------------------------------------
 

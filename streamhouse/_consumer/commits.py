@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Mapping
 
 import anyio
@@ -21,6 +22,7 @@ import anyio
 from .._errors import CommitFailedError, InvalidArgumentError, RetriableError
 from .._metadata.groups import MemberRef
 from .._metadata.protocol import MetadataStore
+from .._metrics import ConsumerProbe
 from .._retry import RetryBurst
 from .._types import TopicPartition
 from .messages import CloseMode
@@ -37,10 +39,12 @@ class Commits:
         metadata: MetadataStore,
         group_id: str | None,
         interval: float | None,
+        probe: ConsumerProbe,
         *,
         member_only: bool = False,
     ) -> None:
         self._metadata = metadata
+        self._latency = probe.commit_latency
         self.group_id = group_id
         # With group membership, every commit is the member's, conditional on
         # owning the partitions at its epoch (None: not in the group yet).
@@ -90,7 +94,9 @@ class Commits:
                 f"this consumer owns no partition of group {self.group_id!r} yet: nothing was "
                 "committed"
             )
+        started = time.perf_counter()
         await self._metadata.commit_offsets(self.group_id, offsets, member=self.member)
+        self._latency.observe(time.perf_counter() - started)
         for tp, offset in offsets.items():
             part = parts.get(tp)
             if part is not None:

@@ -48,6 +48,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from .._errors import ClosedError, InvalidArgumentError, OffsetOutOfRangeError
 from .._metadata.groups import MemberRef
 from .._metadata.protocol import MetadataStore
+from .._metrics import ConsumerProbe, unread_metrics
 from .._types import OffsetReset, TopicPartition
 from .assigning import Assigning
 from .cache import CacheClient
@@ -77,7 +78,6 @@ from .messages import (
     Resume,
     Revoke,
     Seek,
-    SeekTo,
     Take,
     TakeNotices,
     Trouble,
@@ -108,8 +108,11 @@ class Coordinator(Assigning):
         inbox: MemoryObjectReceiveStream[object],
         inbox_send: MemoryObjectSendStream[object],
         bell: MemoryObjectSendStream[None],
+        probe: ConsumerProbe | None = None,
     ) -> None:
         self._settings = settings
+        # The metrics: per block, per commit, the lag gauges once a second.
+        self._probe = probe or unread_metrics().consumer(settings.group_id)
         self._metadata = metadata
         self._cache = cache
         self._inbox = inbox
@@ -124,8 +127,9 @@ class Coordinator(Assigning):
         self._bulletin = Bulletin(bell, settings.stall_timeout)
         interval = settings.auto_commit_interval if settings.auto_commit else None
         self._commits = Commits(
-            metadata, settings.group_id, interval, member_only=settings.membership is not None
-        )
+            metadata, settings.group_id, interval, self._probe,
+            member_only=settings.membership is not None,
+        )  # fmt: skip
         self._readers: Readers | None = None
         self._closed = False
 
@@ -164,6 +168,7 @@ class Coordinator(Assigning):
                     part.reader.stop()
             drain(self._inbox)
             self._inbox.close()
+            self._probe.close()
 
     async def _next_message(self) -> object | None:
         try:
@@ -329,6 +334,7 @@ class Coordinator(Assigning):
             return
         part.pending.append(records)
         part.expected = records.next_offset
+        self._probe.accepted(msg.tp, records, msg.size)
         if not part.paused:
             self._ready[msg.tp] = None
 
@@ -346,6 +352,9 @@ class Coordinator(Assigning):
                 continue
             part.log_start, part.high_watermark = s.log_start_offset, s.high_watermark
             self._wake_if_behind(part)
+        now = anyio.current_time()
+        if now >= self._probe.next_lags:
+            self._probe.update_lags(self._parts.values(), now)
 
     def _wake_if_behind(self, part: Partition) -> None:
         if part.waiting_at is not None and part.high_watermark > part.waiting_at:
@@ -444,48 +453,8 @@ class Coordinator(Assigning):
 
     def _lags(self, partitions: frozenset[TopicPartition] | None) -> dict[TopicPartition, int]:
         chosen = self._parts.values() if partitions is None else map(self._part, partitions)
+        self._probe.update_lags(self._parts.values(), anyio.current_time())  # as answered
         return {p.tp: max(0, p.high_watermark - p.position) for p in chosen}
-
-    def _pause(self, partitions: frozenset[TopicPartition]) -> dict[TopicPartition, int]:
-        parts = [self._part(tp) for tp in partitions]
-        epochs = {}
-        for part in parts:
-            part.paused = True
-            self._paused.add(part.tp)
-            # What the facade held goes back: the reader starts again at the
-            # position, and reads ahead (bounded) while the partition waits.
-            self._start_reader(part, part.position, reset=True)
-            epochs[part.tp] = part.epoch
-        return epochs
-
-    def _resume(self, partitions: frozenset[TopicPartition]) -> None:
-        for part in [self._part(tp) for tp in partitions]:
-            part.paused = False
-            self._paused.discard(part.tp)
-            if part.pending:
-                self._ready[part.tp] = None
-
-    async def _seek(
-        self, targets: Mapping[TopicPartition, int | SeekTo]
-    ) -> dict[TopicPartition, int]:
-        parts = {tp: self._part(tp) for tp in targets}
-        symbolic = sorted({tp.topic for tp, to in targets.items() if isinstance(to, SeekTo)})
-        if symbolic:
-            for s in await self._metadata.partition_states(symbolic):
-                part = self._parts.get(TopicPartition(s.topic, s.partition))
-                if part is not None:
-                    part.log_start, part.high_watermark = s.log_start_offset, s.high_watermark
-        epochs = {}
-        for tp, to in targets.items():
-            part = parts[tp]
-            if to is SeekTo.BEGINNING:
-                self._reset(part, part.log_start)
-            elif to is SeekTo.END:
-                self._reset(part, part.high_watermark)
-            else:
-                self._reset(part, to)
-            epochs[tp] = part.epoch
-        return epochs
 
     async def _close(self, msg: Close) -> None:
         self._closed = True

@@ -20,11 +20,13 @@ from pathlib import Path
 import anyio
 import anyio.to_thread
 import attrs
+from prometheus_client import CollectorRegistry
 
-from .._config import open_stores
+from .._config import open_metered_stores
 from .._errors import InvalidArgumentError, TopicNotFoundError
 from .._lifecycle import Runtime, run_client
 from .._metadata.protocol import MetadataStore, PartitionState
+from .._metrics import ClientMetrics, check_client_id, client_metrics
 from .._names import check_group_id, check_topic_name
 from .._retry import RetryPolicy, retry_call
 from .._storage.protocol import ObjectStore
@@ -61,6 +63,8 @@ async def open_consumer(
     stall_timeout: float = 60.0,
     close_timeout: float = 30.0,
     retry: RetryPolicy | None = None,
+    client_id: str | None = None,
+    metrics_registry: CollectorRegistry | None = None,
     group_instance_id: str | None = None,
     session_timeout: float = 10.0,
     heartbeat_interval: float = 1.0,
@@ -73,16 +77,12 @@ async def open_consumer(
 
     Args:
         topics: topic names and/or TopicPartitions.
-        group_id: the consumer group whose committed offsets are used and
-            written; without one, nothing is committed.
-        group_instance_id, session_timeout, heartbeat_interval,
-            max_poll_interval, rebalance_listener: membership (docs/GROUPS.md):
-            a static member's id (reopened within its session, it gets its
-            partitions back); seconds, by the database's clock, before a
-            silent member's partitions move (it is fenced); seconds between
-            heartbeats (< session_timeout); seconds without a poll before a
-            member leaves by itself; a RebalanceListener (or any object with
-            its async methods), awaited in the polling task.
+        group_id: the group whose offsets are read and written (none: no commits).
+        group_instance_id, session_timeout, heartbeat_interval, max_poll_interval,
+            rebalance_listener: membership (docs/GROUPS.md): a static member's id;
+            seconds of silence, by the database's clock, before it is fenced;
+            seconds between heartbeats; seconds without a poll before it leaves;
+            a RebalanceListener (or alike), awaited in the polling task.
         storage, metadata: stores or URLs; the embedded default when omitted.
         offset_reset: where to start without a valid committed offset, and to
             go when a position falls outside the log (a seek past the end,
@@ -96,57 +96,67 @@ async def open_consumer(
             removed at close); its files live in ``<cache_dir>/streamhouse-
             cache-v1/`` only, for one consumer at a time (a second, in any
             process, gets a ConfigurationError: the lock goes with the process).
-        cache_size_bytes: the cache's byte budget on disk; 0 keeps nothing on
-            disk (and ``cache_dir`` is not used).
+        cache_size_bytes: the cache's budget on disk (0: nothing kept on disk).
         prefetch_batches: blocks read ahead per partition.
         metadata_refresh_interval: seconds between watermark queries.
         stall_timeout: when errors keep a partition from progress this long,
             the next poll raises the error (once), and again after each more.
         close_timeout: seconds leaving the block may take to commit.
         retry: the backoff of transient errors (readers: for ever; open: its attempts).
+        client_id, metrics_registry: its metrics' ``client_id`` label (and
+            name in logs; 1-255 of ``[A-Za-z0-9._-]``, generated if omitted),
+            and their CollectorRegistry (the default one if omitted).
 
     Raises:
         InvalidArgumentError: an argument has the wrong type or is out of range.
         ConfigurationError: the cache directory cannot be used, or is in use.
         TopicNotFoundError: a topic does not exist (at open).
         OffsetOutOfRangeError: offset_reset="none" and no valid offset.
-        StreamHouseError: the runtime's own error, if it died, from the next
-            call (or at the end of the block).
+        StreamHouseError: the runtime's own error, if it died (from the next call).
     """
-    wanted = _topic_list(topics)
-    settings = attrs.evolve(_settings(
-        group_id, offset_reset, auto_commit, auto_commit_interval, prefetch_batches,
-        metadata_refresh_interval, stall_timeout, retry,
-    ), membership=check_membership(
-        group_id, wanted, group_instance_id, session_timeout, heartbeat_interval,
-        max_poll_interval, rebalance_listener,
-    ))  # fmt: skip
+    settings, wanted = _settings(
+        topics, group_id, offset_reset, auto_commit, auto_commit_interval, prefetch_batches,
+        metadata_refresh_interval, stall_timeout, retry, group_instance_id, session_timeout,
+        heartbeat_interval, max_poll_interval, rebalance_listener,
+    )  # fmt: skip
     local = _Local.check(max_poll_records, cache_dir, cache_size_bytes, close_timeout)
-    async with _run(settings, local, wanted, storage, metadata) as consumer:
-        yield consumer
+    metrics = client_metrics(metrics_registry, check_client_id(client_id, "consumer"))
+    async with open_metered_stores(storage, metadata, metrics) as (store, meta, where):
+        starts = await _starts(meta, wanted, settings)
+        async with _running(settings, local, store, meta, starts, metrics, where) as consumer:
+            yield consumer
 
 
 @contextlib.asynccontextmanager
-async def _run(
+async def _running(
     settings: Settings,
     local: _Local,
-    wanted: list[str | TopicPartition],
-    storage: ObjectStore | str | None,
-    metadata: MetadataStore | str | None,
+    store: ObjectStore,
+    meta: MetadataStore,
+    starts: dict[TopicPartition, PartitionStart],
+    metrics: ClientMetrics,
+    where: str,
 ) -> AsyncIterator[Consumer]:
-    """Open the stores, look the partitions up, take the cache directory, run the actors."""
-    async with open_stores(storage, metadata) as (store, meta):
-        starts = await _starts(meta, wanted, settings)
-        async with _cache_directory(local) as directory:
-            start = functools.partial(_start, settings, local, store, meta, directory, starts)
-            close = functools.partial(_close, settings)
-            consumer: Consumer | None = None
-            try:
-                async with run_client("consumer", start, close, local.close_timeout) as consumer:
-                    yield consumer
-            finally:
-                if consumer is not None:
-                    consumer._release()
+    """Take the cache directory, run the actors beside the body, release what the facade holds."""
+    if settings.membership is None:
+        where += f": group {settings.group_id!r}, {len(starts)} partition(s): {names(starts, 5)}"
+    else:
+        where += (
+            f": a member of group {settings.group_id!r} on {', '.join(settings.membership.topics)}"
+        )
+    async with _cache_directory(local) as directory:
+        start = functools.partial(_start, settings, local, store, meta, directory, starts, metrics)
+        close = functools.partial(_close, settings)
+        consumer: Consumer | None = None
+        try:
+            async with run_client(
+                "consumer", start, close, local.close_timeout, client_id=metrics.client_id,
+                where=where,
+            ) as consumer:  # fmt: skip
+                yield consumer
+        finally:
+            if consumer is not None:
+                consumer._release()
 
 
 @attrs.frozen
@@ -173,6 +183,7 @@ class _Local:
 
 
 def _settings(
+    topics: object,
     group_id: str | None,
     offset_reset: OffsetReset | str,
     auto_commit: bool,
@@ -181,7 +192,10 @@ def _settings(
     refresh_interval: float,
     stall_timeout: float,
     retry: RetryPolicy | None,
-) -> Settings:
+    *membership: object,
+) -> tuple[Settings, list[str | TopicPartition]]:
+    """The settings the actors share, and what to read; every check made."""
+    wanted = _topic_list(topics)
     if group_id is not None:
         check_group_id(group_id)
     if not isinstance(auto_commit, bool):
@@ -189,6 +203,7 @@ def _settings(
     if retry is not None and not isinstance(retry, RetryPolicy):
         raise InvalidArgumentError(f"retry must be a RetryPolicy, not {retry!r}")
     return Settings(
+        membership=check_membership(group_id, wanted, *membership),
         group_id=group_id,
         offset_reset=OffsetReset.parse(offset_reset),
         auto_commit=auto_commit and group_id is not None,
@@ -197,7 +212,7 @@ def _settings(
         refresh_interval=check_seconds("metadata_refresh_interval", refresh_interval),
         stall_timeout=check_seconds("stall_timeout", stall_timeout, infinite=True),
         retry=retry or RetryPolicy(),
-    )
+    ), wanted
 
 
 def _topic_list(topics: object) -> list[str | TopicPartition]:
@@ -286,11 +301,14 @@ async def _start(
     meta: MetadataStore,
     directory: CacheDirectory | None,
     starts: dict[TopicPartition, PartitionStart],
+    metrics: ClientMetrics,
     runtime: Runtime,
 ) -> Consumer:
     """Start the cache and the coordinator (which starts the readers); make the facade."""
     ahead = (len(starts) or 16) * SEGMENTS_AHEAD  # a member starts with none
-    run = functools.partial(run_cache, store, directory, local.budget, parked_limit=ahead)
+    run = functools.partial(
+        run_cache, store, directory, local.budget, parked_limit=ahead, probe=metrics.cache()
+    )
     cache: CacheClient = await runtime.start(run)
     # 64: the readers' batches and the facade's messages queue here while the
     # coordinator commits; more would only hold more blocks in memory.
@@ -304,7 +322,10 @@ async def _start(
             # partition when open_consumer returns, as without a group.
             joined = await join_group(meta, settings)
             starts = joined.starts
-        coordinator = Coordinator(settings, meta, cache, inbox, inbox_send.clone(), bell_send)
+        probe = metrics.consumer(settings.group_id)
+        coordinator = Coordinator(
+            settings, meta, cache, inbox, inbox_send.clone(), bell_send, probe
+        )
         await runtime.start(coordinator.run, starts, None if joined is None else joined.member)
         if joined is not None:
             rebalancer = await start_membership(runtime, settings, meta, inbox_send, joined)

@@ -66,6 +66,7 @@ from .common import (
     segment,
     topic_info,
 )
+from .monitoring import PostgresMonitoring
 from .pg_groups import PostgresGroups
 from .pg_listen import Listener, PostgresWatch, channel_for, notify_payload
 from .pg_maint import PostgresMaintenance
@@ -102,7 +103,7 @@ class _BrokenConnection(MetadataUnavailableError):
     call may succeed on another connection, so it is retried."""
 
 
-class PostgresMetadataStore(PostgresMaintenance, PostgresGroups):
+class PostgresMetadataStore(PostgresMaintenance, PostgresGroups, PostgresMonitoring):
     """The MetadataStore protocol on a schema of a PostgreSQL database.
 
     Args:

@@ -51,6 +51,7 @@ from .common import (
     segment,
     topic_info,
 )
+from .monitoring import SQLiteMonitoring
 from .protocol import (
     CatalogueWatch,
     PartitionState,
@@ -75,7 +76,7 @@ def _check_partition(conn: sqlite3.Connection, topic: str, partition: int) -> No
 
 
 @attrs.define(eq=False)
-class SQLiteMetadataStore(SQLiteMaintenance, SQLiteGroups):
+class SQLiteMetadataStore(SQLiteMaintenance, SQLiteGroups, SQLiteMonitoring):
     """The MetadataStore protocol on one SQLite file.
 
     Args:
