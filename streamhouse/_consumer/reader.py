@@ -229,7 +229,7 @@ class _Reader:
         if relative <= 0 or refresh:
             # (Below 0: a gap compaction left before the segment.)
             # Reading in order (or afresh): one GET for the whole segment.
-            data = await self.cache.get(key, pos, pos + length, refresh=refresh)
+            data = await self.cache.get(key, pos, pos + length, refresh=refresh, segment=True)
             for block in iter_segment(data, name=key, base=pos, from_offset=relative):
                 await self.send_block(seg, block)
             return

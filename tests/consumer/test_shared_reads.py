@@ -1,0 +1,65 @@
+"""Shared reads: the readers of many partitions get a packed object with one GET."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ..faults import CountingStore
+from ..helpers import Stores, poll_until
+
+pytestmark = pytest.mark.anyio
+
+PARTITIONS = 40
+FLUSHES = 3
+
+
+async def _write_flushes(stores: Stores, topic: str) -> int:
+    """FLUSHES flushes of keyed records over every partition; the objects written."""
+    await stores.meta.create_topic(topic, PARTITIONS)
+    async with stores.producer(linger=0.01) as producer:
+        for flush in range(FLUSHES):
+            keys = [b"k%d" % i for i in range(400)]
+            await producer.send_batch(topic, [b"v%d-%d" % (flush, i) for i in range(400)],
+                                      keys=keys)  # fmt: skip
+    keys = set()
+    for p in range(PARTITIONS):
+        keys |= {s.object_key for s in await stores.meta.list_segments(topic, p, 0, limit=100)}
+    return len(keys)
+
+
+@pytest.mark.parametrize("cache_bytes", [1 << 30, 0], ids=["disk-cache", "no-disk-cache"])
+async def test_readers_of_many_partitions_share_one_get_per_packed_object(
+    stores: Stores, tmp_path: Path, cache_bytes: int
+) -> None:
+    """A cold consumer of 40 partitions written in 3 flushes makes 3 GETs, not 120."""
+    objects = await _write_flushes(stores, "t")
+    assert objects == FLUSHES
+    counting = CountingStore(stores.storage)
+    async with Stores(counting, stores.meta).consumer(
+        "t", offset_reset="earliest", cache_dir=tmp_path / "cache", cache_size_bytes=cache_bytes
+    ) as consumer:
+        records = await poll_until(consumer, FLUSHES * 400)
+        stats = await consumer.cache_stats()
+    assert sorted(r.value for r in records) == sorted(
+        b"v%d-%d" % (f, i) for f in range(FLUSHES) for i in range(400)
+    )
+    assert counting.gets == objects
+    assert set(counting.ranges.values()) == {1}  # one GET for each object
+    assert stats.gets == objects
+    assert stats.misses >= PARTITIONS  # many ranges, served from those few GETs
+
+
+async def test_a_second_cold_consumer_reads_from_its_disk_cache_without_a_get(
+    stores: Stores, tmp_path: Path
+) -> None:
+    """The ranges a window served are cached as files: a restart reads them all locally."""
+    await _write_flushes(stores, "t")
+    counting = CountingStore(stores.storage)
+    for _ in range(2):
+        async with Stores(counting, stores.meta).consumer(
+            "t", offset_reset="earliest", cache_dir=tmp_path / "cache"
+        ) as consumer:
+            await poll_until(consumer, FLUSHES * 400)
+    assert counting.gets == FLUSHES
