@@ -39,6 +39,7 @@ from streamhouse import (
     LocalObjectStore,
     MetadataStore,
     ObjectStore,
+    S3ObjectStore,
     SQLiteMetadataStore,
     open_consumer,
     open_producer,
@@ -179,14 +180,14 @@ async def scale(args: argparse.Namespace, server: S3Server | None = None) -> Sca
     if server is None:
         with tempfile.TemporaryDirectory() as tmp, running_seaweedfs(Path(tmp) / "s3") as s3:
             return await scale(args, s3)
-    from bench import s3_store  # (bench imports this module: not at the top)
-
-    n, flushes, rounds = args.scale_records, args.scale_flushes, args.rounds
+    n, flushes, rounds = args.scale_records, args.scale_flushes, args.scale_rounds
     keys, values = make_records(n)
     r = Scale(scale_records=n, scale_flushes=flushes)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        s3 = s3_store(server, "scale")
+        s3 = S3ObjectStore(bucket="bench", prefix="scale", endpoint=server.endpoint,
+                           region=server.region, access_key=server.access_key,
+                           secret_key=server.secret_key)  # fmt: skip
         await s3.create_bucket()
         local = LocalObjectStore(root / "objects")
         meta = SQLiteMetadataStore(root / "meta.db")
@@ -229,15 +230,83 @@ async def scale(args: argparse.Namespace, server: S3Server | None = None) -> Sca
     return r
 
 
+Row = tuple[str, str, str, str, str, bool | None]
+
+
+def scale_rows(s: Scale) -> list[Row]:
+    """(measure, ours, anchor, ratio, target, met): the rows of issue 17."""
+    objects_per_gib = s.scale_flushes * GIB / s.stored_bytes_1000p
+
+    def requests(what: str, ours: float, origin: float, target: str, met: bool | None) -> Row:
+        return (what, f"{ours:,.0f}", f"origin's layout {origin:,.0f}",
+                f"{ours / origin:.3f}x", target, met)  # fmt: skip
+
+    def ratio(where: str, ours: int, four: int, value: float) -> Row:
+        what = f"consume 1,000 partitions vs 4, {where}"
+        return (what, f"{ours:,} rec/s", f"4 partitions {four:,} rec/s",
+                f"{value:.2f}x", ">= 0.5x", value >= 0.5)  # fmt: skip
+
+    about_one = s.get_requests_per_gib_read_1000p <= 1.1 * objects_per_gib
+    return [
+        requests(
+            "PUTs per GiB written, 1,000 partitions",
+            s.put_requests_per_gib_written,
+            s.put_requests_per_gib_written_origin,
+            "",
+            None,
+        ),
+        requests(
+            "GETs per GiB read, 4 partitions",
+            s.get_requests_per_gib_read,
+            s.get_requests_per_gib_read_origin,
+            "",
+            None,
+        ),
+        requests(
+            "GETs per GiB read, 1,000 partitions",
+            s.get_requests_per_gib_read_1000p,
+            s.get_requests_per_gib_read_1000p_origin,
+            "about 1 per object",
+            about_one,
+        ),
+        ratio(
+            "S3",
+            s.consume_1000p_records_per_s_s3,
+            s.consume_4p_records_per_s_s3,
+            s.consume_1000p_vs_4p,
+        ),
+        ratio(
+            "file",
+            s.consume_1000p_records_per_s_file,
+            s.consume_4p_records_per_s_file,
+            s.consume_1000p_vs_4p_file,
+        ),
+        (
+            "idle consumer of 1,000 partitions, CPU",
+            f"{s.idle_consumer_cpu_percent_1000p}%",
+            "",
+            "",
+            "< 1% of a core",
+            s.idle_consumer_cpu_percent_1000p < 1,
+        ),
+    ]
+
+
+def scale_head(s: Scale) -> str:
+    return (f"{s.scale_records:,} keyed records in {s.scale_flushes} flushes, to 4 and to "
+            f"1,000 partitions ({s.segments_1000p:,} segments); cold `poll_batches()` with "
+            f"the disk cache; requests counted at the object store")  # fmt: skip
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--scale-records", type=int, default=200_000)
+    parser.add_argument("--scale-records", type=int, default=100_000)
+    parser.add_argument("--scale-rounds", type=int, default=1, help="best of, at 4 and 1,000")
     parser.add_argument("--scale-flushes", type=int, default=10)
     parser.add_argument("--idle-seconds", type=float, default=10.0)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=3, help="best of this many runs")
     parser.add_argument("--json", action="store_true", help="end with a line of JSON")
     parser.add_argument("--idle-only", action="store_true", help="only the idle consumer")
     add_arguments(parser)
@@ -245,10 +314,13 @@ def main() -> None:
     started = time.perf_counter()
     if args.idle_only:
         output: dict[str, Any] = {"idle_consumer_cpu_percent_1000p": trio.run(idle_only, args)}
+        print(output)
     else:
-        output = attrs.asdict(trio.run(scale, args))
-    for name, value in output.items():
-        print(f"{name:42} {value}")
+        from bench import print_table  # (bench imports this module: not at the top)
+
+        result = trio.run(scale, args)
+        print_table(scale_head(result), scale_rows(result))
+        output = attrs.asdict(result)
     print(f"\n(took {time.perf_counter() - started:.1f} s)")
     if args.json:
         print(json.dumps(output, sort_keys=True))
