@@ -51,10 +51,10 @@ async def test_readers_of_many_partitions_share_one_get_per_packed_object(
     assert stats.misses >= PARTITIONS  # many ranges, served from those few GETs
 
 
-async def test_a_second_cold_consumer_reads_from_its_disk_cache_without_a_get(
+async def test_ranges_of_a_shared_object_are_not_cached_but_fetched_with_one_get_again(
     stores: Stores, tmp_path: Path
 ) -> None:
-    """The ranges a window served are cached as files: a restart reads them all locally."""
+    """A restart reads each packed object again with one GET; nothing was written per range."""
     await _write_flushes(stores, "t")
     counting = CountingStore(stores.storage)
     for _ in range(2):
@@ -62,4 +62,23 @@ async def test_a_second_cold_consumer_reads_from_its_disk_cache_without_a_get(
             "t", offset_reset="earliest", cache_dir=tmp_path / "cache"
         ) as consumer:
             await poll_until(consumer, FLUSHES * 400)
+            stats = await consumer.cache_stats()
+        assert stats.files == 0
+    assert counting.gets == 2 * FLUSHES
+
+
+async def test_an_object_of_one_partition_is_cached_whole(stores: Stores, tmp_path: Path) -> None:
+    """A single-partition object is read with one GET, cached, and read again from disk."""
+    await stores.meta.create_topic("one", 1)
+    async with stores.producer(linger=0.01) as producer:
+        for flush in range(FLUSHES):
+            await producer.send_batch("one", [b"v%d-%d" % (flush, i) for i in range(300)])
+    counting = CountingStore(stores.storage)
+    for _ in range(2):
+        async with Stores(counting, stores.meta).consumer(
+            "one", offset_reset="earliest", cache_dir=tmp_path / "cache"
+        ) as consumer:
+            await poll_until(consumer, FLUSHES * 300)
+            stats = await consumer.cache_stats()
+        assert stats.files == FLUSHES
     assert counting.gets == FLUSHES
