@@ -20,10 +20,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from ._errors import ConfigurationError
+from ._metadata.metered import metered_metadata
 from ._metadata.pg_url import redact
 from ._metadata.postgres import PostgresMetadataStore
 from ._metadata.protocol import MetadataStore
 from ._metadata.sqlite import SQLiteMetadataStore
+from ._metrics import ClientMetrics
 from ._storage.credentials import (
     AwsCredentialChain,
     CredentialProvider,
@@ -32,11 +34,13 @@ from ._storage.credentials import (
     botocore_available,
 )
 from ._storage.local import LocalObjectStore
+from ._storage.metered import MeteredObjectStore
 from ._storage.protocol import ObjectStore
 from ._storage.s3 import S3ObjectStore
 
 __all__ = [
     "data_home",
+    "open_metered_stores",
     "metadata_store_from_url",
     "object_store_from_url",
     "open_stores",
@@ -79,6 +83,21 @@ async def open_stores(
     finally:
         for store in reversed(owned):
             await store.aclose()
+
+
+@contextlib.asynccontextmanager
+async def open_metered_stores(
+    storage: ObjectStore | str | None, metadata: MetadataStore | str | None, metrics: ClientMetrics
+) -> AsyncIterator[tuple[ObjectStore, MetadataStore, str]]:
+    """The two stores (as ``open_stores``), measured for a client's ``metrics``, and
+    what a log line says of them (their reprs, which hold no credentials)."""
+    async with open_stores(storage, metadata) as (store, meta):
+        where = f" on {store!r} and {meta!r}"
+        yield (
+            MeteredObjectStore(store, metrics.storage()),
+            metered_metadata(meta, metrics.metadata()),
+            where,
+        )
 
 
 def object_store_from_url(

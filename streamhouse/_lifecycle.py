@@ -160,11 +160,16 @@ async def run_client(
     start: Callable[[Runtime], Awaitable[C]],
     close: Callable[[C, BaseException | None], Awaitable[None]],
     close_timeout: float,
+    *,
+    client_id: str = "",
+    where: str = "",
 ) -> AsyncIterator[C]:
     """Run a client's runtime around the body of an ``async with``; see the module docstring.
 
     Args:
         name: "consumer" or "producer", for messages.
+        client_id, where: the client's id, and what it runs on, for the
+            INFO lines of its opening and closing.
         start: starts the actors in the runtime and returns the client.
         close: closes the client by policy, told the body's exception (None
             when the body ended normally); skipped when the runtime died.
@@ -189,6 +194,8 @@ async def run_client(
                 # the finally stops the runtime, started or not.
                 await ready.wait()
                 client = opened[0]
+                lifecycle = logging.getLogger(f"streamhouse.{name}")
+                lifecycle.info("%s %s opened%s", name, client_id, where)
                 try:
                     yield client
                 except GeneratorExit:  # pragma: no cover - only if the generator is collected
@@ -198,6 +205,8 @@ async def run_client(
                 close_error = await _close(runtime, client, close, body_error, close_timeout)
             finally:
                 runtime.stop()
+                if opened:
+                    logging.getLogger(f"streamhouse.{name}").info("%s %s closed", name, client_id)
     except BaseException as exc:
         # What the task group raised on the way out. The body's own
         # exception wins, unless it was only a cancellation.

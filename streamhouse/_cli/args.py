@@ -195,9 +195,15 @@ def global_options(*, top: bool) -> argparse.ArgumentParser:
         "--metadata",
         metavar="URL",
         default=metadata_default,
-        help="metadata store: sqlite:///path/to/meta.db (env STREAMHOUSE_METADATA; "
+        help="metadata store: sqlite:///path/to/meta.db or "
+        "postgresql://user@host:port/db?schema=NAME (env STREAMHOUSE_METADATA; "
         "default: $STREAMHOUSE_HOME/metadata.db, else ./streamhouse-data/metadata.db)",
     )
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0 if top else argparse.SUPPRESS,
+        help="log to stderr: -v what happens (INFO: opening, closing, assignments, retries, "
+        "stalls), -vv every request too (DEBUG)",
+    )  # fmt: skip
     return parser
 
 

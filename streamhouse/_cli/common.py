@@ -20,10 +20,11 @@ import anyio
 
 from .._config import data_home, metadata_store_from_url, redact_url
 from .._errors import ConfigurationError
+from .._metadata.protocol import MetadataStore
 from .._metadata.sqlite import SQLiteMetadataStore
 from .output import Output
 
-__all__ = ["Cli", "require_metadata", "store_options"]
+__all__ = ["Cli", "open_metadata", "require_metadata", "store_options"]
 
 
 class Cli:
@@ -86,6 +87,13 @@ def require_metadata(args: argparse.Namespace) -> None:
             "--metadata or STREAMHOUSE_HOME; `streamhouse topics create` or `streamhouse demo` "
             "starts one)"
         )
+
+
+def open_metadata(args: argparse.Namespace) -> MetadataStore:
+    """The metadata store alone, for commands that read only it (never creating it)."""
+    if args.metadata is None:
+        return SQLiteMetadataStore(data_home() / "metadata.db", create=False)
+    return metadata_store_from_url(args.metadata, create=False)
 
 
 def store_options(args: argparse.Namespace) -> str:

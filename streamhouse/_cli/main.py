@@ -11,6 +11,7 @@ command is in common.py.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
@@ -21,7 +22,7 @@ import anyio.abc
 
 from .._errors import StreamHouseError
 from .._version import __version__
-from . import consume, demo, groups, maintain, produce, storage, topics
+from . import consume, demo, exporter, groups, maintain, produce, storage, top, topics
 from .args import Formatter, global_options
 from .common import Cli
 from .output import Output, StdoutClosed
@@ -54,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="command", required=True, metavar="COMMAND", help="what to do"
     )
     common = global_options(top=False)
-    for module in (topics, produce, consume, groups, maintain, storage, demo):
+    for module in (topics, produce, consume, groups, maintain, exporter, top, storage, demo):
         module.register(commands, common)
     return parser
 
@@ -84,8 +85,20 @@ async def _run(run: Command, args: argparse.Namespace, cli: Cli) -> int | None:
     return codes[0] if codes else None
 
 
+def _log_to_stderr(verbosity: int) -> None:
+    """``-v``: StreamHouse's INFO lines (and WARNINGs) on stderr; ``-vv``: DEBUG too."""
+    if verbosity <= 0:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("streamhouse")
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if verbosity > 1 else logging.INFO)
+
+
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
+    _log_to_stderr(args.verbose)
     cli = Cli(Output())
     try:
         code = anyio.run(_run, args.run, args, cli, backend="trio")

@@ -171,12 +171,7 @@ def decode_block(
         raise CorruptDataError(name, where, f"bad block magic {bytes(magic)!r}")
     if header_crc != crc32c(view[pos + 8 : pos + BLOCK_HEADER_SIZE]):
         raise CorruptDataError(name, where + 4, "block header checksum mismatch")
-    if codec not in (0, 1, 2) or flags & ~KNOWN_FLAGS or reserved:
-        raise CorruptDataError(name, where + 12, f"unknown codec {codec} or flags {flags:#x}")
-    if not 0 < n <= MAX_BLOCK_RECORDS or raw_size > MAX_BLOCK_RAW_SIZE or raw_size < 8 * n:
-        raise CorruptDataError(
-            name, where + 16, f"implausible block: {n} records in {raw_size} bytes"
-        )
+    _check_sizes(codec, flags, reserved, n, stored_size, raw_size, name, where)
     if entry is not None and (
         entry.first_offset_delta != first
         or entry.record_count != n
@@ -186,15 +181,6 @@ def decode_block(
         or entry.max_timestamp != max_ts
     ):
         raise CorruptDataError(name, where, "block header disagrees with the segment index")
-    # What a codec can expand to bounds what decompression may allocate:
-    # nothing for none, 255x for an lz4 block. zstd can legitimately expand
-    # further, so only MAX_BLOCK_RAW_SIZE bounds it.
-    if (codec == Codec.NONE and raw_size != stored_size) or (
-        codec == Codec.LZ4 and raw_size > 255 * stored_size + 64
-    ):
-        raise CorruptDataError(
-            name, where + 40, f"{stored_size} stored bytes cannot hold {raw_size} raw bytes"
-        )
     start = pos + BLOCK_HEADER_SIZE
     stored = view[start : start + stored_size]
     if len(stored) != stored_size:
@@ -205,6 +191,48 @@ def decode_block(
         )
     if crc32c(stored) != payload_crc:
         raise CorruptDataError(name, where + BLOCK_HEADER_SIZE, "block payload checksum mismatch")
+    raw = _decompress(stored, codec, raw_size, name, where + BLOCK_HEADER_SIZE)
+    try:
+        block = _decode_payload(raw, n, first, flags, min_ts, max_ts)
+    except (struct.error, ValueError, IndexError, UnicodeDecodeError) as exc:
+        raise CorruptDataError(name, where + BLOCK_HEADER_SIZE, f"bad payload: {exc}") from exc
+    if entry is not None and block.end_offset_delta != entry.end_offset_delta:
+        raise CorruptDataError(name, where, "block offsets disagree with the segment index")
+    return block
+
+
+def _check_sizes(
+    codec: int,
+    flags: int,
+    reserved: int,
+    n: int,
+    stored_size: int,
+    raw_size: int,
+    name: str,
+    where: int,
+) -> None:
+    """Refuses a block header whose codec, flags or sizes cannot be right."""
+    if codec not in (0, 1, 2) or flags & ~KNOWN_FLAGS or reserved:
+        raise CorruptDataError(name, where + 12, f"unknown codec {codec} or flags {flags:#x}")
+    if not 0 < n <= MAX_BLOCK_RECORDS or raw_size > MAX_BLOCK_RAW_SIZE or raw_size < 8 * n:
+        raise CorruptDataError(
+            name, where + 16, f"implausible block: {n} records in {raw_size} bytes"
+        )
+    # What a codec can expand to bounds what decompression may allocate:
+    # nothing for none, 255x for an lz4 block. zstd can legitimately expand
+    # further, so only MAX_BLOCK_RAW_SIZE bounds it.
+    if (codec == Codec.NONE and raw_size != stored_size) or (
+        codec == Codec.LZ4 and raw_size > 255 * stored_size + 64
+    ):
+        raise CorruptDataError(
+            name, where + 40, f"{stored_size} stored bytes cannot hold {raw_size} raw bytes"
+        )
+
+
+def _decompress(
+    stored: memoryview, codec: int, raw_size: int, name: str, where: int
+) -> bytes | memoryview:
+    """A block's payload, decompressed and checked to be ``raw_size`` bytes."""
     raw: bytes | memoryview
     try:
         if codec == Codec.LZ4:
@@ -216,22 +244,14 @@ def decode_block(
             raw = zstd_decompressor().decompress(stored, max_output_size=raw_size)
             got = len(raw)
         else:
-            raw, got = stored, stored_size
+            raw, got = stored, len(stored)
     except Exception as exc:  # lz4 and zstd raise their own error types
         raise CorruptDataError(
-            name, where + BLOCK_HEADER_SIZE, f"cannot decompress {Codec(codec).name}: {exc}"
+            name, where, f"cannot decompress {Codec(codec).name}: {exc}"
         ) from exc
     if got != raw_size:
-        raise CorruptDataError(
-            name, where + BLOCK_HEADER_SIZE, f"payload is {got} bytes, header says {raw_size}"
-        )
-    try:
-        block = _decode_payload(raw, n, first, flags, min_ts, max_ts)
-    except (struct.error, ValueError, IndexError, UnicodeDecodeError) as exc:
-        raise CorruptDataError(name, where + BLOCK_HEADER_SIZE, f"bad payload: {exc}") from exc
-    if entry is not None and block.end_offset_delta != entry.end_offset_delta:
-        raise CorruptDataError(name, where, "block offsets disagree with the segment index")
-    return block
+        raise CorruptDataError(name, where, f"payload is {got} bytes, header says {raw_size}")
+    return raw
 
 
 _scratch_local = threading.local()

@@ -24,6 +24,7 @@ import collections
 import functools
 import hashlib
 import itertools
+import time
 from pathlib import Path
 
 import anyio
@@ -33,6 +34,7 @@ import attrs
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectSendStream
 
+from .._metrics import CacheProbe, unread_metrics
 from .._storage.protocol import ObjectStore
 from .cachedir import CacheDirectory
 from .cachework import Fetched, Miss, Read, Want, WindowFetched, Writing, Written, write_file
@@ -90,19 +92,23 @@ def _ident(key: str, start: int, end: int) -> str:
 class CacheClient:
     """The readers' (and the facade's) handle on the cache actor: a clone of its inbox."""
 
-    def __init__(self, inbox: MemoryObjectSendStream[object]) -> None:
+    def __init__(self, inbox: MemoryObjectSendStream[object], probe: CacheProbe) -> None:
         self._inbox = inbox
+        self._latency = probe.fetch_latency
 
     async def get(
         self, key: str, start: int, end: int, *, refresh: bool = False, segment: bool = False
     ) -> bytes:
         """The bytes ``[start, end)`` of ``key``: from the cache, or fetched and cached."""
+        started = time.perf_counter()
         reply = Reply[bytes]()
         await self._inbox.send(Fetch(reply, key, start, end, refresh, segment))
         try:
-            return await reply.wait()
+            data = await reply.wait()
         finally:
             reply.abandon()
+        self._latency.observe(time.perf_counter() - started)
+        return data
 
     async def prefetch(self, key: str, start: int, end: int) -> None:
         await self._inbox.send(Prefetch(key, start, end))
@@ -127,8 +133,10 @@ class _Cache:
         parked_limit: int,
         own: MemoryObjectSendStream[object],
         tg: anyio.abc.TaskGroup,
+        probe: CacheProbe,
     ) -> None:
         self.storage = storage
+        self.probe = probe
         self.directory = directory.path if directory is not None else None
         self.budget = budget if directory is not None else 0
         self.parked_limit = parked_limit
@@ -142,6 +150,7 @@ class _Cache:
         for found in directory.files if directory is not None else []:
             self.lru[found.ident] = found.size
             self.total += found.size
+        probe.bytes.set(self.total)
         self.inflight: dict[str, list[Reply[bytes]]] = {}  # GETs under way, and their askers
         self.reserved: dict[str, int] = {}  # bytes promised to fetches under way
         self.writing: dict[str, Writing] = {}  # files being written
@@ -216,6 +225,7 @@ class _Cache:
 
     def hit(self, ident: str, want: Want) -> None:
         self.hits += 1
+        self.probe.hits.inc()
         self.lru.move_to_end(ident)
         if ident in self.writing:
             if want.reply is not None:
@@ -233,6 +243,7 @@ class _Cache:
 
     async def miss(self, ident: str, want: Want) -> None:
         self.misses += 1
+        self.probe.misses.inc()
         self.inflight[ident] = [want.reply] if want.reply is not None else []
         size = want.end - want.start
         write = None
@@ -291,6 +302,7 @@ class _Cache:
         """Drop the cached file of ``ident``, if any."""
         if ident in self.lru:
             self.total -= self.lru.pop(ident)
+            self.probe.bytes.set(self.total)
             await anyio.to_thread.run_sync(self.path_of(ident).unlink, True)
 
     async def make_room(self, room: int) -> bool:
@@ -308,6 +320,7 @@ class _Cache:
                 await self.writing[ident].done.wait()
             if self.lru.get(ident) is not None and next(iter(self.lru)) == ident:
                 self.evictions += 1
+                self.probe.evictions.inc()
                 await self.forget(ident)
             reserved = sum(self.reserved.values())
         return True
@@ -322,6 +335,7 @@ class _Cache:
             self.writing[msg.ident] = Writing(msg.write, msg.data, msg.ended)
             self.lru[msg.ident] = size
             self.total += size
+            self.probe.bytes.set(self.total)
         answer: bytes | Exception
         if msg.data is not None:
             answer = msg.data
@@ -362,6 +376,7 @@ class _Cache:
         del self.writing[msg.ident]
         if msg.ident in self.lru and not msg.ok:
             self.total -= self.lru.pop(msg.ident)
+            self.probe.bytes.set(self.total)
         for later in self.deferred.pop(msg.ident, []):
             await self.want(later)
 
@@ -434,15 +449,18 @@ async def run_cache(
     budget: int,
     *,
     parked_limit: int = 8,
+    probe: CacheProbe | None = None,
     task_status: TaskStatus[CacheClient] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the cache actor until cancelled; hand a client to the starter.
 
-    ``directory`` None (or a budget of 0) keeps nothing on disk.
+    ``directory`` None (or a budget of 0) keeps nothing on disk. ``probe``:
+    the metrics of its hits, misses, evictions and size.
     ``parked_limit`` bounds the prefetched ranges held in memory for the
     reads that follow them: read ahead from their files, or fetched when the
     budget cannot cache them (the readers' read-ahead, in segments).
     """
+    probe = probe or unread_metrics().cache()
     # 16: readers ask, and helper tasks report, while the actor may wait for
     # a write to end (make_room); a few queued messages keep them going.
     inbox_send, inbox = anyio.create_memory_object_stream[object](16)
@@ -452,12 +470,13 @@ async def run_cache(
     cache: _Cache | None = None
     try:
         async with anyio.create_task_group() as tg, own, inbox:
-            cache = _Cache(storage, directory, budget, parked_limit, own, tg)
-            task_status.started(CacheClient(inbox_send))
+            cache = _Cache(storage, directory, budget, parked_limit, own, tg, probe)
+            task_status.started(CacheClient(inbox_send, probe))
             async for msg in inbox:
                 await cache.handle(msg)
     finally:
         if cache is not None:
             cache.close()
+        probe.close()
         drain(inbox)
         inbox_send.close()

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Mapping
 
 import anyio
 
 from .._errors import InvalidArgumentError, RetriableError
 from .._metadata.protocol import MetadataStore
+from .._metrics import ConsumerProbe
 from .._retry import RetryBurst
 from .._types import TopicPartition
 from .messages import CloseMode
@@ -32,9 +34,14 @@ _log = logging.getLogger("streamhouse.consumer")
 
 class Commits:
     def __init__(
-        self, metadata: MetadataStore, group_id: str | None, interval: float | None
+        self,
+        metadata: MetadataStore,
+        group_id: str | None,
+        interval: float | None,
+        probe: ConsumerProbe,
     ) -> None:
         self._metadata = metadata
+        self._latency = probe.commit_latency
         self._group_id = group_id
         self._interval = interval  # auto-commit's, or None
         self._log = RetryBurst(_log, f"auto-commit of group {group_id!r}")
@@ -75,7 +82,9 @@ class Commits:
             raise InvalidArgumentError("commit needs a group_id: open the consumer with one")
         if not offsets:
             return
+        started = time.perf_counter()
         await self._metadata.commit_offsets(self._group_id, offsets)
+        self._latency.observe(time.perf_counter() - started)
         for tp, offset in offsets.items():
             part = parts.get(tp)
             if part is not None:

@@ -48,6 +48,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from .._errors import ClosedError, InvalidArgumentError, OffsetOutOfRangeError
 from .._metadata.protocol import MetadataStore
+from .._metrics import ConsumerProbe, unread_metrics
 from .._retry import RetryPolicy
 from .._types import OffsetReset, TopicPartition
 from .cache import CacheClient
@@ -117,8 +118,11 @@ class Coordinator:
         inbox: MemoryObjectReceiveStream[object],
         inbox_send: MemoryObjectSendStream[object],
         bell: MemoryObjectSendStream[None],
+        probe: ConsumerProbe | None = None,
     ) -> None:
         self._settings = settings
+        # The metrics: per block, per commit, the lag gauges once a second.
+        self._probe = probe or unread_metrics().consumer(settings.group_id)
         self._metadata = metadata
         self._cache = cache
         self._inbox = inbox
@@ -132,7 +136,7 @@ class Coordinator:
         self._epochs = itertools.count()  # facade-visible epochs, and readers'
         self._bulletin = Bulletin(bell, settings.stall_timeout)
         interval = settings.auto_commit_interval if settings.auto_commit else None
-        self._commits = Commits(metadata, settings.group_id, interval)
+        self._commits = Commits(metadata, settings.group_id, interval, self._probe)
         self._readers: Readers | None = None
         self._closed = False
 
@@ -169,6 +173,7 @@ class Coordinator:
                     part.reader.stop()
             drain(self._inbox)
             self._inbox.close()
+            self._probe.close()
 
     async def _next_message(self) -> object | None:
         try:
@@ -327,6 +332,7 @@ class Coordinator:
             return
         part.pending.append(records)
         part.expected = records.next_offset
+        self._probe.accepted(msg.tp, records, msg.size)
         if not part.paused:
             self._ready[msg.tp] = None
 
@@ -344,6 +350,9 @@ class Coordinator:
                 continue
             part.log_start, part.high_watermark = s.log_start_offset, s.high_watermark
             self._wake_if_behind(part)
+        now = anyio.current_time()
+        if now >= self._probe.next_lags:
+            self._probe.update_lags(self._parts.values(), now)
 
     def _wake_if_behind(self, part: Partition) -> None:
         if part.waiting_at is not None and part.high_watermark > part.waiting_at:
@@ -442,6 +451,7 @@ class Coordinator:
 
     def _lags(self, partitions: frozenset[TopicPartition] | None) -> dict[TopicPartition, int]:
         chosen = self._parts.values() if partitions is None else map(self._part, partitions)
+        self._probe.update_lags(self._parts.values(), anyio.current_time())  # as answered
         return {p.tp: max(0, p.high_watermark - p.position) for p in chosen}
 
     def _pause(self, partitions: frozenset[TopicPartition]) -> dict[TopicPartition, int]:
@@ -513,6 +523,8 @@ class Coordinator:
             self._refresh()
         if not initial:
             self._bulletin.assignment(frozenset(self._parts))
+            self._probe.rebalanced()
+        self._probe.next_lags = -math.inf  # the new partitions' gauges at the next refresh
 
     def _revoke(self, partitions: Iterable[TopicPartition]) -> None:
         topics = {tp.topic for tp in self._parts}
@@ -529,3 +541,5 @@ class Coordinator:
         if {tp.topic for tp in self._parts} != topics:
             self._refresh()
         self._bulletin.assignment(frozenset(self._parts))
+        self._probe.forget(partitions)
+        self._probe.rebalanced()

@@ -221,6 +221,7 @@ class Batch:
     start: int = attrs.field(
         default=attrs.Factory(lambda b: b.records.first_offset, takes_self=True)
     )
+    size: int = 0  # bytes as stored (the segment's, pro rata): for the metrics
 
 
 @attrs.frozen

@@ -30,7 +30,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 from .._retry import RetryBurst
 from .._types import TopicPartition
 from .messages import Notices, TakeNotices, name_of
-from .partitions import Troubles, stall_error
+from .partitions import Troubles, names, stall_error
 
 __all__ = ["Bulletin"]
 
@@ -62,6 +62,7 @@ class Bulletin:
         self.ring()
 
     def assignment(self, tps: frozenset[TopicPartition]) -> None:
+        _log.info("assignment changed: %d partition(s): %s", len(tps), names(tps, 5) or "none")
         self._assignment = tps
         self.ring()
 
@@ -112,5 +113,9 @@ class Bulletin:
                 stuck |= waiting()
         if last is not None:
             self.errors.append(stall_error(stuck, last, self.troubles.stall_timeout))
+            _log.warning(
+                "stalled: no progress on %s for stall_timeout=%s s: %s",
+                names(stuck, 5) or "the high watermarks", self.troubles.stall_timeout, last,
+            )  # fmt: skip
         if self.errors:
             self.ring()

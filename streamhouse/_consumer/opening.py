@@ -20,11 +20,13 @@ from pathlib import Path
 import anyio
 import anyio.to_thread
 import attrs
+from prometheus_client import CollectorRegistry
 
-from .._config import open_stores
+from .._config import open_metered_stores
 from .._errors import InvalidArgumentError, TopicNotFoundError
 from .._lifecycle import Runtime, run_client
 from .._metadata.protocol import MetadataStore, PartitionState
+from .._metrics import ClientMetrics, check_client_id, client_metrics
 from .._names import check_group_id, check_topic_name
 from .._retry import RetryPolicy, retry_call
 from .._storage.protocol import ObjectStore
@@ -59,6 +61,8 @@ async def open_consumer(
     stall_timeout: float = 60.0,
     close_timeout: float = 30.0,
     retry: RetryPolicy | None = None,
+    client_id: str | None = None,
+    metrics_registry: CollectorRegistry | None = None,
 ) -> AsyncIterator[Consumer]:
     """Open a consumer of ``topics`` (all their partitions) or of exact TopicPartitions.
 
@@ -96,6 +100,9 @@ async def open_consumer(
         close_timeout: seconds leaving the block may take to commit.
         retry: the backoff for transient errors (the readers retry until
             they succeed; the lookups at open, ``retry.attempts`` times).
+        client_id, metrics_registry: its metrics' ``client_id`` label (and
+            name in logs; 1-255 of ``[A-Za-z0-9._-]``, generated if omitted),
+            and their CollectorRegistry (the default one if omitted).
 
     Raises:
         InvalidArgumentError: an argument has the wrong type or is out of range.
@@ -111,18 +118,38 @@ async def open_consumer(
     )  # fmt: skip
     local = _Local.check(max_poll_records, cache_dir, cache_size_bytes, close_timeout)
     wanted = _topic_list(topics)
-    async with open_stores(storage, metadata) as (store, meta):
+    metrics = client_metrics(metrics_registry, check_client_id(client_id, "consumer"))
+    async with open_metered_stores(storage, metadata, metrics) as (store, meta, where):
         starts = await _starts(meta, wanted, settings)
-        async with _cache_directory(local) as directory:
-            start = functools.partial(_start, settings, local, store, meta, directory, starts)
-            close = functools.partial(_close, settings)
-            consumer: Consumer | None = None
-            try:
-                async with run_client("consumer", start, close, local.close_timeout) as consumer:
-                    yield consumer
-            finally:
-                if consumer is not None:
-                    consumer._release()
+        async with _running(settings, local, store, meta, starts, metrics, where) as consumer:
+            yield consumer
+
+
+@contextlib.asynccontextmanager
+async def _running(
+    settings: Settings,
+    local: _Local,
+    store: ObjectStore,
+    meta: MetadataStore,
+    starts: dict[TopicPartition, PartitionStart],
+    metrics: ClientMetrics,
+    where: str,
+) -> AsyncIterator[Consumer]:
+    """Take the cache directory, run the actors beside the body, release what the facade holds."""
+    where += f": group {settings.group_id!r}, {len(starts)} partition(s): {names(starts, 5)}"
+    async with _cache_directory(local) as directory:
+        start = functools.partial(_start, settings, local, store, meta, directory, starts, metrics)
+        close = functools.partial(_close, settings)
+        consumer: Consumer | None = None
+        try:
+            async with run_client(
+                "consumer", start, close, local.close_timeout, client_id=metrics.client_id,
+                where=where,
+            ) as consumer:  # fmt: skip
+                yield consumer
+        finally:
+            if consumer is not None:
+                consumer._release()
 
 
 @attrs.frozen
@@ -260,11 +287,14 @@ async def _start(
     meta: MetadataStore,
     directory: CacheDirectory | None,
     starts: dict[TopicPartition, PartitionStart],
+    metrics: ClientMetrics,
     runtime: Runtime,
 ) -> Consumer:
     """Start the cache and the coordinator (which starts the readers); make the facade."""
     ahead = len(starts) * SEGMENTS_AHEAD
-    run = functools.partial(run_cache, store, directory, local.budget, parked_limit=ahead)
+    run = functools.partial(
+        run_cache, store, directory, local.budget, parked_limit=ahead, probe=metrics.cache()
+    )
     cache: CacheClient = await runtime.start(run)
     # 64: the readers' batches and the facade's messages queue here while the
     # coordinator commits; more would only hold more blocks in memory.
@@ -272,7 +302,10 @@ async def _start(
     # 1: the bell is rung once however often; the coordinator never waits on it.
     bell_send, bell = anyio.create_memory_object_stream[None](1)
     try:
-        coordinator = Coordinator(settings, meta, cache, inbox, inbox_send.clone(), bell_send)
+        probe = metrics.consumer(settings.group_id)
+        coordinator = Coordinator(
+            settings, meta, cache, inbox, inbox_send.clone(), bell_send, probe
+        )
         await runtime.start(coordinator.run, starts)
     except BaseException:
         for end in (inbox_send, inbox, bell_send, bell):

@@ -253,7 +253,8 @@ class _Reader:
         if not len(records):
             return
         await self.take_credit()
-        await self.out.send(Batch(self.tp, self.epoch, records, self.offset))
+        size = seg.length * len(records) // max(1, seg.record_count)
+        await self.out.send(Batch(self.tp, self.epoch, records, self.offset, size))
         self.offset = records.next_offset
         await self.progressed()
 

@@ -69,6 +69,7 @@ from .common import (
     segment,
     topic_info,
 )
+from .monitoring import PostgresMonitoring
 from .pg_listen import Listener, PostgresWatch, channel_for, notify_payload
 from .pg_maint import PostgresMaintenance
 from .pg_url import check_schema_name, redact, split_postgres_url
@@ -105,7 +106,7 @@ class _BrokenConnection(MetadataUnavailableError):
     call may succeed on another connection, so it is retried."""
 
 
-class PostgresMetadataStore(PostgresMaintenance):
+class PostgresMetadataStore(PostgresMaintenance, PostgresMonitoring):
     """The MetadataStore protocol on a schema of a PostgreSQL database.
 
     Args:

@@ -24,9 +24,12 @@ __all__ = [
     "CommittedOffset",
     "CompactionCheckpoint",
     "Garbage",
+    "GroupOffset",
     "MaintenanceLease",
     "MetadataStore",
+    "MonitoringSnapshot",
     "PartitionState",
+    "PartitionSummary",
     "RetiredSegments",
     "SegmentInfo",
     "SegmentSpec",
@@ -204,6 +207,44 @@ class Garbage:
     size: int | None
 
 
+@attrs.frozen
+class PartitionSummary:
+    """A partition's bounds and the bytes its segments hold (for monitoring)."""
+
+    topic: str
+    partition: int
+    log_start_offset: int
+    high_watermark: int
+    bytes: int
+
+
+@attrs.frozen
+class GroupOffset:
+    """A group's committed offset and the timestamp (ms) of its record, if one is stored.
+
+    The timestamp is the catalogue's, not the record's: see ``monitoring.py``.
+    """
+
+    group_id: str
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int | None
+
+
+@attrs.frozen
+class MonitoringSnapshot:
+    """Every partition, every committed offset (of the groups asked), and group members.
+
+    ``members``: the number of members of each group the store knows of
+    (empty until the store keeps group membership).
+    """
+
+    partitions: list[PartitionSummary]
+    offsets: list[GroupOffset]
+    members: Mapping[str, int] = attrs.Factory(dict)
+
+
 class CatalogueWatch(Protocol):
     """Wakes a reader when the catalogue of some topics may have changed.
 
@@ -315,6 +356,12 @@ class MetadataStore(Protocol):
 
     async def delete_group(self, group_id: str) -> None:
         """Forget every offset the group committed."""
+        ...
+
+    async def monitoring_snapshot(self, groups: Sequence[str] | None = None) -> MonitoringSnapshot:
+        """Every partition's bounds and bytes, and the committed offsets of ``groups``
+        (all when None) with their records' timestamps, in ONE query: what the
+        exporter serves (see ``monitoring.py``)."""
         ...
 
     # -- maintenance (see streamhouse/_maintenance) ------------------------

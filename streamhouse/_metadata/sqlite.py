@@ -53,6 +53,7 @@ from .common import (
     segment,
     topic_info,
 )
+from .monitoring import SQLiteMonitoring
 from .protocol import (
     CatalogueWatch,
     CommittedOffset,
@@ -77,7 +78,7 @@ def _check_partition(conn: sqlite3.Connection, topic: str, partition: int) -> No
 
 
 @attrs.define(eq=False)
-class SQLiteMetadataStore(SQLiteMaintenance):
+class SQLiteMetadataStore(SQLiteMaintenance, SQLiteMonitoring):
     """The MetadataStore protocol on one SQLite file.
 
     Args:

@@ -50,6 +50,13 @@ class Batch:
             cols = self.parts[(topic, partition)] = Columns()
         return cols
 
+    def topic_records(self) -> dict[str, int]:
+        """How many records of each topic the batch holds."""
+        out: dict[str, int] = {}
+        for (topic, _), cols in self.parts.items():
+            out[topic] = out.get(topic, 0) + len(cols.timestamps)
+        return out
+
     def outcome(self) -> dict[tuple[str, int], int]:
         """The base offsets, or a fresh DeliveryError for each caller that asks."""
         error = self.error

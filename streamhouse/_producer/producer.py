@@ -32,24 +32,22 @@ affected either way.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 
 import anyio
 import anyio.abc
 
-from .._codec import Codec, Headers
-from .._config import open_stores
+from .._codec import Headers
 from .._errors import (
     ClosedError,
     DeliveryError,
     InvalidArgumentError,
     PartitionNotFoundError,
 )
-from .._lifecycle import Runtime, run_client
 from .._metadata.protocol import MetadataStore
+from .._metrics import ProducerProbe
 from .._names import check_topic_name
 from .._storage.protocol import ObjectStore
 from .._types import CleanupPolicy, RecordMetadata, SendBatchResult
@@ -63,12 +61,11 @@ from .checks import (
     check_sequence,
     check_timestamp,
     check_timestamps,
-    producer_options,
 )
 from .partitioner import StickyPartitioner, keyed_partition
 from .writer import BatchWriter
 
-__all__ = ["Producer", "open_producer"]
+__all__ = ["Producer"]
 
 _TOPIC_CACHE_SECONDS = 30.0
 
@@ -86,11 +83,13 @@ class Producer:
         metadata: MetadataStore,
         task_group: anyio.abc.TaskGroup,
         options: ProducerOptions,
+        probe: ProducerProbe,
     ) -> None:
         self._metadata = metadata
+        self._probe = probe
         self._tg = task_group
         self._options = options
-        self._writer = BatchWriter(storage, metadata, options)
+        self._writer = BatchWriter(storage, metadata, options, probe)
         self._sticky = StickyPartitioner()
         self._topics: dict[str, tuple[int, bool, float]] = {}  # count, compacted, when
         self._open: Batch | None = None
@@ -374,14 +373,17 @@ class Producer:
         self._tg.start_soon(self._flush, batch)
 
     async def _flush(self, batch: Batch) -> None:
+        started = time.perf_counter()
         try:
             batch.bases = await self._writer.write(batch)
         except Exception as exc:
             batch.error = exc
+            self._probe.failed(batch.topic_records())
         except BaseException:
             batch.error = ClosedError("the producer closed before this batch was written")
             raise
         finally:
+            self._probe.flush_latency.observe(time.perf_counter() - started)
             batch.previous = None
             self._buffered -= batch.size
             self._space.set()
@@ -396,89 +398,3 @@ class Producer:
         if last is not None:
             await last.done.wait()
         self._space.set()
-
-
-@contextlib.asynccontextmanager
-async def open_producer(
-    *,
-    storage: ObjectStore | str | None = None,
-    metadata: MetadataStore | str | None = None,
-    linger: float = 0.05,
-    compression: Codec | str = "lz4",
-    max_batch_bytes: int = 4 * 2**20,
-    max_record_bytes: int = 8 * 2**20,
-    max_in_flight: int = 8,
-    buffer_bytes: int = 128 * 2**20,
-    delivery_timeout: float = 120.0,
-    retries: int | None = None,
-    retry_backoff: float = 0.1,
-    retry_backoff_max: float = 1.0,
-    close_timeout: float = 60.0,
-) -> AsyncIterator[Producer]:
-    """Open a producer; leaving the block writes every accepted record.
-
-    Args:
-        storage: an ObjectStore or a URL (``s3://bucket/prefix``,
-            ``file:///path``); the embedded default when omitted.
-        metadata: a MetadataStore or a URL (``sqlite:///path``); the embedded
-            default when omitted.
-        linger: seconds a batch waits for more records before it is flushed;
-            0 sends at once (records sent in the same moment still share a
-            batch), as in Kafka.
-        compression: "lz4", "zstd" or "none".
-        max_batch_bytes: a batch holding this much is flushed at once. 4 MiB
-            keeps encoding and uploading overlapped (measured against 2, 8
-            and 16 MiB into SeaweedFS; scripts/bench.py measures it). At most
-            128 MiB.
-        max_record_bytes: larger records (key + value + headers) are refused
-            at send. At most 128 MiB.
-        max_in_flight: batches uploading at once.
-        buffer_bytes: sends wait while this much is accepted but unwritten
-            (at most ``delivery_timeout``, then DeliveryError); at least 1.
-        delivery_timeout: seconds a batch may take, from being flushed, to
-            become durable (uploads and commits, retries included), as
-            Kafka's delivery.timeout.ms; its records fail with DeliveryError
-            after that, and none of them becomes visible later. A commit
-            already running then is not abandoned (its outcome is reported
-            as it is), so allow one metadata call's time limit on top.
-        retries: attempts for a retriable upload or commit failure; None (the
-            default) retries until ``delivery_timeout``, as Kafka does.
-        retry_backoff: seconds before the first retry at most, doubling
-            after, with full jitter (one RetryPolicy).
-        retry_backoff_max: the largest backoff (Kafka's retry.backoff.max.ms).
-        close_timeout: seconds leaving the block may spend writing.
-
-    Raises:
-        InvalidArgumentError: an option is out of range, NaN or infinite (the
-            message names it).
-        StorageError: the object store cannot be used (``ObjectStore.check``:
-            an unreachable endpoint, a missing bucket, refused credentials).
-    """
-    options = producer_options(
-        linger=linger,
-        compression=compression,
-        max_batch_bytes=max_batch_bytes,
-        max_record_bytes=max_record_bytes,
-        max_in_flight=max_in_flight,
-        buffer_bytes=buffer_bytes,
-        retries=retries,
-        retry_backoff=retry_backoff,
-        retry_backoff_max=retry_backoff_max,
-        delivery_timeout=delivery_timeout,
-        close_timeout=close_timeout,
-    )
-
-    async def start(runtime: Runtime) -> Producer:
-        # A wrong endpoint, bucket or key fails here, at once and clearly,
-        # rather than as every send's DeliveryError delivery_timeout later.
-        await store.check()
-        return Producer(store, meta, runtime.task_group, options)
-
-    async def close(producer: Producer, body_error: BaseException | None) -> None:
-        await producer._close()  # every accepted record is written, whatever the body did
-
-    async with (
-        open_stores(storage, metadata) as (store, meta),
-        run_client("producer", start, close, close_timeout) as producer,
-    ):
-        yield producer

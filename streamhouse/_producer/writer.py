@@ -48,6 +48,7 @@ from .._codec import encode_segment
 from .._errors import DeliveryError, RetriableError
 from .._log import get_logger
 from .._metadata.protocol import MetadataStore, SegmentInfo, SegmentSpec
+from .._metrics import ProducerProbe
 from .._retry import RetryBurst, deadline_at, retry_call
 from .._storage.keys import new_object_key
 from .._storage.protocol import ObjectStore
@@ -65,8 +66,13 @@ class BatchWriter:
     """Makes sealed batches durable, each within its delivery timeout (see above)."""
 
     def __init__(
-        self, storage: ObjectStore, metadata: MetadataStore, options: ProducerOptions
+        self,
+        storage: ObjectStore,
+        metadata: MetadataStore,
+        options: ProducerOptions,
+        probe: ProducerProbe,
     ) -> None:
+        self._probe = probe
         self._storage = storage
         self._metadata = metadata
         self._options = options
@@ -104,6 +110,11 @@ class BatchWriter:
             await batch.previous.done.wait()
         self._check_deadline(deadline, "waiting to commit")
         infos = await self._commit(key, specs, deadline)
+        written: dict[str, tuple[int, int]] = {}
+        for s in specs:
+            records, size = written.get(s.topic, (0, 0))
+            written[s.topic] = (records + s.record_count, size + s.length)
+        self._probe.written(written)
         return {(s.topic, s.partition): s.base_offset for s in infos}
 
     def _check_deadline(self, deadline: float, doing: str) -> None:

@@ -49,7 +49,7 @@ from .._errors import (
     StorageUnavailableError,
 )
 from .._log import get_logger
-from .._retry import RetryBurst, RetryPolicy, current_deadline, retry_call
+from .._retry import RetryBurst, RetryPolicy, current_deadline, deadline_at, retry_call
 from .credentials import CredentialProvider, Credentials, StaticCredentials
 from .protocol import ObjectInfo, check_key
 
@@ -362,6 +362,11 @@ class S3ObjectStore:
         bucket, its error answer has a body, so the message can say
         SignatureDoesNotMatch or AccessDenied rather than only 403.
 
+        The check as a whole, retries included, takes at most ``timeout``
+        seconds: it runs when a client opens, where an endpoint that accepts
+        and never answers cost 5 attempts of 30 s (150 s) before the user
+        heard anything.
+
         Raises:
             ObjectNotFoundError: the bucket does not exist (the message names
                 it and the endpoint).
@@ -371,7 +376,8 @@ class S3ObjectStore:
         prefix = f"{self.prefix}/" if self.prefix else ""
         params = {"list-type": "2", "max-keys": "1", "prefix": prefix}
         try:
-            await self._request("GET", None, params=params, ok=frozenset({200}))
+            with deadline_at(anyio.current_time() + self.timeout):
+                await self._request("GET", None, params=params, ok=frozenset({200}))
         except ObjectNotFoundError as exc:
             raise ObjectNotFoundError(
                 f"bucket {self.bucket!r} does not exist at {self.endpoint}; create it first "

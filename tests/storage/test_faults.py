@@ -57,6 +57,20 @@ async def test_an_endpoint_that_never_answers_times_out_per_attempt(
     await store.aclose()
 
 
+async def test_the_check_at_open_takes_at_most_timeout_in_all(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """check() runs as a client opens: a silent endpoint fails it within `timeout` in all."""
+    transport = NeverAnswers()
+    store = _store(transport, RetryPolicy(attempts=5, base_delay=0.1), timeout=30.0)
+    start = trio.current_time()
+    with pytest.raises(StorageUnavailableError, match="within 30 s"):
+        await store.check()
+    assert trio.current_time() - start == pytest.approx(30, abs=1e-9)
+    assert len(transport.requests) == 1  # no second attempt starts past the deadline
+    await store.aclose()
+
+
 async def test_a_large_body_earns_more_time(autojump_clock: trio.testing.MockClock) -> None:
     """An attempt gets one more second per MiB it sends, so big objects survive slow links."""
     transport = NeverAnswers()
