@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from streamhouse._consumer.spans import Windows
+
 from ..faults import CountingStore
 from ..helpers import Stores, poll_until
 
@@ -82,3 +84,19 @@ async def test_an_object_of_one_partition_is_cached_whole(stores: Stores, tmp_pa
             stats = await consumer.cache_stats()
         assert stats.files == FLUSHES
     assert counting.gets == FLUSHES
+
+
+async def test_windows_are_held_up_to_their_byte_bound_oldest_out_first() -> None:
+    """Windows past the bound go least recently used first; a window its asks took whole, never."""
+    windows = Windows(held_bytes=250)
+    windows.keep("one", b"a" * 100, [(0, 100)])  # one segment, taken whole: nothing to share
+    assert windows.slice("one", 0, 10) is None
+    for key in ("x", "y"):
+        windows.keep(key, key.encode() * 100, [(0, 10)])
+    assert windows.slice("x", 10, 20) == b"x" * 10  # x is now the most recently used
+    windows.keep("z", b"z" * 100, [(0, 10)])  # 300 bytes: y goes
+    assert windows.slice("y", 0, 1) is None
+    assert windows.slice("x", 95, 100) == b"x" * 5
+    assert windows.slice("z", 0, 101) is None  # past the window's end: not from it
+    windows.drop("x")
+    assert windows.slice("x", 0, 1) is None
