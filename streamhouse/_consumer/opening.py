@@ -91,7 +91,9 @@ async def open_consumer(
         cache_size_bytes: the cache's byte budget on disk; 0 keeps nothing on
             disk (and ``cache_dir`` is not used).
         prefetch_batches: blocks read ahead per partition.
-        metadata_refresh_interval: seconds between watermark queries.
+        metadata_refresh_interval: seconds between two looks for new data
+            (a watermark query, made only when the store's watch says the
+            catalogue may have changed: an idle consumer makes none).
         stall_timeout: when errors keep a partition from making progress this
             many seconds, the next poll raises the error (once; polls after
             it go on), and again after each further ``stall_timeout``.

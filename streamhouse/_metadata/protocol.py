@@ -256,10 +256,14 @@ class CatalogueWatch(Protocol):
     store lost and regained its listener, or at the timeout).
     """
 
-    async def wait(self, timeout: float) -> None:
+    async def wait(self, timeout: float) -> bool:
         """Return once the watched topics may have new segments or bounds
         since the previous ``wait`` returned (the first call returns at
         once), or after ``timeout`` seconds.
+
+        Returns:
+            True when woken by a possible change, False at the timeout with
+            nothing seen (``wait(0)`` is a cheap look: has anything moved?).
 
         Raises:
             InvalidArgumentError: ``timeout`` is negative or not finite.
