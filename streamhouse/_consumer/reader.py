@@ -40,6 +40,7 @@ segment, or that retention removed them (out of range).
 from __future__ import annotations
 
 import functools
+import math
 
 import anyio
 import anyio.abc
@@ -327,10 +328,21 @@ async def run_refresher(
         watch = metadata.watch(topics)
         task_status.started()
         spacing, quiet = 1, 0.0
+        queried = -math.inf
         while True:
-            await anyio.sleep(interval * spacing)
-            if await _refresh_once(topics, metadata, watch, backoff, out):
+            if watch.pushed:
+                # PostgreSQL's NOTIFY wakes the wait the moment a commit
+                # lands: a new record is seen within milliseconds, not at the
+                # next tick, and no query is made meanwhile. Still at most
+                # one query per interval while producers commit often.
+                woken = await watch.wait(interval * spacing)
+                await anyio.sleep(max(0.0, queried + interval - anyio.current_time()))
+            else:
+                woken = False
+                await anyio.sleep(interval * spacing)
+            if await _refresh_once(topics, metadata, watch, backoff, out, woken=woken):
                 spacing, quiet = 1, 0.0
+                queried = anyio.current_time()
                 continue
             quiet += interval * spacing
             if quiet >= _QUIET:
@@ -343,9 +355,12 @@ async def _refresh_once(
     watch: CatalogueWatch,
     backoff: Backoff,
     out: MemoryObjectSendStream[object],
+    *,
+    woken: bool = False,
 ) -> bool:
-    """Send the bounds if the catalogue may have changed; whether it did."""
-    changed = False  # seen by the watch, not yet queried: kept across failures
+    """Send the bounds if the catalogue may have changed (``woken``: the
+    watch already said so); whether it did."""
+    changed = woken  # seen by the watch, not yet queried: kept across failures
     while True:
         try:
             changed = changed or await watch.wait(0)

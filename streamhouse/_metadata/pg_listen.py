@@ -178,6 +178,10 @@ class PostgresWatch:
         self._limiter = limiter
         self._seen: Snapshot | None = None
 
+    @property
+    def pushed(self) -> bool:
+        return self._listener().alive
+
     async def wait(self, timeout: float) -> bool:
         timeout = check_timeout(timeout)
         listener = self._listener()

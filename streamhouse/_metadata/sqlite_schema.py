@@ -96,6 +96,10 @@ class SQLiteWatch:
     _seen: int | None = None
     _started: bool = False
 
+    @property
+    def pushed(self) -> bool:
+        return False  # no notifications: every wait looks at the counter
+
     async def wait(self, timeout: float) -> bool:
         timeout = check_timeout(timeout)
         deadline = anyio.current_time() + timeout
