@@ -71,6 +71,8 @@ from aiokafka.structs import TopicPartition as KafkaTP
 from bench_codec import best_time  # scripts/ is on sys.path when run as a script
 from bench_groups import groups, print_groups
 from bench_maintain import maintenance, print_maintenance
+from bench_scale import Scale, scale, scale_head, scale_rows
+from bench_scale import add_arguments as add_scale_arguments
 
 from streamhouse import (
     Consumer,
@@ -510,6 +512,7 @@ class Targets:
     consumer_baseline_rss_mb: float = 0.0
     consumer_peak_rss_mb: float = 0.0
     consumer_half_backlog_peak_rss_mb: float = 0.0
+    scale: Scale | None = None  # issue 17's figures (scripts/bench_scale.py), flattened in JSON
     seconds: float = 0.0
 
 
@@ -586,6 +589,9 @@ async def targets(args: argparse.Namespace) -> Targets:
         r.consumer_baseline_rss_mb = rss.baseline_rss_mb
         r.consumer_peak_rss_mb = rss.peak_rss_mb
         r.consumer_half_backlog_peak_rss_mb = half.peak_rss_mb
+
+        # partitions and requests: 4 against 1,000, GETs and PUTs per GiB
+        r.scale = await scale(args, server)
 
         r.objects = len(object_keys)
         r.stored_mb = round(stored / MB, 1)
@@ -704,6 +710,9 @@ def print_targets(r: Targets) -> None:
         f"{os.cpu_count()} cores",
         target_rows(r),
     )
+    if r.scale is not None:
+        print()
+        print_table(scale_head(r.scale), scale_rows(r.scale))
 
 
 # -- scaling ----------------------------------------------------------------------------
@@ -952,6 +961,7 @@ def main() -> None:
         "--groups", action="store_true", help="consumer groups: time until every partition "
         "is owned again as members join, leave and crash (scripts/bench_groups.py)",
     )  # fmt: skip
+    add_scale_arguments(parser)
     args = parser.parse_args()
     started = time.perf_counter()
     if args.groups:
@@ -979,6 +989,7 @@ def main() -> None:
         print_targets(r)
         r.seconds = seconds = round(time.perf_counter() - started, 1)
         output = as_json(r)
+        output.update(output.pop("scale") or {})
     print(f"\n(took {seconds} s)")
     if args.json:
         print(json.dumps(output, sort_keys=True))

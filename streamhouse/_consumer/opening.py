@@ -98,7 +98,8 @@ async def open_consumer(
             process, gets a ConfigurationError: the lock goes with the process).
         cache_size_bytes: the cache's budget on disk (0: nothing kept on disk).
         prefetch_batches: blocks read ahead per partition.
-        metadata_refresh_interval: seconds between watermark queries.
+        metadata_refresh_interval: seconds between two looks for new data (a
+            query only when the store's watch saw a change: idle, none).
         stall_timeout: when errors keep a partition from progress this long,
             the next poll raises the error (once), and again after each more.
         close_timeout: seconds leaving the block may take to commit.

@@ -178,21 +178,30 @@ class PostgresWatch:
         self._limiter = limiter
         self._seen: Snapshot | None = None
 
-    async def wait(self, timeout: float) -> None:
+    @property
+    def pushed(self) -> bool:
+        return self._listener().alive
+
+    async def wait(self, timeout: float) -> bool:
         timeout = check_timeout(timeout)
         listener = self._listener()
         now = listener.snapshot(self._topics)
         if self._seen is None or now != self._seen:
             self._seen = now
-            return
+            return True
         if not listener.alive:
+            # Nobody listens: any moment may have brought a change.
             await anyio.sleep(min(timeout, self._poll_interval))
-        else:
-            # A cancelled wait leaves its thread blocked until the next
-            # notification or the timeout; it holds nothing but a token of
-            # the watch limiter meanwhile.
-            await anyio.to_thread.run_sync(
-                listener.wait, now, self._topics, timeout,
-                abandon_on_cancel=True, limiter=self._limiter,
-            )  # fmt: skip
+            self._seen = listener.snapshot(self._topics)
+            return True
+        if timeout == 0:
+            return False  # a look, and nothing moved: no thread to wake
+        # A cancelled wait leaves its thread blocked until the next
+        # notification or the timeout; it holds nothing but a token of
+        # the watch limiter meanwhile.
+        await anyio.to_thread.run_sync(
+            listener.wait, now, self._topics, timeout,
+            abandon_on_cancel=True, limiter=self._limiter,
+        )  # fmt: skip
         self._seen = listener.snapshot(self._topics)
+        return self._seen != now or not listener.alive

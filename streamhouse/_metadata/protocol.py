@@ -257,10 +257,22 @@ class CatalogueWatch(Protocol):
     store lost and regained its listener, or at the timeout).
     """
 
-    async def wait(self, timeout: float) -> None:
+    @property
+    def pushed(self) -> bool:
+        """True while changes arrive as notifications (PostgreSQL's LISTEN):
+        ``wait(timeout)`` then sleeps until one comes, at no cost. False when
+        ``wait`` has to look again and again (SQLite), where a caller that
+        waits long should space its own looks out."""
+        ...
+
+    async def wait(self, timeout: float) -> bool:
         """Return once the watched topics may have new segments or bounds
         since the previous ``wait`` returned (the first call returns at
         once), or after ``timeout`` seconds.
+
+        Returns:
+            True when woken by a possible change, False at the timeout with
+            nothing seen (``wait(0)`` is a cheap look: has anything moved?).
 
         Raises:
             InvalidArgumentError: ``timeout`` is negative or not finite.

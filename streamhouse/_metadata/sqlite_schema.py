@@ -96,15 +96,19 @@ class SQLiteWatch:
     _seen: int | None = None
     _started: bool = False
 
-    async def wait(self, timeout: float) -> None:
+    @property
+    def pushed(self) -> bool:
+        return False  # no notifications: every wait looks at the counter
+
+    async def wait(self, timeout: float) -> bool:
         timeout = check_timeout(timeout)
         deadline = anyio.current_time() + timeout
         while True:
             version = await self._counter()
             if not self._started or version != self._seen:
                 self._started, self._seen = True, version
-                return
+                return True
             remaining = deadline - anyio.current_time()
             if remaining <= 0:
-                return
+                return False
             await anyio.sleep(min(remaining, self._interval))

@@ -6,6 +6,9 @@ import pytest
 import trio
 import trio.testing
 
+from streamhouse import open_consumer
+
+from ..faults import FaultyMetadata, Script
 from ..helpers import Stores, poll_until, produce
 
 pytestmark = pytest.mark.anyio
@@ -48,3 +51,26 @@ async def test_auto_commit_counts_polls_served_from_held_records(
         assert [r.offset for r in await consumer.poll(timeout=5)] == [10, 11, 12, 13, 14]
         await trio.sleep(10.5)
         assert await consumer.committed("t", 0) == 10
+
+
+async def test_an_idle_consumer_queries_no_watermarks_until_something_is_committed(
+    stores: Stores, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Caught up and idle, the consumer asks for no bounds; a commit brings one query."""
+    autojump_clock.autojump_threshold = 0.1
+    await stores.meta.create_topic("t", 3)
+    await produce(stores, "t", 0, 5)
+    script = Script()
+    meta = FaultyMetadata(stores.meta, script)  # never fails: it counts the calls
+    async with open_consumer("t", storage=stores.storage, metadata=meta,
+                             offset_reset="earliest",
+                             metadata_refresh_interval=1.0) as consumer:  # fmt: skip
+        await poll_until(consumer, 5)
+        await trio.sleep(5)  # the first look (at once) has been and gone
+        before = script.calls["partition_states"]
+        await trio.sleep(60)
+        assert script.calls["partition_states"] == before
+        await produce(stores, "t", 1, 3)
+        got = await poll_until(consumer, 3)
+        assert [(r.partition, r.offset) for r in got] == [(1, 0), (1, 1), (1, 2)]
+        assert script.calls["partition_states"] == before + 1

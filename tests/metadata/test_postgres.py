@@ -371,12 +371,13 @@ async def test_a_watch_wakes_when_another_store_commits(postgres_url: str, pg_sc
         tg.start_soon(commit_when_blocked, writer, "o1", 4)
         start = anyio.current_time()
         with anyio.fail_after(20):
-            await watch.wait(30)
+            assert await watch.wait(30) is True
         woke = anyio.current_time() - start
     assert woke < 5
+    assert await watch.wait(0) is False  # a look: nothing moved since
     assert (await reader.partition_states(["t"]))[0].high_watermark == 4
     start = anyio.current_time()
-    await watch.wait(0.3)  # a commit elsewhere does not wake a watch of "t"
+    assert await watch.wait(0.3) is False  # a commit elsewhere does not wake a watch of "t"
     await writer.commit_segments("o2", [spec("other", 0, 1)])
     assert anyio.current_time() - start >= 0.3
     await reader.aclose()

@@ -182,13 +182,14 @@ async def test_a_watch_wakes_on_another_connections_commit(
     writer = SQLiteMetadataStore(path)
     await writer.create_topic("t", 1)
     watch = reader.watch(["t"])
-    await watch.wait(10)  # the first wait returns at once
+    assert await watch.wait(10) is True  # the first wait returns at once
     start = anyio.current_time()
-    await watch.wait(1.0)
+    assert await watch.wait(1.0) is False  # the timeout, nothing seen
     assert anyio.current_time() - start == pytest.approx(1.0)
+    assert await watch.wait(0) is False  # a look: nothing moved
     await writer.commit_segments("o", [SegmentSpec("t", 0, 1, 0, 10, 4, 1, 2)])
     start = anyio.current_time()
-    await watch.wait(10)
+    assert await watch.wait(10) is True
     assert anyio.current_time() - start <= 0.05 + 1e-9
     await reader.aclose()
     await writer.aclose()
