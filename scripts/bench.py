@@ -69,6 +69,7 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.record.memory_records import MemoryRecords
 from aiokafka.structs import TopicPartition as KafkaTP
 from bench_codec import best_time  # scripts/ is on sys.path when run as a script
+from bench_groups import groups, print_groups
 from bench_maintain import maintenance, print_maintenance
 from bench_scale import Scale, scale, scale_head, scale_rows
 from bench_scale import add_arguments as add_scale_arguments
@@ -956,10 +957,19 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--flushes", type=int, default=1000, help="small flushes to merge")
     parser.add_argument("--flush-records", type=int, default=200, help="records a flush")
+    parser.add_argument(
+        "--groups", action="store_true", help="consumer groups: time until every partition "
+        "is owned again as members join, leave and crash (scripts/bench_groups.py)",
+    )  # fmt: skip
     add_scale_arguments(parser)
     args = parser.parse_args()
     started = time.perf_counter()
-    if args.maintenance:
+    if args.groups:
+        result = groups(args)
+        print_groups(result)
+        seconds = round(time.perf_counter() - started, 1)
+        output = {**result, "seconds": seconds}
+    elif args.maintenance:
         result = trio.run(maintenance, args)
         print_maintenance(result)
         seconds = round(time.perf_counter() - started, 1)

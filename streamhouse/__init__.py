@@ -5,6 +5,7 @@ private ``_*`` modules and may change without notice.
 """
 
 from ._admin import Admin as Admin
+from ._admin import GroupMember as GroupMember
 from ._admin import GroupPartitionLag as GroupPartitionLag
 from ._admin import MaintenanceReport as MaintenanceReport
 from ._admin import PartitionDescription as PartitionDescription
@@ -14,8 +15,10 @@ from ._config import metadata_store_from_url as metadata_store_from_url
 from ._config import object_store_from_url as object_store_from_url
 from ._consumer import CacheStats as CacheStats
 from ._consumer import Consumer as Consumer
+from ._consumer import RebalanceListener as RebalanceListener
 from ._consumer import open_consumer as open_consumer
 from ._errors import ClosedError as ClosedError
+from ._errors import CommitFailedError as CommitFailedError
 from ._errors import ConfigurationError as ConfigurationError
 from ._errors import CorruptDataError as CorruptDataError
 from ._errors import DeliveryError as DeliveryError
@@ -61,11 +64,13 @@ __all__ = [
     "CatalogueWatch",
     "CleanupPolicy",
     "ClosedError",
+    "CommitFailedError",
     "ConfigurationError",
     "ConsumedRecord",
     "Consumer",
     "CorruptDataError",
     "DeliveryError",
+    "GroupMember",
     "GroupPartitionLag",
     "InvalidArgumentError",
     "InvalidNameError",
@@ -84,6 +89,7 @@ __all__ = [
     "PartitionNotFoundError",
     "PostgresMetadataStore",
     "Producer",
+    "RebalanceListener",
     "RecordBatch",
     "RecordMetadata",
     "RetriableError",

@@ -20,6 +20,7 @@ from ._types import CleanupPolicy, OffsetReset, TopicPartition
 
 __all__ = [
     "Admin",
+    "GroupMember",
     "GroupPartitionLag",
     "MaintenanceReport",
     "PartitionDescription",
@@ -52,13 +53,37 @@ class TopicDescription:
 
 @attrs.frozen
 class GroupPartitionLag:
-    """A group's progress on one partition: lag = high watermark - committed."""
+    """A group's progress on one partition: lag = high watermark - committed.
+
+    ``member_id``: the member that owns the partition now (None: no member).
+    """
 
     topic: str
     partition: int
     committed: int
     high_watermark: int
     lag: int
+    member_id: str | None = None
+
+
+@attrs.frozen
+class GroupMember:
+    """A live member of a consumer group.
+
+    Attributes:
+        member_id: the member's id (a new one each time a consumer opens).
+        instance_id: its ``group_instance_id`` (a static member), or None.
+        epoch: the group epoch it joined at; its commits are checked against it.
+        assignment: the partitions it owns now.
+        last_heartbeat: when its last heartbeat came, by the metadata
+            database's clock (seconds since the epoch).
+    """
+
+    member_id: str
+    instance_id: str | None
+    epoch: int
+    assignment: frozenset[TopicPartition]
+    last_heartbeat: float
 
 
 class Admin:
@@ -177,9 +202,23 @@ class Admin:
     async def list_groups(self) -> list[str]:
         return await self._metadata.list_groups()
 
+    async def describe_group_members(self, group_id: str) -> list[GroupMember]:
+        """The group's live members, by member id, with the partitions each owns."""
+        check_group_id(group_id)
+        return [
+            GroupMember(m.member_id, m.instance_id, m.epoch, m.assignment, m.last_heartbeat)
+            for m in await self._metadata.describe_group_members(group_id)
+        ]
+
     async def describe_group(self, group_id: str) -> list[GroupPartitionLag]:
-        """One row per partition the group has committed offsets for, with its lag."""
+        """One row per partition the group has committed offsets for, with its
+        lag and the member that owns it now."""
         committed = await self._metadata.fetch_offsets(group_id)
+        owners = {
+            tp: m.member_id
+            for m in await self._metadata.describe_group_members(group_id)
+            for tp in m.assignment
+        }
         topics = sorted({tp.topic for tp in committed})
         states = {
             TopicPartition(s.topic, s.partition): s
@@ -198,6 +237,7 @@ class Admin:
                     offset,
                     state.high_watermark,
                     max(0, state.high_watermark - max(offset, state.log_start_offset)),
+                    owners.get(tp),
                 )
             )
         return rows

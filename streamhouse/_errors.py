@@ -10,6 +10,8 @@ lz4, struct) are translated at the boundary where they happen and kept as
     ├── InvalidArgumentError        a value the API cannot accept
     │   └── InvalidNameError        a topic or group name that breaks the rules
     ├── ClosedError                 *you* closed the object, then used it
+    ├── CommitFailedError           a group member committed a partition it
+    │                               does not own at its epoch (fenced)
     ├── CorruptDataError            bytes that fail a checksum or bound check
     ├── DeliveryError               a producer batch could not be written
     ├── OffsetOutOfRangeError       no valid position and offset_reset="none"
@@ -68,6 +70,16 @@ class InvalidNameError(InvalidArgumentError):
 
 class ClosedError(StreamHouseError):
     """The object was closed by its owner and then used."""
+
+
+class CommitFailedError(StreamHouseError):
+    """A group member committed offsets of a partition it does not own at its epoch.
+
+    Its session ran out (a long pause, a network partition), it left, or the
+    partition moved to another member: the commit wrote nothing. The
+    consumer's next poll tells its listener the partitions are lost and
+    rejoins the group.
+    """
 
 
 class CorruptDataError(StreamHouseError):

@@ -4,7 +4,10 @@ Text prints each value's bytes as they are, one a line (a null value as
 ``--null``'s text, ``null`` unless changed; ``--format json`` tells them
 apart exactly). With ``--group``, what was written to stdout is committed
 when the command ends: at the end, at ``--max``, on Ctrl-C (exit 0) and when
-the reader of stdout goes away (``| head``, exit 0).
+the reader of stdout goes away (``| head``, exit 0). With ``--follow`` and
+``--group`` the command joins the group as a member: it reads its share of
+the partitions, and commits what it printed of a partition before it hands
+that partition to another member.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Any
 
 from .._admin import Admin, open_admin
 from .._config import open_stores
-from .._consumer import Consumer, open_consumer
+from .._consumer import Consumer, RebalanceListener, open_consumer
 from .._errors import RetriableError
 from .._types import ConsumedRecord, TopicPartition
 from .args import Subparsers, add_command, at_least, seconds, separator
@@ -29,12 +32,26 @@ from .output import Output, StdoutClosed
 __all__ = ["caught_up", "register"]
 
 
-class _Printed:
-    """Records written to stdout, and the offset after the last of each partition."""
+class _Printed(RebalanceListener):
+    """Records written to stdout, and the offset after the last of each partition.
+
+    As a group member's listener, it commits what was printed of partitions
+    that go to another member, and forgets partitions lost.
+    """
 
     def __init__(self) -> None:
         self.count = 0
         self.offsets: dict[TopicPartition, int] = {}
+        self.consumer: Consumer | None = None
+
+    async def on_partitions_revoked(self, partitions: frozenset[TopicPartition]) -> None:
+        offsets = {tp: self.offsets.pop(tp) for tp in partitions if tp in self.offsets}
+        if offsets and self.consumer is not None:
+            await self.consumer.commit(offsets)
+
+    async def on_partitions_lost(self, partitions: frozenset[TopicPartition]) -> None:
+        for tp in partitions:
+            self.offsets.pop(tp, None)
 
 
 async def _to_read(admin: Admin, args: argparse.Namespace) -> list[TopicPartition]:
@@ -132,6 +149,7 @@ async def consume(args: argparse.Namespace, cli: Cli) -> int:
         if not args.follow:
             async with open_admin(storage=storage, metadata=metadata) as admin:
                 assigned = await _to_read(admin, args)
+        member = args.group is not None and args.follow
         if assigned:
             async with open_consumer(
                 assigned,
@@ -141,7 +159,9 @@ async def consume(args: argparse.Namespace, cli: Cli) -> int:
                 storage=storage,
                 metadata=metadata,
                 stall_timeout=args.stall_timeout,
+                rebalance_listener=printed if member else None,
             ) as consumer:
+                printed.consumer = consumer
                 # Ctrl-C and a closed stdout are normal ends: commit what was written.
                 # So does a stall (an unreachable store), which then exits 1.
                 stalled: RetriableError | None = None

@@ -7,8 +7,9 @@ given, as kafka-consumer-groups does.
 from __future__ import annotations
 
 import argparse
+import time
 
-from .._admin import Admin, open_admin
+from .._admin import Admin, GroupMember, open_admin
 from .._errors import InvalidArgumentError
 from .._names import check_group_id
 from .._types import TopicPartition
@@ -17,7 +18,8 @@ from .common import Cli, require_metadata
 
 __all__ = ["register"]
 
-_LAG_HEADER = ["topic", "partition", "committed", "high watermark", "lag"]
+_LAG_HEADER = ["topic", "partition", "committed", "high watermark", "lag", "member"]
+_MEMBER_HEADER = ["member", "instance", "epoch", "partitions", "last heartbeat"]
 
 
 async def groups_list(args: argparse.Namespace, cli: Cli) -> None:
@@ -30,36 +32,59 @@ async def groups_list(args: argparse.Namespace, cli: Cli) -> None:
         cli.out.table(["group"], [(group,) for group in groups], "groups")
 
 
-_LagRow = tuple[str, int, int | None, int, int | None]
+_LagRow = tuple[str, int, int | None, int, int | None, str | None]
 
 
-async def _describe(admin: Admin, group: str) -> list[_LagRow]:
-    """Every partition of the group's topics: committed offset and lag, or None."""
+async def _describe(admin: Admin, group: str) -> tuple[list[_LagRow], list[GroupMember]]:
+    """Every partition of the group's topics (committed offset, lag, owner), and its members."""
     rows = await admin.describe_group(group)
-    if not rows:
-        raise InvalidArgumentError(f"group {group!r} has no committed offsets")
+    members = await admin.describe_group_members(group)
+    if not rows and not members:
+        raise InvalidArgumentError(f"group {group!r} has no committed offsets and no members")
     done = {TopicPartition(r.topic, r.partition): r for r in rows}
+    owners = {tp: m.member_id for m in members for tp in m.assignment}
+    topics = {r.topic for r in rows} | {tp.topic for tp in owners}
     table: list[_LagRow] = []
-    for topic in sorted({r.topic for r in rows}):
+    for topic in sorted(topics):
         for p in (await admin.describe_topic(topic)).partitions:
-            row = done.get(TopicPartition(topic, p.partition))
+            tp = TopicPartition(topic, p.partition)
+            row = done.get(tp)
             if row is None:  # no commit: its lag depends on the consumer's offset reset
-                table.append((topic, p.partition, None, p.high_watermark, None))
+                table.append((topic, p.partition, None, p.high_watermark, None, owners.get(tp)))
             else:
-                table.append((topic, p.partition, row.committed, p.high_watermark, row.lag))
-    return table
+                table.append((topic, p.partition, row.committed, p.high_watermark, row.lag,
+                              owners.get(tp)))  # fmt: skip
+    return table, members
+
+
+def _partitions(tps: frozenset[TopicPartition]) -> str:
+    return " ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(tps))
 
 
 async def groups_describe(args: argparse.Namespace, cli: Cli) -> None:
     require_metadata(args)
     async with open_admin(storage=args.storage, metadata=args.metadata) as admin:
-        rows = await _describe(admin, args.group)
+        rows, members = await _describe(admin, args.group)
     if args.format == "json":
-        keys = ["topic", "partition", "committed", "high_watermark", "lag"]
+        keys = ["topic", "partition", "committed", "high_watermark", "lag", "member_id"]
         partitions = [dict(zip(keys, row, strict=True)) for row in rows]
-        cli.out.json({"group": args.group, "partitions": partitions})
+        cli.out.json({
+            "group": args.group, "partitions": partitions,
+            "members": [
+                {"member_id": m.member_id, "instance_id": m.instance_id, "epoch": m.epoch,
+                 "assignment": [{"topic": tp.topic, "partition": tp.partition}
+                                for tp in sorted(m.assignment)],
+                 "last_heartbeat": m.last_heartbeat}
+                for m in members
+            ],
+        })  # fmt: skip
     else:
         cli.out.table(_LAG_HEADER, rows, f"group {args.group}")
+        if members:
+            table = [(m.member_id, m.instance_id, m.epoch, _partitions(m.assignment),
+                      time.strftime("%H:%M:%S", time.localtime(m.last_heartbeat)))
+                     for m in members]  # fmt: skip
+            cli.out.table(_MEMBER_HEADER, table, f"members of group {args.group}")
 
 
 async def _plan(admin: Admin, args: argparse.Namespace) -> list[tuple[int, int | None, int]]:

@@ -19,7 +19,8 @@ from collections.abc import Mapping
 
 import anyio
 
-from .._errors import InvalidArgumentError, RetriableError
+from .._errors import CommitFailedError, InvalidArgumentError, RetriableError
+from .._metadata.groups import MemberRef
 from .._metadata.protocol import MetadataStore
 from .._metrics import ConsumerProbe
 from .._retry import RetryBurst
@@ -39,10 +40,16 @@ class Commits:
         group_id: str | None,
         interval: float | None,
         probe: ConsumerProbe,
+        *,
+        member_only: bool = False,
     ) -> None:
         self._metadata = metadata
         self._latency = probe.commit_latency
-        self._group_id = group_id
+        self.group_id = group_id
+        # With group membership, every commit is the member's, conditional on
+        # owning the partitions at its epoch (None: not in the group yet).
+        self._member_only = member_only
+        self.member: MemberRef | None = None
         self._interval = interval  # auto-commit's, or None
         self._log = RetryBurst(_log, f"auto-commit of group {group_id!r}")
         self.uncommitted: set[TopicPartition] = set()
@@ -78,12 +85,17 @@ class Commits:
         self, offsets: Mapping[TopicPartition, int], parts: Mapping[TopicPartition, Partition]
     ) -> None:
         """Commit exactly ``offsets``, in one transaction."""
-        if self._group_id is None:
+        if self.group_id is None:
             raise InvalidArgumentError("commit needs a group_id: open the consumer with one")
         if not offsets:
             return
+        if self._member_only and self.member is None:
+            raise CommitFailedError(
+                f"this consumer owns no partition of group {self.group_id!r} yet: nothing was "
+                "committed"
+            )
         started = time.perf_counter()
-        await self._metadata.commit_offsets(self._group_id, offsets)
+        await self._metadata.commit_offsets(self.group_id, offsets, member=self.member)
         self._latency.observe(time.perf_counter() - started)
         for tp, offset in offsets.items():
             part = parts.get(tp)
@@ -93,9 +105,9 @@ class Commits:
 
     async def committed(self, tp: TopicPartition) -> int | None:
         """The group's committed offset, as the metadata store has it now."""
-        if self._group_id is None:
+        if self.group_id is None:
             return None
-        found = await self._metadata.fetch_offsets(self._group_id, [tp])
+        found = await self._metadata.fetch_offsets(self.group_id, [tp])
         return found[tp].offset if tp in found else None
 
     async def auto_commit(self, parts: Mapping[TopicPartition, Partition]) -> None:
@@ -106,6 +118,6 @@ class Commits:
         except RetriableError as exc:
             self._log.failed(exc)  # tried again at the next interval
         except Exception as exc:
-            _log.error("auto-commit of group %r failed: %r", self._group_id, exc)
+            _log.error("auto-commit of group %r failed: %r", self.group_id, exc)
         else:
             self._log.succeeded()

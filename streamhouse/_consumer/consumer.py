@@ -64,22 +64,12 @@ from .messages import (
     TakeNotices,
     name_of,
 )
+from .rebalance import Rebalancer
+from .runs import Batches, Run, batches_from_runs, records_from_runs
 
 __all__ = ["Consumer"]
 
 T = TypeVar("T")
-
-
-class _Run:
-    """Records ``async for`` took to hand out one at a time (all of one partition)."""
-
-    __slots__ = ("batch", "next", "records", "tp")
-
-    def __init__(self, tp: TopicPartition, batch: RecordBatch) -> None:
-        self.tp = tp
-        self.batch = batch
-        self.records = batch.records()
-        self.next = 0
 
 
 class Consumer:
@@ -95,6 +85,7 @@ class Consumer:
         group_id: str | None,
         max_poll_records: int,
         auto_commit: bool,
+        rebalancer: Rebalancer | None = None,
     ) -> None:
         self._runtime = runtime
         self._inbox = inbox
@@ -104,7 +95,7 @@ class Consumer:
         self._group_id = group_id
         self._max_poll_records = max_poll_records
         self._held = HeldRecords()
-        self._runs: collections.deque[_Run] = collections.deque()
+        self._runs: collections.deque[Run] = collections.deque()
         self._epochs: dict[TopicPartition, int] = {}  # the newest epoch seen, per partition
         self._handed: dict[TopicPartition, int] = {}  # handed out since the last report
         self._owed = False  # the coordinator has not heard the application came back
@@ -113,6 +104,7 @@ class Consumer:
         # back for more; without it, reports wait for the next request (a
         # message a poll costs the coordinator a wake-up: about 25 us).
         self._auto_commit = auto_commit
+        self._rebalancer = rebalancer  # with group membership
 
     # -- talking to the coordinator -----------------------------------------------
 
@@ -171,15 +163,22 @@ class Consumer:
         if self._owed_error is not None:
             error, self._owed_error = self._owed_error, None
             raise error
+        rebalancer = self._rebalancer
+        if rebalancer is not None:
+            rebalancer.polled()
         try:
             self._bell.receive_nowait()
         except anyio.WouldBlock:
+            if rebalancer is not None and rebalancer.owes:
+                await rebalancer.apply(None, self._ask, self._forget, self._assigned)
             await anyio.lowlevel.checkpoint()
             return
         except (anyio.EndOfStream, anyio.ClosedResourceError):
             raise self._runtime.broken() from None
         notices: Notices = await self._ask(TakeNotices, self._keep_notices)
         self._apply_notices(notices)
+        if rebalancer is not None and (notices.group is not None or rebalancer.owes):
+            await rebalancer.apply(notices.group, self._ask, self._forget, self._assigned)
         if notices.error is not None:
             raise notices.error
 
@@ -189,9 +188,23 @@ class Consumer:
         self._apply_epochs(notices.epochs)
 
     def _keep_notices(self, notices: Notices) -> None:
-        """Notices that arrived as the poll was cancelled: the next poll raises their error."""
+        """Notices that arrived as the poll was cancelled: the next poll raises
+        their error and applies their group change."""
         self._apply_notices(notices)
         self._owed_error = notices.error
+        if notices.group is not None and self._rebalancer is not None:
+            self._rebalancer.keep(notices.group)
+
+    def _forget(self, tps: frozenset[TopicPartition]) -> None:
+        """The group took these partitions away: nothing held of them is handed out."""
+        for tp in tps:
+            self._held.drop(tp)
+            self._handed.pop(tp, None)
+        self._runs = collections.deque(r for r in self._runs if r.tp not in tps)
+        self._assignment -= tps
+
+    def _assigned(self, assignment: frozenset[TopicPartition]) -> None:
+        self._assignment = assignment
 
     def _apply_epochs(self, epochs: Mapping[TopicPartition, int]) -> None:
         for tp, epoch in epochs.items():
@@ -213,6 +226,15 @@ class Consumer:
         One request serves many polls: records are built from the held
         columns only as each poll asks for them.
         """
+        if self._rebalancer is not None:
+            self._rebalancer.waiting(deadline)  # waiting for records is polling
+        try:
+            return await self._wait_for_blocks(deadline)
+        finally:
+            if self._rebalancer is not None:
+                self._rebalancer.waiting(None)
+
+    async def _wait_for_blocks(self, deadline: float) -> bool:
         while True:
             await self._report(came_back=False)
             reply = Reply[Blocks]()
@@ -228,8 +250,12 @@ class Consumer:
                 if isinstance(late, list):
                     self._hold(late)
                 raise
-            if self._hold(blocks) or anyio.current_time() >= deadline:
+            if self._hold(blocks) or anyio.current_time() >= deadline or self._rung():
                 return bool(self._held)
+
+    def _rung(self) -> bool:
+        """Whether the bell rang (the coordinator answers a waiting poll early then)."""
+        return self._bell.statistics().current_buffer_used > 0
 
     def _hold(self, blocks: Blocks) -> bool:
         epochs, held = self._epochs, self._held
@@ -266,12 +292,15 @@ class Consumer:
         """
         limit = self._limit(max_records)
         seconds = check_timeout(timeout)
-        await self._begin_poll()
-        if self._runs:
-            return self._records_from_runs(limit)
-        if not self._held and not await self._fetch(anyio.current_time() + seconds):
-            return []
-        return self._held.take_records(limit, self._handed)
+        deadline = anyio.current_time() + seconds
+        while True:
+            await self._begin_poll()
+            if self._runs:
+                return records_from_runs(self._runs, limit, self._handed)
+            if self._held or await self._fetch(deadline):
+                return self._held.take_records(limit, self._handed)
+            if anyio.current_time() >= deadline:
+                return []
 
     async def poll_batches(
         self,
@@ -295,12 +324,15 @@ class Consumer:
         if max_batches is not None:
             most = check_count("max_batches", max_batches, least=1)
         seconds = check_timeout(timeout)
-        await self._begin_poll()
-        if self._runs:
-            return self._batches_from_runs(limit, most)
-        if not self._held and not await self._fetch(anyio.current_time() + seconds):
-            return []
-        return self._held.take_batches(limit, most, self._handed)
+        deadline = anyio.current_time() + seconds
+        while True:
+            await self._begin_poll()
+            if self._runs:
+                return batches_from_runs(self._runs, limit, most, self._handed)
+            if self._held or await self._fetch(deadline):
+                return self._held.take_batches(limit, most, self._handed)
+            if anyio.current_time() >= deadline:
+                return []
 
     def batches(self) -> AsyncIterator[RecordBatch]:
         """Iterate over RecordBatches as they arrive, one at a time; see :meth:`poll_batches`.
@@ -310,7 +342,7 @@ class Consumer:
         A plain iterator, not an async generator: leaving the loop early
         needs no cleanup.
         """
-        return _Batches(self)
+        return Batches(self.poll_batches)
 
     def __aiter__(self) -> AsyncIterator[ConsumedRecord]:
         return self
@@ -321,7 +353,7 @@ class Consumer:
             if not self._held:
                 await self._fetch(math.inf)
             for batch in self._held.take_batches(self._max_poll_records, sys.maxsize, None):
-                self._runs.append(_Run(TopicPartition(batch.topic, batch.partition), batch))
+                self._runs.append(Run(TopicPartition(batch.topic, batch.partition), batch))
         run = self._runs[0]
         record = run.records[run.next]
         run.next += 1
@@ -334,32 +366,6 @@ class Consumer:
         if max_records is None:
             return self._max_poll_records
         return check_count("max_records", max_records, least=1)
-
-    def _records_from_runs(self, limit: int) -> list[ConsumedRecord]:
-        """Records ``async for`` took and has not handed out come first, in order."""
-        out: list[ConsumedRecord] = []
-        while self._runs and len(out) < limit:
-            run = self._runs[0]
-            stop = min(len(run.records), run.next + limit - len(out))
-            out += run.records[run.next : stop]
-            run.next = stop
-            self._handed[run.tp] = run.batch.offset_after(stop)
-            if stop == len(run.records):
-                self._runs.popleft()
-        return out
-
-    def _batches_from_runs(self, limit: int, most: int) -> list[RecordBatch]:
-        out: list[RecordBatch] = []
-        while self._runs and limit and len(out) < most:
-            run = self._runs.popleft()
-            stop = min(len(run.records), run.next + limit)
-            out.append(run.batch.slice(run.next, stop))
-            limit -= stop - run.next
-            run.next = stop
-            self._handed[run.tp] = run.batch.offset_after(stop)
-            if stop < len(run.records):
-                self._runs.appendleft(run)
-        return out
 
     # -- positions and commits -----------------------------------------------------------
 
@@ -383,6 +389,8 @@ class Consumer:
         Raises:
             InvalidArgumentError: no group_id, or ``offsets`` is not a mapping
                 of TopicPartition to an int >= 0.
+            CommitFailedError: a group member that no longer owns a partition
+                at its epoch (fenced, or it moved); nothing was written.
         """
         checked = None if offsets is None else check_offsets(offsets)
         if self._group_id is None:
@@ -487,17 +495,5 @@ class Consumer:
         """Close the facade's channel ends (the runtime has stopped)."""
         self._inbox.close()
         self._bell.close()
-
-
-class _Batches:
-    def __init__(self, consumer: Consumer) -> None:
-        self._consumer = consumer
-
-    def __aiter__(self) -> _Batches:
-        return self
-
-    async def __anext__(self) -> RecordBatch:
-        while True:
-            found = await self._consumer.poll_batches(timeout=math.inf, max_batches=1)
-            if found:
-                return found[0]
+        if self._rebalancer is not None:
+            self._rebalancer.close()

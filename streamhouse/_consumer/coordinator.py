@@ -39,18 +39,18 @@ import collections
 import itertools
 import logging
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 import anyio
 import anyio.abc
-import attrs
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .._errors import ClosedError, InvalidArgumentError, OffsetOutOfRangeError
+from .._metadata.groups import MemberRef
 from .._metadata.protocol import MetadataStore
 from .._metrics import ConsumerProbe, unread_metrics
-from .._retry import RetryPolicy
 from .._types import OffsetReset, TopicPartition
+from .assigning import Assigning
 from .cache import CacheClient
 from .commits import Commits
 from .messages import (
@@ -63,6 +63,7 @@ from .messages import (
     Committed,
     Delivered,
     Failed,
+    GroupChange,
     HighWatermark,
     Lags,
     OutOfRange,
@@ -77,7 +78,7 @@ from .messages import (
     Resume,
     Revoke,
     Seek,
-    SeekTo,
+    Take,
     TakeNotices,
     Trouble,
     Watermarks,
@@ -89,25 +90,14 @@ from .messages import (
 from .notices import Bulletin
 from .partitions import Partition
 from .reader import Readers, ReaderStart
+from .settings import Settings
 
 __all__ = ["Coordinator", "Settings"]
 
 _log = logging.getLogger("streamhouse.consumer")
 
 
-@attrs.frozen
-class Settings:
-    group_id: str | None
-    offset_reset: OffsetReset
-    auto_commit: bool
-    auto_commit_interval: float
-    prefetch_batches: int
-    refresh_interval: float
-    stall_timeout: float
-    retry: RetryPolicy
-
-
-class Coordinator:
+class Coordinator(Assigning):
     """Created and run by the consumer's runtime; see the module docstring."""
 
     def __init__(
@@ -136,7 +126,10 @@ class Coordinator:
         self._epochs = itertools.count()  # facade-visible epochs, and readers'
         self._bulletin = Bulletin(bell, settings.stall_timeout)
         interval = settings.auto_commit_interval if settings.auto_commit else None
-        self._commits = Commits(metadata, settings.group_id, interval, self._probe)
+        self._commits = Commits(
+            metadata, settings.group_id, interval, self._probe,
+            member_only=settings.membership is not None,
+        )  # fmt: skip
         self._readers: Readers | None = None
         self._closed = False
 
@@ -145,6 +138,7 @@ class Coordinator:
     async def run(
         self,
         partitions: Mapping[TopicPartition, PartitionStart],
+        member: MemberRef | None = None,
         *,
         task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
@@ -155,6 +149,7 @@ class Coordinator:
                     tg, self._metadata, self._cache, s.retry, s.prefetch_batches,
                     s.refresh_interval, self._inbox_send,
                 )  # fmt: skip
+                self._commits.member = member  # a group's member commits as it
                 self._assign(partitions, initial=True)
                 self._commits.start()
                 task_status.started()
@@ -225,6 +220,9 @@ class Coordinator:
                     if msg.high is not None:
                         part.log_start, part.high_watermark = msg.first, msg.high
                     self._out_of_range(part, msg.offset, msg.first)
+            case GroupChange():
+                polls, self._polls = list(self._polls), collections.deque()
+                self._group_change(msg, polls)
             case Close():
                 await self._close(msg)
             case Request():
@@ -237,7 +235,7 @@ class Coordinator:
         parts = self._parts
         match req:
             case TakeNotices():
-                self._bulletin.take(req)
+                self._bulletin.take(req, frozenset(self._parts))
             case Position():
                 answer(req, lambda: self._part(req.tp).position)
             case HighWatermark():
@@ -263,7 +261,11 @@ class Coordinator:
             case Assign():
                 answer(req, lambda: self._assign(req.partitions, initial=False))
             case Revoke():
-                answer(req, lambda: self._revoke(req.partitions))
+                revoked = req.partitions
+                await answer_async(req, lambda: self._revoke_for_group(revoked, req.commit))
+            case Take():
+                self._commits.member = req.member
+                await answer_async(req, lambda: self._take(req.partitions))
             case _:
                 req.reply.put(InvalidArgumentError(f"unknown request {type(req).__name__}"))
 
@@ -454,47 +456,6 @@ class Coordinator:
         self._probe.update_lags(self._parts.values(), anyio.current_time())  # as answered
         return {p.tp: max(0, p.high_watermark - p.position) for p in chosen}
 
-    def _pause(self, partitions: frozenset[TopicPartition]) -> dict[TopicPartition, int]:
-        parts = [self._part(tp) for tp in partitions]
-        epochs = {}
-        for part in parts:
-            part.paused = True
-            self._paused.add(part.tp)
-            # What the facade held goes back: the reader starts again at the
-            # position, and reads ahead (bounded) while the partition waits.
-            self._start_reader(part, part.position, reset=True)
-            epochs[part.tp] = part.epoch
-        return epochs
-
-    def _resume(self, partitions: frozenset[TopicPartition]) -> None:
-        for part in [self._part(tp) for tp in partitions]:
-            part.paused = False
-            self._paused.discard(part.tp)
-            if part.pending:
-                self._ready[part.tp] = None
-
-    async def _seek(
-        self, targets: Mapping[TopicPartition, int | SeekTo]
-    ) -> dict[TopicPartition, int]:
-        parts = {tp: self._part(tp) for tp in targets}
-        symbolic = sorted({tp.topic for tp, to in targets.items() if isinstance(to, SeekTo)})
-        if symbolic:
-            for s in await self._metadata.partition_states(symbolic):
-                part = self._parts.get(TopicPartition(s.topic, s.partition))
-                if part is not None:
-                    part.log_start, part.high_watermark = s.log_start_offset, s.high_watermark
-        epochs = {}
-        for tp, to in targets.items():
-            part = parts[tp]
-            if to is SeekTo.BEGINNING:
-                self._reset(part, part.log_start)
-            elif to is SeekTo.END:
-                self._reset(part, part.high_watermark)
-            else:
-                self._reset(part, to)
-            epochs[tp] = part.epoch
-        return epochs
-
     async def _close(self, msg: Close) -> None:
         self._closed = True
         for poll in self._polls:
@@ -502,44 +463,3 @@ class Coordinator:
         self._polls.clear()
         parts = self._parts
         await answer_async(msg, lambda: self._commits.commit_by(msg.mode, parts))
-
-    # -- assignment --------------------------------------------------------------------
-
-    def _assign(
-        self, partitions: Mapping[TopicPartition, PartitionStart], *, initial: bool
-    ) -> None:
-        topics = {tp.topic for tp in self._parts}
-        for tp, start in partitions.items():
-            part = self._parts.get(tp)
-            if part is None:
-                part = self._parts[tp] = Partition.start(tp, start)
-                self._start_reader(part, part.position, reset=True)
-            else:
-                part.committed = start.committed
-                self._reset(part, start.position)
-                self._bulletin.epoch(tp, part.epoch)
-            self._commits.moved(part)
-        if {tp.topic for tp in self._parts} != topics:
-            self._refresh()
-        if not initial:
-            self._bulletin.assignment(frozenset(self._parts))
-            self._probe.rebalanced()
-        self._probe.next_lags = -math.inf  # the new partitions' gauges at the next refresh
-
-    def _revoke(self, partitions: Iterable[TopicPartition]) -> None:
-        topics = {tp.topic for tp in self._parts}
-        for tp in partitions:
-            part = self._parts.pop(tp, None)
-            if part is None:
-                continue
-            self._stop_reader(part)
-            self._bulletin.recovered(tp)
-            self._ready.pop(tp, None)
-            for tps in (self._moved, self._commits.uncommitted, self._paused):
-                tps.discard(tp)
-            self._bulletin.epoch(tp, next(self._epochs))
-        if {tp.topic for tp in self._parts} != topics:
-            self._refresh()
-        self._bulletin.assignment(frozenset(self._parts))
-        self._probe.forget(partitions)
-        self._probe.rebalanced()

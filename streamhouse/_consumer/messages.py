@@ -25,6 +25,7 @@ import anyio
 import attrs
 from anyio.streams.memory import MemoryObjectReceiveStream
 
+from .._metadata.groups import MemberRef
 from .._metadata.protocol import PartitionState
 from .._types import RecordBatch, TopicPartition
 
@@ -39,6 +40,8 @@ __all__ = [
     "Committed",
     "Delivered",
     "Failed",
+    "GroupChange",
+    "GroupNotice",
     "HighWatermark",
     "Lags",
     "Notices",
@@ -49,7 +52,9 @@ __all__ = [
     "Poll",
     "Position",
     "ReaderSignal",
+    "Polled",
     "Recovered",
+    "Released",
     "Reply",
     "ReplyDropped",
     "Request",
@@ -57,6 +62,7 @@ __all__ = [
     "Revoke",
     "Seek",
     "SeekTo",
+    "Take",
     "TakeNotices",
     "Trouble",
     "Watermarks",
@@ -299,17 +305,35 @@ class Delivered:
 
 
 @attrs.frozen
+class GroupNotice:
+    """A change of the group's assignment for the facade to apply, in order:
+    ``lost`` (the member was fenced or left: no commit, listener's
+    ``on_partitions_lost``), ``revoke`` (listener's ``on_partitions_revoked``,
+    commit, drop, release), then ``take`` (``on_partitions_assigned``).
+    ``seq`` names the change for the membership actor's acknowledgement
+    (``Released``); ``member`` is who commits the partitions taken."""
+
+    seq: int
+    lost: frozenset[TopicPartition] = frozenset()
+    revoke: frozenset[TopicPartition] = frozenset()
+    take: frozenset[TopicPartition] = frozenset()
+    member: MemberRef | None = None
+
+
+@attrs.frozen
 class Notices:
     """What the facade must know before it hands out more (the answer to TakeNotices).
 
     ``epochs``: partitions whose records the facade holds are stale below
     these epochs (revoked, or restarted); ``assignment``: the new
-    assignment, if it changed; ``error``: to raise from the poll, once.
+    assignment, if it changed; ``error``: to raise from the poll, once;
+    ``group``: a change of the group's assignment to apply first.
     """
 
     epochs: Mapping[TopicPartition, int]
     assignment: frozenset[TopicPartition] | None
     error: Exception | None
+    group: GroupNotice | None = None
 
 
 Blocks = list[tuple[int, RecordBatch]]  # (the partition's epoch, records), to the facade
@@ -411,6 +435,57 @@ class Assign(Request[None]):
 
 @attrs.frozen
 class Revoke(Request[None]):
-    """Stop reading these partitions; the facade drops what it holds of them."""
+    """Stop reading these partitions; the facade drops what it holds of them.
+
+    ``commit``: first commit, by the consumer's auto-commit policy, what was
+    handed out of them (a commit that fails is logged: the partitions are
+    lost, not handed over).
+    """
 
     partitions: frozenset[TopicPartition]
+    commit: bool = False
+
+
+@attrs.frozen
+class Take(Request[frozenset[TopicPartition]]):
+    """Start reading partitions the group gave this member, from the group's
+    committed offsets (or the reset policy); ``member`` commits from now on.
+    Answered with the whole assignment."""
+
+    partitions: frozenset[TopicPartition]
+    member: MemberRef
+
+
+# -- group membership ------------------------------------------------------------
+
+
+@attrs.frozen
+class GroupChange:
+    """Membership -> coordinator (one-way): a change for the facade to apply.
+
+    ``lost`` True: every partition the consumer has is lost (fenced, or it
+    left the group by itself); what it had not applied of earlier changes
+    is void.
+    """
+
+    notice: GroupNotice
+    lost: bool = False
+
+
+@attrs.frozen
+class Released:
+    """Facade -> membership (one-way): change ``seq`` is applied; these
+    partitions were given up and may go to their new owners."""
+
+    seq: int
+    released: frozenset[TopicPartition]
+
+
+@attrs.frozen
+class Polled:
+    """Facade -> membership (one-way): the application polled at ``at``, and
+    waits inside the poll until ``until`` (None: not waiting any more). A
+    poll that waits for records is polling, however long it waits."""
+
+    at: float
+    until: float | None = None

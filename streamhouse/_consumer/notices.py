@@ -29,7 +29,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from .._retry import RetryBurst
 from .._types import TopicPartition
-from .messages import Notices, TakeNotices, name_of
+from .messages import GroupChange, GroupNotice, Notices, TakeNotices, name_of
 from .partitions import Troubles, names, stall_error
 
 __all__ = ["Bulletin"]
@@ -46,6 +46,8 @@ class Bulletin:
         self.errors: collections.deque[Exception] = collections.deque()
         self._epochs: dict[TopicPartition, int] = {}
         self._assignment: frozenset[TopicPartition] | None = None
+        self._group: GroupNotice | None = None
+        self._lost_all = False  # at TakeNotices: every partition assigned then is lost
         self._outage = RetryBurst(_log, "reading")
 
     def ring(self) -> None:
@@ -66,13 +68,36 @@ class Bulletin:
         self._assignment = tps
         self.ring()
 
-    def take(self, req: TakeNotices) -> None:
+    def group_change(self, msg: GroupChange) -> None:
+        """Queue a change of the group's assignment for the facade.
+
+        A loss voids what the facade has not applied yet: it loses
+        everything it has when it takes the notice. A change after a loss
+        (the member joined again) keeps the loss first.
+        """
+        notice = msg.notice
+        if msg.lost:
+            self._lost_all = True
+            notice = GroupNotice(notice.seq)
+        elif self._group is not None:
+            notice = GroupNotice(notice.seq, self._group.lost, notice.revoke, notice.take,
+                                 notice.member)  # fmt: skip
+        self._group = notice
+        self.ring()
+
+    def take(self, req: TakeNotices, assigned: frozenset[TopicPartition]) -> None:
+        group = self._group
+        if group is not None and self._lost_all:
+            group = GroupNotice(group.seq, assigned, group.revoke - assigned,
+                                group.take, group.member)  # fmt: skip
         notices = Notices(
-            self._epochs, self._assignment, self.errors.popleft() if self.errors else None
+            self._epochs, self._assignment, self.errors.popleft() if self.errors else None, group
         )
         if req.reply.put(notices):
             self._epochs = {}
             self._assignment = None
+            self._group = None
+            self._lost_all = False
         elif notices.error is not None:
             self.errors.appendleft(notices.error)
         if self.errors:

@@ -35,10 +35,12 @@ from .args import check_count, check_partition, check_seconds
 from .cache import CacheClient, run_cache
 from .cachedir import CacheDirectory, open_cache_directory
 from .consumer import Consumer
-from .coordinator import Coordinator, Settings
+from .coordinator import Coordinator
+from .joining import check_membership, join_group, leave_quietly, start_membership
 from .messages import CloseMode, PartitionStart
 from .partitions import names, resolve_starts
 from .reader import SEGMENTS_AHEAD
+from .settings import Settings
 
 __all__ = ["open_consumer"]
 
@@ -63,43 +65,45 @@ async def open_consumer(
     retry: RetryPolicy | None = None,
     client_id: str | None = None,
     metrics_registry: CollectorRegistry | None = None,
+    group_instance_id: str | None = None,
+    session_timeout: float = 10.0,
+    heartbeat_interval: float = 1.0,
+    max_poll_interval: float = 300.0,
+    rebalance_listener: object | None = None,
 ) -> AsyncIterator[Consumer]:
-    """Open a consumer of ``topics`` (all their partitions) or of exact TopicPartitions.
+    """Open a consumer of ``topics``: as a member of ``group_id`` (topic names
+    with a group), of TopicPartitions (a manual assignment), or of every
+    partition (no group; nothing is committed).
 
     Args:
         topics: topic names and/or TopicPartitions.
-        group_id: the consumer group whose committed offsets are used and
-            written; without one, nothing is committed.
+        group_id: the group whose offsets are read and written (none: no commits).
+        group_instance_id, session_timeout, heartbeat_interval, max_poll_interval,
+            rebalance_listener: membership (docs/GROUPS.md): a static member's id;
+            seconds of silence, by the database's clock, before it is fenced;
+            seconds between heartbeats; seconds without a poll before it leaves;
+            a RebalanceListener (or alike), awaited in the polling task.
         storage, metadata: stores or URLs; the embedded default when omitted.
-        offset_reset: where to start without a valid committed offset, and
-            where to go when a position falls outside the log (a seek past
-            the end, data deleted): "earliest" (the log start), "latest"
-            (the high watermark) or "none" (raise OffsetOutOfRangeError
-            naming the partitions, at open or from poll()).
+        offset_reset: where to start without a valid committed offset, and to
+            go when a position falls outside the log (a seek past the end,
+            data deleted): "earliest" (the log start), "latest" (the high
+            watermark) or "none" (OffsetOutOfRangeError, at open or from poll()).
         auto_commit: commit, every ``auto_commit_interval`` seconds, the
-            positions as of the previous poll, and on close (the positions
-            when the block ends normally; those as of the last poll when it
-            ends by an exception).
+            positions as of the previous poll, and on close (the positions,
+            or those as of the last poll when the block ends by an exception).
         max_poll_records: most records one poll returns.
-        cache_dir: the directory of the segment cache (a temporary one, removed
-            at close, if None). The cache keeps its files in a subdirectory it
-            makes and marks, ``<cache_dir>/streamhouse-cache-v1/``, and never
-            touches anything else. One consumer at a time: a second consumer
-            on the same directory, in any process, is refused with a
-            ConfigurationError (a lock the system releases when the process
-            ends, however it ends).
-        cache_size_bytes: the cache's byte budget on disk; 0 keeps nothing on
-            disk (and ``cache_dir`` is not used).
+        cache_dir: the segment cache's directory (None: a temporary one,
+            removed at close); its files live in ``<cache_dir>/streamhouse-
+            cache-v1/`` only, for one consumer at a time (a second, in any
+            process, gets a ConfigurationError: the lock goes with the process).
+        cache_size_bytes: the cache's budget on disk (0: nothing kept on disk).
         prefetch_batches: blocks read ahead per partition.
-        metadata_refresh_interval: seconds between two looks for new data
-            (a watermark query, made only when the store's watch says the
-            catalogue may have changed: an idle consumer makes none).
-        stall_timeout: when errors keep a partition from making progress this
-            many seconds, the next poll raises the error (once; polls after
-            it go on), and again after each further ``stall_timeout``.
+        metadata_refresh_interval: seconds between two looks for new data (a
+            query only when the store's watch saw a change: idle, none).
+        stall_timeout: when errors keep a partition from progress this long,
+            the next poll raises the error (once), and again after each more.
         close_timeout: seconds leaving the block may take to commit.
-        retry: the backoff for transient errors (the readers retry until
-            they succeed; the lookups at open, ``retry.attempts`` times).
+        retry: the backoff of transient errors (readers: for ever; open: its attempts).
         client_id, metrics_registry: its metrics' ``client_id`` label (and
             name in logs; 1-255 of ``[A-Za-z0-9._-]``, generated if omitted),
             and their CollectorRegistry (the default one if omitted).
@@ -109,15 +113,14 @@ async def open_consumer(
         ConfigurationError: the cache directory cannot be used, or is in use.
         TopicNotFoundError: a topic does not exist (at open).
         OffsetOutOfRangeError: offset_reset="none" and no valid offset.
-        StreamHouseError: the runtime's own error, if it died, from the next
-            call (or at the end of the block).
+        StreamHouseError: the runtime's own error, if it died (from the next call).
     """
-    settings = _settings(
-        group_id, offset_reset, auto_commit, auto_commit_interval, prefetch_batches,
-        metadata_refresh_interval, stall_timeout, retry,
+    settings, wanted = _settings(
+        topics, group_id, offset_reset, auto_commit, auto_commit_interval, prefetch_batches,
+        metadata_refresh_interval, stall_timeout, retry, group_instance_id, session_timeout,
+        heartbeat_interval, max_poll_interval, rebalance_listener,
     )  # fmt: skip
     local = _Local.check(max_poll_records, cache_dir, cache_size_bytes, close_timeout)
-    wanted = _topic_list(topics)
     metrics = client_metrics(metrics_registry, check_client_id(client_id, "consumer"))
     async with open_metered_stores(storage, metadata, metrics) as (store, meta, where):
         starts = await _starts(meta, wanted, settings)
@@ -136,7 +139,12 @@ async def _running(
     where: str,
 ) -> AsyncIterator[Consumer]:
     """Take the cache directory, run the actors beside the body, release what the facade holds."""
-    where += f": group {settings.group_id!r}, {len(starts)} partition(s): {names(starts, 5)}"
+    if settings.membership is None:
+        where += f": group {settings.group_id!r}, {len(starts)} partition(s): {names(starts, 5)}"
+    else:
+        where += (
+            f": a member of group {settings.group_id!r} on {', '.join(settings.membership.topics)}"
+        )
     async with _cache_directory(local) as directory:
         start = functools.partial(_start, settings, local, store, meta, directory, starts, metrics)
         close = functools.partial(_close, settings)
@@ -176,6 +184,7 @@ class _Local:
 
 
 def _settings(
+    topics: object,
     group_id: str | None,
     offset_reset: OffsetReset | str,
     auto_commit: bool,
@@ -184,7 +193,10 @@ def _settings(
     refresh_interval: float,
     stall_timeout: float,
     retry: RetryPolicy | None,
-) -> Settings:
+    *membership: object,
+) -> tuple[Settings, list[str | TopicPartition]]:
+    """The settings the actors share, and what to read; every check made."""
+    wanted = _topic_list(topics)
     if group_id is not None:
         check_group_id(group_id)
     if not isinstance(auto_commit, bool):
@@ -192,6 +204,7 @@ def _settings(
     if retry is not None and not isinstance(retry, RetryPolicy):
         raise InvalidArgumentError(f"retry must be a RetryPolicy, not {retry!r}")
     return Settings(
+        membership=check_membership(group_id, wanted, *membership),
         group_id=group_id,
         offset_reset=OffsetReset.parse(offset_reset),
         auto_commit=auto_commit and group_id is not None,
@@ -200,7 +213,7 @@ def _settings(
         refresh_interval=check_seconds("metadata_refresh_interval", refresh_interval),
         stall_timeout=check_seconds("stall_timeout", stall_timeout, infinite=True),
         retry=retry or RetryPolicy(),
-    )
+    ), wanted
 
 
 def _topic_list(topics: object) -> list[str | TopicPartition]:
@@ -227,10 +240,12 @@ def _topic_list(topics: object) -> list[str | TopicPartition]:
 async def _starts(
     meta: MetadataStore, wanted: list[str | TopicPartition], settings: Settings
 ) -> dict[TopicPartition, PartitionStart]:
-    """Look the partitions up, and where each starts."""
+    """Look the partitions up, and where each starts (none yet for a group's member)."""
     topics = sorted({t if isinstance(t, str) else t.topic for t in wanted})
     states = await retry_call(lambda: meta.partition_states(topics), policy=settings.retry)
     chosen = _choose(states, wanted)
+    if settings.membership is not None:
+        return {}  # the member's, once it has joined (``_start``)
     committed: dict[TopicPartition, int] = {}
     if settings.group_id is not None:
         group = settings.group_id
@@ -291,7 +306,7 @@ async def _start(
     runtime: Runtime,
 ) -> Consumer:
     """Start the cache and the coordinator (which starts the readers); make the facade."""
-    ahead = len(starts) * SEGMENTS_AHEAD
+    ahead = (len(starts) or 16) * SEGMENTS_AHEAD  # a member starts with none
     run = functools.partial(
         run_cache, store, directory, local.budget, parked_limit=ahead, probe=metrics.cache()
     )
@@ -301,13 +316,23 @@ async def _start(
     inbox_send, inbox = anyio.create_memory_object_stream[object](64)
     # 1: the bell is rung once however often; the coordinator never waits on it.
     bell_send, bell = anyio.create_memory_object_stream[None](1)
+    rebalancer = joined = None
     try:
+        if settings.membership is not None:
+            # Joined now, so that a consumer alone in its group has every
+            # partition when open_consumer returns, as without a group.
+            joined = await join_group(meta, settings)
+            starts = joined.starts
         probe = metrics.consumer(settings.group_id)
         coordinator = Coordinator(
             settings, meta, cache, inbox, inbox_send.clone(), bell_send, probe
         )
-        await runtime.start(coordinator.run, starts)
+        await runtime.start(coordinator.run, starts, None if joined is None else joined.member)
+        if joined is not None:
+            rebalancer = await start_membership(runtime, settings, meta, inbox_send, joined)
     except BaseException:
+        if joined is not None and rebalancer is None:
+            await leave_quietly(meta, settings, joined)
         for end in (inbox_send, inbox, bell_send, bell):
             end.close()
         raise
@@ -320,6 +345,7 @@ async def _start(
         settings.group_id,
         local.max_poll_records,
         settings.auto_commit,
+        rebalancer,
     )
 
 

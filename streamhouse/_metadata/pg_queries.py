@@ -104,8 +104,14 @@ FETCH_OFFSETS = (
     'SELECT topic, partition, "offset", metadata, committed_at FROM consumer_offsets '
     "WHERE group_id = %s"
 )
-LIST_GROUPS = "SELECT DISTINCT group_id FROM consumer_offsets ORDER BY group_id"
-DELETE_GROUP = "DELETE FROM consumer_offsets WHERE group_id = %s"
+LIST_GROUPS = (
+    "SELECT group_id FROM consumer_offsets UNION SELECT group_id FROM group_members "
+    "ORDER BY group_id"
+)
+DELETE_GROUP = tuple(
+    f"DELETE FROM {table} WHERE group_id = %s"
+    for table in ("consumer_offsets", "group_members", "group_partitions", "consumer_groups")
+)
 
 
 class AlreadyCommitted(Exception):

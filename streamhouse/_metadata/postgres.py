@@ -34,7 +34,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import anyio
@@ -54,28 +54,25 @@ from .._errors import (
     TopicExistsError,
     TopicNotFoundError,
 )
-from .._names import check_group_id, check_partition_count, check_topic_name
+from .._names import check_partition_count, check_topic_name
 from .._retry import RetryBurst, RetryPolicy, retry_call
-from .._types import TopicPartition
 from . import pg_queries as q
 from .common import (
     AllTokens,
-    check_offsets,
     check_recommitted,
     check_segment_specs,
     check_timeout,
     config_row,
-    partition_error,
     segment,
     topic_info,
 )
 from .monitoring import PostgresMonitoring
+from .pg_groups import PostgresGroups
 from .pg_listen import Listener, PostgresWatch, channel_for, notify_payload
 from .pg_maint import PostgresMaintenance
 from .pg_url import check_schema_name, redact, split_postgres_url
 from .protocol import (
     CatalogueWatch,
-    CommittedOffset,
     PartitionState,
     SegmentInfo,
     SegmentSpec,
@@ -106,7 +103,7 @@ class _BrokenConnection(MetadataUnavailableError):
     call may succeed on another connection, so it is retried."""
 
 
-class PostgresMetadataStore(PostgresMaintenance, PostgresMonitoring):
+class PostgresMetadataStore(PostgresMaintenance, PostgresGroups, PostgresMonitoring):
     """The MetadataStore protocol on a schema of a PostgreSQL database.
 
     Args:
@@ -445,54 +442,3 @@ class PostgresMetadataStore(PostgresMaintenance, PostgresMonitoring):
         return await self._run(
             lambda conn: {r[0] for r in conn.execute(q.COMMITTED_KEYS, (names,))}
         )
-
-    # -- consumer offsets --------------------------------------------------
-
-    async def commit_offsets(
-        self, group_id: str, offsets: Mapping[TopicPartition, int], metadata: str = ""
-    ) -> None:
-        check_group_id(group_id)
-        check_offsets(offsets, metadata)
-        committed_at = time.time()
-
-        params = {
-            "topics": [tp.topic for tp in offsets],
-            "partitions": [tp.partition for tp in offsets],
-            "offsets": list(offsets.values()),
-            "group": group_id,
-            "metadata": metadata,
-            "at": committed_at,
-        }
-
-        def commit(conn: Conn) -> None:
-            bad = conn.execute(q.COMMIT_OFFSETS, params).fetchone()
-            if bad is not None:
-                topic = conn.execute(q.GET_TOPIC, (bad[0],)).fetchone()
-                raise partition_error(bad[0], None if topic is None else topic[1], bad[1])
-
-        await self._run(commit)
-
-    async def fetch_offsets(
-        self, group_id: str, partitions: Sequence[TopicPartition] | None = None
-    ) -> dict[TopicPartition, CommittedOffset]:
-        check_group_id(group_id)
-
-        def fetch(conn: Conn) -> dict[TopicPartition, CommittedOffset]:
-            found = {
-                TopicPartition(topic, partition): CommittedOffset(offset, metadata, at)
-                for topic, partition, offset, metadata, at in conn.execute(
-                    q.FETCH_OFFSETS, (group_id,)
-                )
-            }
-            if partitions is None:
-                return found
-            return {tp: found[tp] for tp in partitions if tp in found}
-
-        return await self._run(fetch)
-
-    async def list_groups(self) -> list[str]:
-        return await self._run(lambda conn: [r[0] for r in conn.execute(q.LIST_GROUPS)])
-
-    async def delete_group(self, group_id: str) -> None:
-        check_group_id(group_id)
-        await self._run(lambda conn: conn.execute(q.DELETE_GROUP, (group_id,)) and None, write=True)

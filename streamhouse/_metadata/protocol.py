@@ -18,6 +18,7 @@ import attrs
 
 from .._errors import InvalidArgumentError
 from .._types import CleanupPolicy, TopicPartition
+from .groups import GroupAssignment, HeartbeatRequest, MemberInfo, MemberRef
 
 __all__ = [
     "CatalogueWatch",
@@ -347,9 +348,19 @@ class MetadataStore(Protocol):
         ...
 
     async def commit_offsets(
-        self, group_id: str, offsets: Mapping[TopicPartition, int], metadata: str = ""
+        self,
+        group_id: str,
+        offsets: Mapping[TopicPartition, int],
+        metadata: str = "",
+        *,
+        member: MemberRef | None = None,
     ) -> None:
-        """Store a group's offsets, all in one transaction."""
+        """Store a group's offsets, all in one transaction.
+
+        With ``member``, only if that member is live at its epoch and owns
+        every partition of ``offsets`` (else CommitFailedError, and nothing
+        is written); without, unconditionally (manual assignment).
+        """
         ...
 
     async def fetch_offsets(
@@ -363,7 +374,25 @@ class MetadataStore(Protocol):
         ...
 
     async def delete_group(self, group_id: str) -> None:
-        """Forget every offset the group committed."""
+        """Forget every offset the group committed, and its members."""
+        ...
+
+    # -- group membership (see streamhouse/_metadata/groups.py) -------------
+
+    async def heartbeat(self, group_id: str, request: HeartbeatRequest) -> GroupAssignment:
+        """Join (epoch 0) or stay in the group, in one transaction timed by the
+        database's clock: expire dead members, release what the member gave
+        up, rebalance when membership or partitions changed, and answer what
+        the member owns and must give up (or that it is fenced)."""
+        ...
+
+    async def leave_group(self, group_id: str, member: MemberRef) -> None:
+        """Leave at once (a static member keeps its partitions until its
+        session runs out)."""
+        ...
+
+    async def describe_group_members(self, group_id: str) -> list[MemberInfo]:
+        """The group's live members and what each owns."""
         ...
 
     async def monitoring_snapshot(self, groups: Sequence[str] | None = None) -> MonitoringSnapshot:

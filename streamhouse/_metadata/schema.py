@@ -187,6 +187,43 @@ def _maintenance(real: str, bigint: str) -> tuple[str, ...]:
     )
 
 
+def _groups(real: str, bigint: str) -> tuple[str, ...]:
+    """Version 4's statements: consumer group membership (see ``groups``)."""
+    return (
+        # One row a group: its epoch moves when membership or partitions change;
+        # PostgreSQL locks this row for the length of a heartbeat.
+        f"""CREATE TABLE consumer_groups (
+            group_id  TEXT PRIMARY KEY,
+            epoch     {bigint} NOT NULL DEFAULT 0
+        )""",
+        f"""CREATE TABLE group_members (
+            group_id         TEXT NOT NULL,
+            member_id        TEXT NOT NULL,
+            instance_id      TEXT,
+            member_epoch     {bigint} NOT NULL,
+            subscription     TEXT NOT NULL,
+            session_timeout  {real} NOT NULL,
+            expires_at       {real} NOT NULL,
+            last_heartbeat   {real} NOT NULL,
+            PRIMARY KEY (group_id, member_id)
+        )""",
+        "CREATE UNIQUE INDEX group_members_instance ON group_members (group_id, instance_id) "
+        "WHERE instance_id IS NOT NULL",
+        # Per partition of a subscribed topic: its owner, the owner's epoch, and
+        # the member it goes to once the owner has released it.
+        f"""CREATE TABLE group_partitions (
+            group_id       TEXT NOT NULL,
+            topic          TEXT NOT NULL,
+            partition      INTEGER NOT NULL,
+            owner          TEXT,
+            owner_epoch    {bigint},
+            pending_owner  TEXT,
+            PRIMARY KEY (group_id, topic, partition)
+        )""",
+        "CREATE INDEX group_partitions_by_topic ON group_partitions (topic)",
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -207,6 +244,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         "compaction checkpoints, object sizes and lifetimes, the maintenance lease",
         sqlite=_maintenance("REAL", "INTEGER"),
         postgres=_maintenance("DOUBLE PRECISION", "BIGINT"),
+    ),
+    Migration(
+        4,
+        "consumer groups: the group epoch, members and their sessions, partition owners",
+        sqlite=_groups("REAL", "INTEGER"),
+        postgres=_groups("DOUBLE PRECISION", "BIGINT"),
     ),
 )
 

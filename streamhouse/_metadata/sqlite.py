@@ -21,7 +21,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -38,13 +38,11 @@ from .._errors import (
     TopicExistsError,
     TopicNotFoundError,
 )
-from .._names import check_group_id, check_partition_count, check_topic_name
-from .._types import TopicPartition
+from .._names import check_partition_count, check_topic_name
 from .common import (
     SEGMENT_COLUMNS,
     TOPIC_COLUMNS,
     AllTokens,
-    check_offsets,
     check_recommitted,
     check_segment_specs,
     check_timeout,
@@ -56,13 +54,13 @@ from .common import (
 from .monitoring import SQLiteMonitoring
 from .protocol import (
     CatalogueWatch,
-    CommittedOffset,
     PartitionState,
     SegmentInfo,
     SegmentSpec,
     TopicConfig,
     TopicInfo,
 )
+from .sqlite_groups import SQLiteGroups
 from .sqlite_maint import SQLiteMaintenance
 from .sqlite_schema import SQLiteWatch, migrate, write_transaction
 
@@ -78,7 +76,7 @@ def _check_partition(conn: sqlite3.Connection, topic: str, partition: int) -> No
 
 
 @attrs.define(eq=False)
-class SQLiteMetadataStore(SQLiteMaintenance, SQLiteMonitoring):
+class SQLiteMetadataStore(SQLiteMaintenance, SQLiteGroups, SQLiteMonitoring):
     """The MetadataStore protocol on one SQLite file.
 
     Args:
@@ -444,69 +442,4 @@ class SQLiteMetadataStore(SQLiteMaintenance, SQLiteMonitoring):
                     (names,),
                 )
             }
-        )
-
-    # -- consumer offsets --------------------------------------------------
-
-    async def commit_offsets(
-        self, group_id: str, offsets: Mapping[TopicPartition, int], metadata: str = ""
-    ) -> None:
-        check_group_id(group_id)
-        check_offsets(offsets, metadata)
-        committed_at = time.time()
-
-        def commit(conn: sqlite3.Connection) -> None:
-            for tp in offsets:
-                _check_partition(conn, tp.topic, tp.partition)
-            conn.executemany(
-                'INSERT INTO consumer_offsets (group_id, topic, partition, "offset", metadata, '
-                "committed_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (group_id, topic, partition) "
-                'DO UPDATE SET "offset" = excluded."offset", metadata = excluded.metadata, '
-                "committed_at = excluded.committed_at",
-                [
-                    (group_id, tp.topic, tp.partition, offset, metadata, committed_at)
-                    for tp, offset in offsets.items()
-                ],
-            )
-
-        await self._run(lambda conn: write_transaction(conn, commit))
-
-    async def fetch_offsets(
-        self, group_id: str, partitions: Sequence[TopicPartition] | None = None
-    ) -> dict[TopicPartition, CommittedOffset]:
-        check_group_id(group_id)
-
-        def fetch(conn: sqlite3.Connection) -> dict[TopicPartition, CommittedOffset]:
-            rows = conn.execute(
-                'SELECT topic, partition, "offset", metadata, committed_at FROM consumer_offsets '
-                "WHERE group_id = ?",
-                (group_id,),
-            )
-            found = {
-                TopicPartition(topic, partition): CommittedOffset(offset, metadata, at)
-                for topic, partition, offset, metadata, at in rows
-            }
-            if partitions is None:
-                return found
-            return {tp: found[tp] for tp in partitions if tp in found}
-
-        return await self._run(fetch)
-
-    async def list_groups(self) -> list[str]:
-        return await self._run(
-            lambda conn: [
-                row[0]
-                for row in conn.execute(
-                    "SELECT DISTINCT group_id FROM consumer_offsets ORDER BY group_id"
-                )
-            ]
-        )
-
-    async def delete_group(self, group_id: str) -> None:
-        check_group_id(group_id)
-        await self._run(
-            lambda conn: write_transaction(
-                conn,
-                lambda c: c.execute("DELETE FROM consumer_offsets WHERE group_id = ?", (group_id,)),
-            )
         )

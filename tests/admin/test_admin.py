@@ -142,3 +142,28 @@ async def test_delete_orphans_also_removes_stale_temporaries(
         assert [row[3] for row in await read_partition(store, meta, "t", 0)] == [b"kept"]
         with pytest.raises(InvalidArgumentError, match="grace"):
             await admin.delete_orphans(grace=float("nan"))
+
+
+async def test_group_members_and_owners_are_described(tmp_path: Path) -> None:
+    """describe_group_members lists each member and what it owns; describe_group
+    names each partition's owner."""
+    from streamhouse import open_consumer
+
+    storage = LocalObjectStore(tmp_path / "objects")
+    meta = SQLiteMetadataStore(tmp_path / "meta.db")
+    async with open_admin(storage=storage, metadata=meta) as admin:
+        await admin.create_topic("t", partitions=2)
+        async with open_consumer("t", group_id="g", storage=storage, metadata=meta,
+                                 heartbeat_interval=0.05) as consumer:  # fmt: skip
+            await consumer.commit({TopicPartition("t", 0): 0})
+            (member,) = await admin.describe_group_members("g")
+            assert member.assignment == frozenset({TopicPartition("t", 0), TopicPartition("t", 1)})
+            assert member.instance_id is None
+            assert member.epoch > 0
+            assert member.last_heartbeat > time.time() - 60
+            rows = await admin.describe_group("g")
+            assert [(r.partition, r.member_id) for r in rows] == [(0, member.member_id)]
+        assert await admin.describe_group_members("g") == []
+        assert [r.member_id for r in await admin.describe_group("g")] == [None, None]
+    await storage.aclose()
+    await meta.aclose()

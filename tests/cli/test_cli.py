@@ -71,7 +71,7 @@ def test_groups_commit_describe_and_reset(sh: Shell) -> None:
     produce(sh, "t", [str(i) for i in range(10)])
     assert sh.ok("consume", "t", "--group", "g", "--max", "4").splitlines() == ["0", "1", "2", "3"]
     assert rows(sh.ok("groups", "list")) == [["g"]]
-    assert rows(sh.ok("groups", "describe", "g")) == [["t", "0", "4", "10", "6"]]
+    assert rows(sh.ok("groups", "describe", "g")) == [["t", "0", "4", "10", "6", "-"]]
     assert sh.ok("consume", "t", "--group", "g").splitlines() == [str(i) for i in range(4, 10)]
     assert committed(sh, "g") == {("t", 0): 10}
     sh.ok("groups", "reset-offsets", "g", "--topic", "t", "--to-offset", "2", "--execute")
@@ -92,6 +92,27 @@ def test_ctrl_c_stops_a_following_consumer_and_commits(sh: Shell) -> None:
     assert committed(sh, "g") == {("t", 0): 3}
 
 
+def test_a_following_group_consumer_is_a_member_groups_describe_shows(sh: Shell) -> None:
+    """consume --follow --group joins the group: describe shows it and what it owns."""
+    sh.ok("topics", "create", "t", "--partitions", "2")
+    produce(sh, "t", ["a"])
+    proc = sh.popen("consume", "t", "--group", "g", "--follow")
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == b"a\n"
+    described = sh.json("groups", "describe", "g")
+    (member,) = described["members"]
+    assert sorted((a["topic"], a["partition"]) for a in member["assignment"]) == [
+        ("t", 0), ("t", 1),
+    ]  # fmt: skip
+    assert {p["member_id"] for p in described["partitions"]} == {member["member_id"]}
+    text = sh.ok("groups", "describe", "g")
+    assert "t[0] t[1]" in text
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert sh.json("groups", "describe", "g")["members"] == []
+
+
 def test_the_demo_runs_on_the_embedded_default(sh: Shell) -> None:
     """streamhouse demo produces, consumes, commits and ends with lag 0, all on stderr."""
     out, err = sh.ok_both("demo", "--records", "3000")
@@ -110,7 +131,7 @@ USER_ERRORS = [
     (["produce", "t", "--file", "missing.txt"], "is not a readable file"),
     (["produce", "t", "--file", "."], "is not a readable file: it is a directory"),
     (["produce", "t", "--header", "novalue"], "is not KEY=VALUE"),
-    (["groups", "describe", "nobody"], "has no committed offsets"),
+    (["groups", "describe", "nobody"], "has no committed offsets and no members"),
     (["groups", "reset-offsets", "g", "--topic", "t", "--to-offset", "5"], "is outside"),
     (["storage", "create-bucket"], "needs --storage s3://"),
     (["--storage", "ftp://x", "topics", "list"], "unsupported storage URL"),

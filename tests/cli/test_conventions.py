@@ -202,16 +202,21 @@ def test_groups_describe_shows_every_partition_of_the_groups_topics(sh: Shell) -
     sh.ok("consume", "t", "--group", "g")
     sh.ok("produce", "t", "--partition", "2", stdin="d\n")
     assert rows(sh.ok("groups", "describe", "g")) == [
-        ["t", "0", "-", "0", "-"], ["t", "1", "2", "2", "0"], ["t", "2", "1", "2", "1"],
+        ["t", "0", "-", "0", "-", "-"], ["t", "1", "2", "2", "0", "-"],
+        ["t", "2", "1", "2", "1", "-"],
     ]  # fmt: skip
     assert sh.json("groups", "describe", "g") == {
         "group": "g",
         "partitions": [
-            {"topic": "t", "partition": 0, "committed": None, "high_watermark": 0, "lag": None},
-            {"topic": "t", "partition": 1, "committed": 2, "high_watermark": 2, "lag": 0},
-            {"topic": "t", "partition": 2, "committed": 1, "high_watermark": 2, "lag": 1},
+            {"topic": "t", "partition": 0, "committed": None, "high_watermark": 0, "lag": None,
+             "member_id": None},
+            {"topic": "t", "partition": 1, "committed": 2, "high_watermark": 2, "lag": 0,
+             "member_id": None},
+            {"topic": "t", "partition": 2, "committed": 1, "high_watermark": 2, "lag": 1,
+             "member_id": None},
         ],
-    }
+        "members": [],
+    }  # fmt: skip
 
 
 def test_admin_commands_answer_in_json(sh: Shell) -> None:
