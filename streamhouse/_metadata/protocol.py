@@ -237,8 +237,8 @@ class GroupOffset:
 class MonitoringSnapshot:
     """Every partition, every committed offset (of the groups asked), and group members.
 
-    ``members``: the number of members of each group the store knows of
-    (empty until the store keeps group membership).
+    ``members``: the number of live members of each group that has any
+    (sessions not run out by the database's clock).
     """
 
     partitions: list[PartitionSummary]

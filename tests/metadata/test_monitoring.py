@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from streamhouse import InvalidArgumentError, MetadataStore, TopicPartition
+from streamhouse._metadata.groups import HeartbeatRequest, MemberRef
 from streamhouse._metadata.protocol import GroupOffset, PartitionSummary, SegmentSpec
 
 pytestmark = pytest.mark.anyio
@@ -45,3 +46,14 @@ async def test_a_bad_group_name_is_refused(meta: MetadataStore) -> None:
         await meta.monitoring_snapshot([""])
     with pytest.raises(InvalidArgumentError, match="groups"):
         await meta.monitoring_snapshot("g")
+
+
+async def test_the_snapshot_counts_each_groups_live_members(meta: MetadataStore) -> None:
+    """Members whose session has not run out, per group, in the same one query."""
+    await meta.create_topic("t", 2)
+    for group, member in (("g", "a"), ("g", "b"), ("h", "c")):
+        await meta.heartbeat(group, HeartbeatRequest(member, 0, ("t",), 10.0, None, frozenset()))
+    gone = await meta.heartbeat("h", HeartbeatRequest("gone", 0, ("t",), 10.0, None, frozenset()))
+    await meta.leave_group("h", MemberRef("gone", gone.epoch))
+    assert (await meta.monitoring_snapshot()).members == {"g": 2, "h": 1}
+    assert (await meta.monitoring_snapshot(["h"])).members == {"h": 1}
