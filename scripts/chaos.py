@@ -1,13 +1,16 @@
 """Kill things at random while producers and consumers run; then check that
 nothing acknowledged was lost and no commit ran ahead of processing.
 
-    python scripts/chaos.py [--duration 90] [--seed N] [--json]
+    python scripts/chaos.py [--duration 90] [--seed N] [--members N] [--json]
 
 Producers and consumers run as processes of their own (scripts/chaos_worker.py)
 against a private SeaweedFS and one SQLite file. For ``--duration`` seconds,
 at random moments, the script
 
-- SIGKILLs a producer or a consumer, and starts a new one in its place;
+- SIGKILLs a producer or a consumer, and starts a new one in its place
+  (with ``--members N``, the consumers are N members of one group: a killed
+  member's partitions move to the others when its session runs out, and
+  back as the new one joins);
 - SIGKILLs a maintainer (``streamhouse maintain``, merging the small
   segments the producers write under the consumers' feet, and deleting the
   old objects two seconds later), and starts a new one;
@@ -333,9 +336,12 @@ def run(args: argparse.Namespace) -> tuple[Tally, Verdict]:
             trio.run(setup, directory, server.endpoint, server.access_key, server.secret_key)
             common = ["--dir", str(directory), "--s3", str(directory / "s3.json")]
             workers += [Worker("producer", f"p{i}", common) for i in range(args.producers)]
-            for i in range(2):
-                parts = ",".join(str(p) for p in range(i, PARTITIONS, 2))
-                workers.append(Worker("consumer", f"c{i}", [*common, "--partitions", parts]))
+            if args.members:
+                workers += [Worker("consumer", f"c{i}", common) for i in range(args.members)]
+            else:
+                for i in range(2):
+                    parts = ",".join(str(p) for p in range(i, PARTITIONS, 2))
+                    workers.append(Worker("consumer", f"c{i}", [*common, "--partitions", parts]))
             workers += [Worker("maintainer", f"m{i}", []) for i in range(args.maintainers)]
             for w in workers:
                 w.start(directory)
@@ -418,6 +424,13 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=90.0, help="seconds of chaos")
     parser.add_argument("--producers", type=int, default=2)
     parser.add_argument("--maintainers", type=int, default=1, help="`streamhouse maintain`s")
+    parser.add_argument(
+        "--members",
+        type=int,
+        default=0,
+        help="consumers as N members of one group sharing the partitions (default: two "
+        "consumers with half the partitions each, assigned by hand)",
+    )
     parser.add_argument("--seed", type=int, default=None, help="the chaos's random seed")
     parser.add_argument("--json", action="store_true", help="end with a line of JSON")
     args = parser.parse_args()

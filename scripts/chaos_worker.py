@@ -90,12 +90,20 @@ async def produce(args: argparse.Namespace) -> None:
 
 async def consume(args: argparse.Namespace) -> None:
     storage, meta = stores(args)
-    partitions = [TopicPartition(TOPIC, int(p)) for p in args.partitions.split(",")]
+    # A group member subscribes to the topic and shares its partitions with
+    # the other members (a killed one's move after its 3 s session); else the
+    # partitions given, assigned by hand.
+    members = args.partitions is None
+    subscription: list[str] | list[TopicPartition] = (
+        [TOPIC] if members else [TopicPartition(TOPIC, int(p)) for p in args.partitions.split(",")]
+    )
+    membership = {"session_timeout": 3.0, "heartbeat_interval": 0.3} if members else {}
     rng = random.Random()
     with journal(Path(args.dir) / f"{args.name}.log") as log:
         async with open_consumer(
-            partitions,
-            group_id="chaos",
+            subscription,
+            group_id="chaos-members" if members else "chaos",
+            **membership,  # type: ignore[arg-type]
             storage=storage,
             metadata=meta,
             offset_reset="earliest",
@@ -141,7 +149,10 @@ def main() -> None:
     parser.add_argument("--name", required=True)
     parser.add_argument("--dir", required=True, help="the chaos run's directory")
     parser.add_argument("--s3", required=True, help="a JSON file: endpoint, bucket, keys")
-    parser.add_argument("--partitions", help="consumer: the partitions it reads, e.g. 0,2")
+    parser.add_argument(
+        "--partitions",
+        help="consumer: the partitions it reads, e.g. 0,2 (omitted: a member of a group)",
+    )
     args = parser.parse_args()
     trio.run(produce if args.role == "producer" else consume, args)
 
