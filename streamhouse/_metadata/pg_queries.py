@@ -64,10 +64,6 @@ INSERT_SEGMENT = (
     f"INSERT INTO segments ({SEGMENT_COLUMNS}) "
     "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 )
-FIND_SEGMENT = (
-    f"SELECT {SEGMENT_COLUMNS} FROM segments WHERE topic = %s AND partition = %s "
-    "AND base_offset <= %s ORDER BY base_offset DESC LIMIT 1"
-)
 LIST_SEGMENTS = (
     f"SELECT {SEGMENT_COLUMNS} FROM segments WHERE topic = %s AND partition = %s "
     "AND base_offset >= COALESCE((SELECT MAX(base_offset) FROM segments "

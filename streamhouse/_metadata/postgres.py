@@ -405,16 +405,6 @@ class PostgresMetadataStore(PostgresMaintenance, PostgresGroups, PostgresMonitor
         # Not write=True: commit_object runs its own transaction, pipelined.
         return await self._run(commit)
 
-    async def find_segment(self, topic: str, partition: int, offset: int) -> SegmentInfo | None:
-        def find(conn: Conn) -> SegmentInfo | None:
-            row = conn.execute(q.FIND_SEGMENT, (topic, partition, offset)).fetchone()
-            if row is None:
-                return None
-            found = segment(row)
-            return found if offset < found.end_offset else None
-
-        return await self._run(find)
-
     async def list_segments(
         self, topic: str, partition: int, from_offset: int = 0, limit: int = 1000
     ) -> list[SegmentInfo]:

@@ -325,10 +325,6 @@ class MetadataStore(Protocol):
         """
         ...
 
-    async def find_segment(self, topic: str, partition: int, offset: int) -> SegmentInfo | None:
-        """The segment holding ``offset``, or None (O(log n))."""
-        ...
-
     async def list_segments(
         self, topic: str, partition: int, from_offset: int = 0, limit: int = 1000
     ) -> list[SegmentInfo]:

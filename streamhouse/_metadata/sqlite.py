@@ -378,20 +378,6 @@ class SQLiteMetadataStore(SQLiteMaintenance, SQLiteGroups, SQLiteMonitoring):
 
         return await self._run(lambda conn: write_transaction(conn, commit))
 
-    async def find_segment(self, topic: str, partition: int, offset: int) -> SegmentInfo | None:
-        def find(conn: sqlite3.Connection) -> SegmentInfo | None:
-            row = conn.execute(
-                f"SELECT {SEGMENT_COLUMNS} FROM segments WHERE topic = ? AND partition = ? "
-                "AND base_offset <= ? ORDER BY base_offset DESC LIMIT 1",
-                (topic, partition, offset),
-            ).fetchone()
-            if row is None:
-                return None
-            found = segment(row)
-            return found if offset < found.end_offset else None
-
-        return await self._run(find)
-
     async def list_segments(
         self, topic: str, partition: int, from_offset: int = 0, limit: int = 1000
     ) -> list[SegmentInfo]:

@@ -119,19 +119,6 @@ async def test_a_commit_to_a_bad_partition_commits_nothing(meta: MetadataStore) 
         await meta.commit_segments("obj", [])
 
 
-async def test_find_segment_locates_any_offset(meta: MetadataStore) -> None:
-    """find_segment returns the segment holding an offset, or None past the end."""
-    await meta.create_topic("t", 1)
-    for i in range(50):
-        await meta.commit_segments(f"obj-{i:03d}", [spec("t", 0, 3)])
-    for offset in (0, 1, 2, 3, 77, 149):
-        found = await meta.find_segment("t", 0, offset)
-        assert found is not None
-        assert found.base_offset <= offset < found.end_offset
-        assert found.object_key == f"obj-{offset // 3:03d}"
-    assert await meta.find_segment("t", 0, 150) is None
-
-
 async def test_list_segments_starts_at_the_segment_holding_the_offset(
     meta: MetadataStore,
 ) -> None:
