@@ -95,6 +95,10 @@ _TRANSIENT = (
     psycopg.OperationalError,
     psycopg.errors.SerializationFailure,
     psycopg.errors.DeadlockDetected,
+    # The server ended a session whose transaction waited past
+    # idle_in_transaction_timeout (its client was paused): the transaction
+    # was rolled back, so the call may run again on a new connection.
+    psycopg.errors.IdleInTransactionSessionTimeout,
 )
 
 
@@ -115,6 +119,13 @@ class PostgresMetadataStore(PostgresMaintenance, PostgresGroups, PostgresMonitor
         connect_timeout: seconds to get a connection before a call fails
             with MetadataUnavailableError.
         statement_timeout: seconds any one statement may run.
+        idle_in_transaction_timeout: seconds a transaction of this store may
+            sit waiting for its client before the server ends the session,
+            releasing its locks. Ours send their statements back to back
+            (milliseconds); one that waits this long belongs to a paused
+            client (SIGSTOP, a frozen VM, a network partition), and a paused
+            group member holding its group's row lock stalled every other
+            member's heartbeat until it came back.
         max_connections: the pool's size, and the calls running at once.
         retry: how calls whose connection broke are retried.
         poll_interval: how often a watch looks while the listener is down.
@@ -133,6 +144,7 @@ class PostgresMetadataStore(PostgresMaintenance, PostgresGroups, PostgresMonitor
         schema: str | None = None,
         connect_timeout: float = 10.0,
         statement_timeout: float = 30.0,
+        idle_in_transaction_timeout: float = 5.0,
         max_connections: int = 4,
         retry: RetryPolicy | None = None,
         poll_interval: float = 0.05,
@@ -145,6 +157,7 @@ class PostgresMetadataStore(PostgresMaintenance, PostgresGroups, PostgresMonitor
         )
         for name, value in (("connect_timeout", connect_timeout),
                             ("statement_timeout", statement_timeout),
+                            ("idle_in_transaction_timeout", idle_in_transaction_timeout),
                             ("poll_interval", poll_interval)):  # fmt: skip
             if check_timeout(value) == 0:
                 raise InvalidArgumentError(f"{name} must be > 0, not {value!r}")
@@ -155,6 +168,7 @@ class PostgresMetadataStore(PostgresMaintenance, PostgresGroups, PostgresMonitor
             )
         self.connect_timeout = float(connect_timeout)
         self.statement_timeout = float(statement_timeout)
+        self.idle_in_transaction_timeout = float(idle_in_transaction_timeout)
         self.max_connections = max_connections
         self.retry = retry or RetryPolicy()
         self.poll_interval = float(poll_interval)
@@ -209,10 +223,13 @@ class PostgresMetadataStore(PostgresMaintenance, PostgresGroups, PostgresMonitor
 
     def _configure(self, conn: Conn) -> None:
         conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
-        conn.execute(
-            "SELECT set_config('statement_timeout', %s, false)",
-            (f"{math.ceil(self.statement_timeout * 1000)}ms",),
-        )
+        for setting, seconds in (
+            ("statement_timeout", self.statement_timeout),
+            ("idle_in_transaction_session_timeout", self.idle_in_transaction_timeout),
+        ):
+            conn.execute(
+                "SELECT set_config(%s, %s, false)", (setting, f"{math.ceil(seconds * 1000)}ms")
+            )
 
     def _open_pool(self) -> psycopg_pool.ConnectionPool[Conn]:
         """The pool, opened (and the schema migrated) by the first call."""

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from streamhouse import (
     metadata_store_from_url,
 )
 from streamhouse._config import redact_url
+from streamhouse._metadata.groups import HeartbeatRequest
 from streamhouse._metadata.protocol import SegmentInfo, SegmentSpec
 from streamhouse._metadata.schema import LATEST_VERSION, MIGRATIONS
 
@@ -454,3 +456,49 @@ def test_redacted_urls_keep_no_password() -> None:
         "postgresql://u:***@h/db?password=***&schema=s"
     )
     assert redact_url("sqlite:///meta.db") == "sqlite:///meta.db"
+
+
+async def test_a_paused_client_holding_the_groups_lock_is_cut_off(
+    postgres_url: str, pg_schema: str
+) -> None:
+    """A transaction left waiting (its client SIGSTOPped) loses its session, and its locks.
+
+    Found by a process test on the machine's PostgreSQL 15: a member stopped
+    inside a heartbeat held its group's row lock, and every other member's
+    heartbeat waited on it, so the stopped member's session could never be
+    found expired.
+    """
+    paused = PostgresMetadataStore(postgres_url, schema=pg_schema, idle_in_transaction_timeout=0.5)
+    other = PostgresMetadataStore(postgres_url, schema=pg_schema, statement_timeout=20)
+    await other.create_topic("t", 1)
+    await other.heartbeat("g", HeartbeatRequest("a", 0, ("t",), 10.0, None, frozenset()))
+    holding, resume = threading.Event(), threading.Event()
+    attempts = itertools.count(1)
+
+    def hold(conn: psycopg.Connection[tuple[object, ...]]) -> int:
+        attempt = next(attempts)
+        conn.execute("SELECT epoch FROM consumer_groups WHERE group_id = 'g' FOR UPDATE")
+        if attempt == 1:
+            holding.set()
+            resume.wait(30)  # the client stops talking, its transaction open
+        conn.execute("SELECT 1")
+        return attempt
+
+    async with anyio.create_task_group() as tg:
+        result: list[int] = []
+
+        async def paused_call() -> None:
+            result.append(await paused._run(hold, write=True))
+
+        tg.start_soon(paused_call)
+        await anyio.to_thread.run_sync(holding.wait)
+        with anyio.fail_after(15):  # statement_timeout is 20 s: this is the cut-off's work
+            joined = await other.heartbeat(
+                "g", HeartbeatRequest("b", 0, ("t",), 10.0, None, frozenset())
+            )
+        resume.set()
+    assert joined.epoch > 0
+    # The paused client's session was ended; its call was retried on a new one.
+    assert result == [2]
+    await paused.aclose()
+    await other.aclose()
