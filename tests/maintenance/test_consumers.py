@@ -9,7 +9,7 @@ from typing import Any
 import anyio
 import pytest
 
-from streamhouse import Admin, OffsetOutOfRangeError, TopicPartition
+from streamhouse import Admin, ObjectNotFoundError, OffsetOutOfRangeError, TopicPartition
 
 from ..helpers import Stores, poll_until
 from .support import flushes
@@ -114,6 +114,32 @@ async def test_retention_under_a_live_reader_applies_offset_reset(
             assert offsets[-2:] == [first, first + 1]
             assert offsets[:-2] == list(range(1, len(offsets) - 1))
             assert len(offsets) < 9
+
+
+async def test_retention_under_a_reader_halfway_through_an_object(stores: Stores) -> None:
+    """An object of several blocks deleted while a reader is inside it: every
+    record delivered is the one at its offset, in order, none twice, and the
+    reader goes on at the new log start (what it had fetched may come first)."""
+    admin = Admin(*stores)
+    await admin.create_topic("t")
+    value = [bytes([i]) * 300_000 for i in range(12)]  # 3.6 MB: blocks of about 1 MiB
+    await flushes(stores, "t", 0, [[(b"k", v) for v in value], [(b"k", b"after")]])
+    (first, last) = await stores.meta.list_segments("t", 0)
+    async with stores.consumer("t", offset_reset="earliest", prefetch_batches=1) as consumer:
+        await consumer.seek_to_beginning(TP)
+        (record,) = await consumer.poll(timeout=5, max_records=1)
+        assert record.offset == 0
+        await admin.alter_topic("t", retention_bytes=last.length)  # the first segment goes
+        report = await admin.maintain(grace=0, target_bytes=1)
+        assert report.objects_deleted == 1
+        with pytest.raises(ObjectNotFoundError):
+            await stores.storage.head(first.object_key)
+        got: list[Any] = []
+        while not got or got[-1].offset < 12:
+            got += await poll_until(consumer, 1)
+    offsets = [r.offset for r in got]
+    assert offsets == [*range(1, len(offsets)), 12]
+    assert [r.value for r in got] == [*value[1 : len(offsets)], b"after"]
 
 
 async def poll_until_position(consumer: Any, offset: int) -> None:
