@@ -14,12 +14,16 @@ gets a schema of its own, dropped after it.
 Backends: the public API (the consumer, producer and admin folders) runs
 under trio and asyncio alike, every test of it twice; a test on virtual time
 (``autojump_clock``) runs under trio, whose MockClock it needs; the lower
-layers run under trio, StreamHouse's primary backend. Under asyncio each
-test runs once, on the first of its stores (the local directory, SQLite):
-what it adds is the public API under asyncio, and every combination of
-object store and metadata store runs under trio. (Every combination under
-both backends had made the README's test command take 12.4 minutes; the
-storage and metadata code below the API is the same anyio code under both.)
+layers run under trio, StreamHouse's primary backend.
+
+Combinations: a test that takes both an object store and a metadata store
+runs, under trio, on the three a deployment runs: the local directory with
+SQLite (the embedded default), S3 with SQLite (one machine), S3 with
+PostgreSQL (many machines); under asyncio once, on the local directory with
+SQLite: what it adds is the public API under asyncio. Every combination
+under both backends had made the README's test command take 12.4 minutes;
+the storage and metadata code below the API is the same anyio code under
+both, and each store's own suite runs whole.
 """
 
 from __future__ import annotations
@@ -69,20 +73,26 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("anyio_backend", ["trio", "asyncio"] if both else ["trio"], indirect=True)
 
 
-# The stores' parameters a test under asyncio runs with (see the docstring).
-_ASYNCIO_STORES = {"store": "local", "meta": "sqlite"}
+# The combinations of stores each backend runs (see the docstring).
+_COMBINATIONS = {
+    "trio": {("local", "sqlite"), ("s3", "sqlite"), ("s3", "postgres")},
+    "asyncio": {("local", "sqlite")},
+}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Keep one combination of stores per test under asyncio."""
-    items[:] = [item for item in items if not _another_asyncio_combination(item)]
+    """Keep the combinations of stores each backend runs."""
+    items[:] = [item for item in items if _runs(item)]
 
 
-def _another_asyncio_combination(item: pytest.Item) -> bool:
+def _runs(item: pytest.Item) -> bool:
     params = getattr(getattr(item, "callspec", None), "params", {})
-    if params.get("anyio_backend") != "asyncio":
-        return False
-    return any(name in params and params[name] != value for name, value in _ASYNCIO_STORES.items())
+    backend = params.get("anyio_backend", "trio")
+    if "store" in params and "meta" in params:
+        return (params["store"], params["meta"]) in _COMBINATIONS[backend]
+    if backend == "asyncio":  # one store only: its first
+        return params.get("store", "local") == "local" and params.get("meta", "sqlite") == "sqlite"
+    return True
 
 
 @pytest.fixture
