@@ -24,7 +24,11 @@ def test_a_short_chaos_run_loses_nothing_and_commits_nothing_unprocessed() -> No
     result = json.loads(run.stdout.strip().splitlines()[-1])
     assert result["ok"] is True
     assert result["acknowledged"] > 0
-    assert result["acknowledged"] == result["in_log"]
+    # A producer killed after its commit landed and before it wrote the
+    # acknowledgement down leaves records in the log nobody saw acknowledged
+    # (as a Kafka producer killed before its callback ran): more in the log
+    # is sound, fewer is a loss (and "lost" counts it by value and offset).
+    assert result["in_log"] >= result["acknowledged"]
     assert (result["lost"], result["duplicated"], result["unprocessed"]) == (0, 0, 0)
     assert result["commits"] > 0
     assert result["commits_past_unprocessed"] == 0
