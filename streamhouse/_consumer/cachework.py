@@ -1,20 +1,138 @@
-"""The cache actor's own messages: what its helper tasks report, and its file writes.
+"""The cache actor's messages: what it is asked, what its helper tasks
+report, and its file writes.
 
-Private to the cache actor (module cache); kept apart so that the actor's
-module reads in one sitting.
+Kept apart so that the actor's module (cache) reads in one sitting.
 """
 
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import anyio
 import attrs
+from anyio.streams.memory import MemoryObjectSendStream
 
-from .messages import Reply
+from .._metrics import CacheProbe
+from .messages import Reply, Request
 
-__all__ = ["Fetched", "Miss", "Read", "Want", "WindowFetched", "Writing", "Written", "write_file"]
+__all__ = [
+    "CacheClient",
+    "CacheStats",
+    "Fetch",
+    "FetchMany",
+    "Prefetch",
+    "Stats",
+    "Fetched",
+    "Gathered",
+    "Miss",
+    "Read",
+    "Slice",
+    "Want",
+    "WindowFetched",
+    "Writing",
+    "Written",
+    "write_file",
+]
+
+
+@attrs.frozen
+class CacheStats:
+    """What the cache did so far: for tests, metrics and the benchmark."""
+
+    files: int
+    bytes: int
+    budget: int
+    hits: int
+    misses: int
+    gets: int
+    evictions: int
+    joined: int
+
+
+@attrs.frozen
+class Fetch(Request[bytes]):
+    """Bytes ``[start, end)`` of ``key``; ``refresh``: not from the cached copy;
+    ``segment``: a whole segment, perhaps of an object that packs several
+    (fetched with the others, module spans), not a block read on purpose."""
+
+    key: str
+    start: int
+    end: int
+    refresh: bool = False
+    segment: bool = False
+
+
+@attrs.frozen
+class Prefetch:
+    """Bring segment ``[start, end)`` of ``key`` near: a Fetch of it follows soon (one-way)."""
+
+    key: str
+    start: int
+    end: int
+
+
+@attrs.frozen
+class Stats(Request[CacheStats]):
+    pass
+
+
+@attrs.frozen
+class FetchMany(Request[list[bytes]]):
+    """Whole segments ``(key, start, end)``, answered together (one wake-up
+    of the asker for all of them), or with the first error of any."""
+
+    ranges: Sequence[tuple[str, int, int]]
+
+
+@attrs.frozen
+class Slice:
+    """A range of a FetchMany waiting for the window of its object."""
+
+    reply: Reply[bytes]
+    start: int
+    end: int
+
+
+class Gathered:
+    """The answers of a FetchMany, gathered: one part reply per range."""
+
+    __slots__ = ("datas", "left", "reply")
+
+    def __init__(self, reply: Reply[list[bytes]], count: int) -> None:
+        self.reply = reply
+        self.left = count
+        self.datas: list[bytes] = [b""] * count
+
+    def parts(self) -> list[Reply[bytes]]:
+        return [_Part(self, i) for i in range(self.left)]
+
+
+class _Part(Reply[bytes]):
+    """The reply of one range of a FetchMany, as the actor's waiter lists hold it."""
+
+    __slots__ = ("_gathered", "_i")
+
+    def __init__(self, gathered: Gathered, i: int) -> None:  # (no Event of its own)
+        self._gathered = gathered
+        self._i = i
+
+    @property
+    def wanted(self) -> bool:
+        return self._gathered.reply.wanted
+
+    def put(self, answer: bytes | Exception) -> bool:
+        g = self._gathered
+        if isinstance(answer, Exception):
+            return g.reply.put(answer)  # the first error is the answer
+        g.datas[self._i] = answer
+        g.left -= 1
+        return g.reply.put(g.datas) if not g.left else g.reply.wanted
+
+    def drop(self) -> None:
+        self._gathered.reply.drop()
 
 
 @attrs.frozen
@@ -74,6 +192,52 @@ class Writing:
     token: int
     data: bytes
     done: anyio.Event
+
+
+class CacheClient:
+    """The readers' (and the facade's) handle on the cache actor: a clone of its inbox."""
+
+    def __init__(self, inbox: MemoryObjectSendStream[object], probe: CacheProbe) -> None:
+        self._inbox = inbox
+        self._latency = probe.fetch_latency
+
+    async def get(
+        self, key: str, start: int, end: int, *, refresh: bool = False, segment: bool = False
+    ) -> bytes:
+        """The bytes ``[start, end)`` of ``key``: from the cache, or fetched and cached."""
+        started = time.perf_counter()
+        reply = Reply[bytes]()
+        await self._inbox.send(Fetch(reply, key, start, end, refresh, segment))
+        try:
+            data = await reply.wait()
+        finally:
+            reply.abandon()
+        self._latency.observe(time.perf_counter() - started)
+        return data
+
+    async def get_many(self, ranges: Sequence[tuple[str, int, int]]) -> list[bytes]:
+        """The bytes of each whole segment ``(key, start, end)``, in one ask:
+        the cache serves them in one round (one GET per window it needs)."""
+        started = time.perf_counter()
+        reply = Reply[list[bytes]]()
+        await self._inbox.send(FetchMany(reply, ranges))
+        try:
+            datas = await reply.wait()
+        finally:
+            reply.abandon()
+        self._latency.observe(time.perf_counter() - started)
+        return datas
+
+    async def prefetch(self, key: str, start: int, end: int) -> None:
+        await self._inbox.send(Prefetch(key, start, end))
+
+    async def stats(self) -> CacheStats:
+        reply = Reply[CacheStats]()
+        await self._inbox.send(Stats(reply))
+        try:
+            return await reply.wait()
+        finally:
+            reply.abandon()
 
 
 def write_file(path: Path, token: int, data: bytes) -> None:

@@ -95,6 +95,9 @@ from .settings import Settings
 __all__ = ["Coordinator", "Settings"]
 
 _log = logging.getLogger("streamhouse.consumer")
+# The most messages handled before the waiting polls are answered, when
+# the inbox never empties (a poll must not starve behind a flood).
+_BURST = 256
 
 
 class Coordinator(Assigning):
@@ -132,6 +135,7 @@ class Coordinator(Assigning):
         )  # fmt: skip
         self._readers: Readers | None = None
         self._closed = False
+        self._burst = 0  # messages handled since the polls were last looked at
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -184,6 +188,22 @@ class Coordinator(Assigning):
                 return await self._inbox.receive()
         return None
 
+    def _inbox_settled(self) -> bool:
+        """Whether to answer the polls now: the inbox is empty, or it has
+        been busy for ``_BURST`` messages in a row.
+
+        Readers of many partitions send their batches together; answered at
+        the first, a poll took one batch of about 10 records at 1,000
+        partitions, and the consumer paid a poll's round trip per batch
+        (7,405 polls for 9,999 batches). Taking what is queued first costs
+        no wait: the messages are there already.
+        """
+        self._burst += 1
+        if self._burst >= _BURST or not self._inbox.statistics().current_buffer_used:
+            self._burst = 0
+            return True
+        return False
+
     async def _after_message(self) -> None:
         now = math.nan
         troubles = self._bulletin.troubles
@@ -191,7 +211,7 @@ class Coordinator(Assigning):
             now = anyio.current_time()
             if now >= troubles.next_deadline():
                 self._bulletin.raise_due(now, self._waiting)
-        if self._polls:
+        if self._polls and self._inbox_settled():
             self._answer_polls()
         if self._commits.next_auto_commit != math.inf:
             now = anyio.current_time() if math.isnan(now) else now

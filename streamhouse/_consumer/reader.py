@@ -40,7 +40,7 @@ segment, or that retention removed them (out of range).
 from __future__ import annotations
 
 import functools
-import math
+from collections.abc import Sequence
 
 import anyio
 import anyio.abc
@@ -50,10 +50,12 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from .._codec import DecodedBlock, decode_block, iter_segment, read_index
 from .._errors import CorruptDataError, ObjectNotFoundError, RetriableError, StreamHouseError
-from .._metadata.protocol import CatalogueWatch, MetadataStore, SegmentInfo
+from .._metadata.protocol import MetadataStore, SegmentInfo
 from .._retry import Backoff, RetryPolicy
 from .._types import RecordBatch, TopicPartition
 from .cache import CacheClient
+from .coalesce import group_at, merge_blocks
+from .lookups import Lookups, run_lookups
 from .messages import (
     AtEnd,
     Batch,
@@ -62,9 +64,9 @@ from .messages import (
     ReaderSignal,
     Recovered,
     Trouble,
-    Watermarks,
     name_of,
 )
+from .refresh import run_refresher
 
 __all__ = [
     "SEGMENTS_AHEAD",
@@ -72,13 +74,11 @@ __all__ = [
     "ReaderStart",
     "Readers",
     "run_reader",
-    "run_refresher",
 ]
 
 _SEGMENTS_PER_LOOKUP = 16
+_LOOKUPS_WAITING = 1024  # asks the lookups actor's inbox holds (a reader waits past that)
 SEGMENTS_AHEAD = 2
-_IDLE_LOOKS = 4  # the most intervals between two looks of an idle refresh
-_QUIET = 1.0  # seconds without a commit before the looks space out
 
 
 @attrs.frozen
@@ -103,6 +103,7 @@ class _Reader:
         self,
         start: ReaderStart,
         metadata: MetadataStore,
+        lookups: Lookups,
         cache: CacheClient,
         retry: RetryPolicy,
         out: MemoryObjectSendStream[object],
@@ -112,6 +113,7 @@ class _Reader:
         self.epoch = start.epoch
         self.offset = start.offset  # the next offset not sent: it never moves back
         self.metadata = metadata
+        self.lookups = lookups
         self.cache = cache
         self.out = out
         self.control = control
@@ -142,18 +144,11 @@ class _Reader:
     async def read_on(self) -> None:
         """Look the next segments up and send them; at the end, wait for more."""
         tp = self.tp
-        segments = await self.metadata.list_segments(
-            tp.topic, tp.partition, self.offset, limit=_SEGMENTS_PER_LOOKUP
-        )
+        segments = await self.lookups.list_segments(tp, self.offset, _SEGMENTS_PER_LOOKUP)
         if not segments:
             if self.check_end:
                 await self.check_bounds()
-            await self.progressed()
-            await self.out.send(AtEnd(tp, self.epoch, self.offset))
-            await self.wait_for_wake()
-            # Woken, the coordinator knows of records past our offset: if the
-            # next lookup finds none, retention removed them (check_bounds).
-            self.check_end = True
+            await self.at_end()
             return
         self.check_end = False  # found records: an empty lookup later is the end
         if segments[0].base_offset > self.offset and not await self.in_a_gap():
@@ -161,27 +156,82 @@ class _Reader:
             # decides where to go, and starts a new reader there.
             await self.out.send(OutOfRange(tp, self.epoch, self.offset, segments[0].base_offset))
             await anyio.sleep_forever()
-        for i, seg in enumerate(segments):
-            # The next segments download while this one is decoded.
-            for nxt in segments[i + 1 : i + 1 + SEGMENTS_AHEAD]:
+        i = 0
+        while i < len(segments):
+            group = group_at(segments, i, self.offset)
+            ahead = segments[i + max(1, len(group)) :][:SEGMENTS_AHEAD]
+            # The next segments download while these are decoded.
+            for nxt in ahead:
                 await self.cache.prefetch(nxt.object_key, nxt.position, nxt.position + nxt.length)
+            if group and await self.send_group(group):
+                i += len(group)
+                continue
+            for seg in group or segments[i : i + 1]:
+                if not await self.read_segment(seg):
+                    return  # look the segments up again, from where we are
+            i += max(1, len(group))
+        if len(segments) < _SEGMENTS_PER_LOOKUP - 1:
+            # The lookup ended before its limit: these were the last segments
+            # (as of it), and one more lookup would find none. (A lookup may
+            # drop one segment, wholly below the offset, hence the 1.)
+            await self.at_end()
+
+    async def read_segment(self, seg: SegmentInfo) -> bool:
+        """Send the records of ``seg`` from our offset on; False: its object
+        has gone, and the segments must be looked up again."""
+        try:
+            await self.send_segment(seg, refresh=False)
+        except ObjectNotFoundError:
+            await self.check_moved(seg)
+            return False
+        except CorruptDataError:
+            # Perhaps only the cached copy is bad: fetch afresh once, from
+            # where we are; a second failure is the object's own.
             try:
-                await self.send_segment(seg, refresh=False)
-            except ObjectNotFoundError:
-                await self.check_moved(seg)
-                return  # look the segments up again, from where we are
-            except CorruptDataError:
-                # Perhaps only the cached copy is bad: fetch afresh once, from
-                # where we are; a second failure is the object's own.
-                try:
-                    await self.send_segment(seg, refresh=True)
-                except CorruptDataError as exc:
-                    raise CorruptDataError(
-                        exc.name,
-                        exc.position,
-                        f"{exc.reason}; partition {name_of(tp)}, segment of offsets "
-                        f"{seg.base_offset}..{seg.end_offset - 1}, next offset {self.offset}",
-                    ) from exc
+                await self.send_segment(seg, refresh=True)
+            except CorruptDataError as exc:
+                raise CorruptDataError(
+                    exc.name,
+                    exc.position,
+                    f"{exc.reason}; partition {name_of(self.tp)}, segment of offsets "
+                    f"{seg.base_offset}..{seg.end_offset - 1}, next offset {self.offset}",
+                ) from exc
+        return True
+
+    async def send_group(self, group: Sequence[SegmentInfo]) -> bool:
+        """Send the records of ``group`` (whole segments from our offset on)
+        as one batch (module coalesce); False: something went wrong, nothing
+        was sent, and the segments must be read one by one."""
+        try:
+            datas = await self.cache.get_many(
+                [(seg.object_key, seg.position, seg.position + seg.length) for seg in group]
+            )
+            blocks = [
+                (seg.base_offset, block)
+                for seg, data in zip(group, datas, strict=True)
+                for block in iter_segment(data, name=seg.object_key, base=seg.position)
+            ]
+        except (ObjectNotFoundError, CorruptDataError):
+            return False
+        blocks = [(base, block) for base, block in blocks if block.record_count]
+        if not blocks:
+            return False
+        records = merge_blocks(self.tp, blocks)
+        size = sum(seg.length for seg in group)
+        await self.take_credit()
+        await self.out.send(Batch(self.tp, self.epoch, records, self.offset, size))
+        self.offset = records.next_offset
+        await self.progressed()
+        return True
+
+    async def at_end(self) -> None:
+        """Say we have everything below our offset, and wait to be woken."""
+        await self.progressed()
+        await self.out.send(AtEnd(self.tp, self.epoch, self.offset))
+        await self.wait_for_wake()
+        # Woken, the coordinator knows of records past our offset: if the
+        # next lookup finds none, retention removed them (check_bounds).
+        self.check_end = True
 
     async def in_a_gap(self) -> bool:
         """Whether the offsets between ours and the next segment are a gap that
@@ -276,6 +326,7 @@ async def run_reader(
     start: ReaderStart,
     *,
     metadata: MetadataStore,
+    lookups: Lookups,
     cache: CacheClient,
     retry: RetryPolicy,
     out: MemoryObjectSendStream[object],
@@ -290,91 +341,7 @@ async def run_reader(
     """
     with scope, out, control:
         task_status.started()
-        await _Reader(start, metadata, cache, retry, out, control).run()
-
-
-async def run_refresher(
-    topics: tuple[str, ...],
-    *,
-    metadata: MetadataStore,
-    interval: float,
-    retry: RetryPolicy,
-    out: MemoryObjectSendStream[object],
-    scope: anyio.CancelScope,
-    task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
-) -> None:
-    """Every ``interval`` seconds, if the catalogue of ``topics`` may have
-    changed, send the bounds of every partition of ``topics``.
-
-    One query serves every assigned partition, however many there are, and
-    an idle consumer makes none: the store's watch (``wait(0)``: SQLite looks
-    at its change counter, PostgreSQL at the notifications its listener
-    counted) says whether anything was committed since the last look. A
-    consumer of 1,000 idle partitions that queried every 50 ms spent 12% of
-    a core on it. A look is cheap, not free: waking every 50 ms costs 0.9%
-    of a core here with nothing to do, 1.6% with SQLite's look in a worker
-    thread. So the looks space out after a second without a commit,
-    doubling up to ``_IDLE_LOOKS`` intervals (0.2 s at the default), and
-    come back to one interval at the first change (a steady flow, even a
-    slow one, keeps the interval): an idle consumer of 1,000 partitions
-    uses 0.6%, and the first record after a quiet spell may be seen up to
-    0.15 s later.
-    The interval also bounds the queries while producers commit often. A
-    transient failure is reported (Trouble without a partition) and retried
-    by the policy; the refresh never gives up.
-    """
-    backoff = Backoff(retry)
-    with scope, out:
-        watch = metadata.watch(topics)
-        task_status.started()
-        spacing, quiet = 1, 0.0
-        queried = -math.inf
-        while True:
-            if watch.pushed:
-                # PostgreSQL's NOTIFY wakes the wait the moment a commit
-                # lands: a new record is seen within milliseconds, not at the
-                # next tick, and no query is made meanwhile. Still at most
-                # one query per interval while producers commit often.
-                woken = await watch.wait(interval * spacing)
-                await anyio.sleep(max(0.0, queried + interval - anyio.current_time()))
-            else:
-                woken = False
-                await anyio.sleep(interval * spacing)
-            if await _refresh_once(topics, metadata, watch, backoff, out, woken=woken):
-                spacing, quiet = 1, 0.0
-                queried = anyio.current_time()
-                continue
-            quiet += interval * spacing
-            if quiet >= _QUIET:
-                spacing = min(2 * spacing, _IDLE_LOOKS)
-
-
-async def _refresh_once(
-    topics: tuple[str, ...],
-    metadata: MetadataStore,
-    watch: CatalogueWatch,
-    backoff: Backoff,
-    out: MemoryObjectSendStream[object],
-    *,
-    woken: bool = False,
-) -> bool:
-    """Send the bounds if the catalogue may have changed (``woken``: the
-    watch already said so); whether it did."""
-    changed = woken  # seen by the watch, not yet queried: kept across failures
-    while True:
-        try:
-            changed = changed or await watch.wait(0)
-            if not changed:
-                return False
-            states = await metadata.partition_states(topics)
-        except RetriableError as exc:
-            await out.send(Trouble(None, 0, exc))
-            await backoff.wait()
-            continue
-        if backoff.succeeded():
-            await out.send(Recovered(None, 0))
-        await out.send(Watermarks(states))
-        return True
+        await _Reader(start, metadata, lookups, cache, retry, out, control).run()
 
 
 class ReaderHandle:
@@ -421,6 +388,9 @@ class Readers:
         self._refresh_interval = refresh_interval
         self._out = out  # the coordinator's inbox, cloned for each
         self._refresh: anyio.CancelScope | None = None
+        asks, inbox = anyio.create_memory_object_stream[object](_LOOKUPS_WAITING)
+        self._lookups = Lookups(asks)
+        tg.start_soon(run_lookups, metadata, inbox, asks)
 
     def start(self, start: ReaderStart) -> ReaderHandle:
         """Start a reader with ``prefetch_batches`` credits; return its handle."""
@@ -434,6 +404,7 @@ class Readers:
             run_reader,
             start,
             metadata=self._metadata,
+            lookups=self._lookups,
             cache=self._cache,
             retry=self._retry,
             out=self._out.clone(),

@@ -76,6 +76,10 @@ class Windows:
         asks.append(ask)
         return False
 
+    def waiting(self) -> list[object]:
+        """Every ask waiting for a window."""
+        return [ask for asks in self._waiting.values() for ask in asks]
+
     def arrived(self, key: str) -> list[object]:
         """The asks that waited for the window of ``key`` (its fetch ended)."""
         return self._waiting.pop(key, [])

@@ -70,6 +70,15 @@ LIST_SEGMENTS = (
     "WHERE topic = %s AND partition = %s AND base_offset <= %s), 0) "
     "ORDER BY base_offset LIMIT %s"
 )
+# LIST_SEGMENTS for each (partition, offset) of two arrays, in one query.
+LIST_SEGMENTS_FROM = (
+    f"SELECT {', '.join('s.' + c for c in SEGMENT_COLUMNS.split(', '))} "
+    "FROM unnest(%s::int[], %s::bigint[]) AS a(p, o) CROSS JOIN LATERAL ("
+    f"SELECT {SEGMENT_COLUMNS} FROM segments WHERE topic = %s AND partition = a.p "
+    "AND base_offset >= COALESCE((SELECT MAX(base_offset) FROM segments "
+    "WHERE topic = %s AND partition = a.p AND base_offset <= a.o), 0) "
+    "ORDER BY base_offset LIMIT %s) AS s ORDER BY s.partition, s.base_offset"
+)
 PARTITION_STATES = (
     "SELECT topic, partition, log_start_offset, high_watermark FROM partitions "
     "WHERE topic = ANY(%s) ORDER BY topic, partition"

@@ -34,7 +34,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import anyio
@@ -430,6 +430,21 @@ class PostgresMetadataStore(PostgresMaintenance, PostgresGroups, PostgresMonitor
                 q.LIST_SEGMENTS, (topic, partition, topic, partition, from_offset, limit)
             )
             return [s for s in map(segment, rows) if s.end_offset > from_offset]
+
+        return await self._run(segments)
+
+    async def list_segments_from(
+        self, topic: str, starts: Mapping[int, int], limit: int = 16
+    ) -> dict[int, list[SegmentInfo]]:
+        def segments(conn: Conn) -> dict[int, list[SegmentInfo]]:
+            rows = conn.execute(
+                q.LIST_SEGMENTS_FROM, (list(starts), list(starts.values()), topic, topic, limit)
+            )
+            found: dict[int, list[SegmentInfo]] = {p: [] for p in starts}
+            for s in map(segment, rows):
+                if s.end_offset > starts[s.partition]:
+                    found[s.partition].append(s)
+            return found
 
         return await self._run(segments)
 

@@ -331,6 +331,14 @@ class MetadataStore(Protocol):
         """Segments holding ``from_offset`` or later, in offset order."""
         ...
 
+    async def list_segments_from(
+        self, topic: str, starts: Mapping[int, int], limit: int = 16
+    ) -> dict[int, list[SegmentInfo]]:
+        """For each partition ``p`` of ``starts``, what ``list_segments(topic,
+        p, starts[p], limit)`` returns, in one query (a consumer of 1,000
+        partitions looks its readers' segments up together)."""
+        ...
+
     async def partition_states(self, topics: Sequence[str]) -> list[PartitionState]:
         """Bounds of every partition of ``topics``, in one query."""
         ...

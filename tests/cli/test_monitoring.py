@@ -38,4 +38,4 @@ def test_v_logs_to_stderr(sh: Shell) -> None:
     assert " DEBUG " not in err
     _, err = sh.ok_both("-vv", "consume", "t")
     assert " INFO streamhouse.consumer: consumer consumer-" in err
-    assert " DEBUG streamhouse.metadata: metadata list_segments: " in err
+    assert " DEBUG streamhouse.metadata: metadata list_segments_from: " in err

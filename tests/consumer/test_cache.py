@@ -17,7 +17,7 @@ from streamhouse import (
     open_consumer,
     open_producer,
 )
-from streamhouse._consumer import reader
+from streamhouse._consumer import coalesce, reader
 from streamhouse._consumer.cache import CacheClient, run_cache
 from streamhouse._consumer.cachedir import SUBDIRECTORY, open_cache_directory
 
@@ -169,8 +169,12 @@ async def segments_in(
     return store, meta
 
 
-async def test_sequential_reads_prefetch_the_next_segment(tmp_path: Path) -> None:
-    """Each segment is fetched once, and every one after the first was asked for ahead."""
+async def test_sequential_reads_prefetch_the_next_segment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each segment is fetched once, and every one after the first was asked
+    for ahead (segments too large to be read together, module coalesce)."""
+    monkeypatch.setattr(coalesce, "GROUP_BYTES", 0)
     store, meta = await segments_in(tmp_path, 5, 100)
     async with open_consumer("t", storage=store, metadata=meta, offset_reset="earliest") as c:
         records = []
@@ -184,10 +188,33 @@ async def test_sequential_reads_prefetch_the_next_segment(tmp_path: Path) -> Non
     await meta.aclose()
 
 
-async def test_read_ahead_is_bounded_however_large_the_backlog(tmp_path: Path) -> None:
-    """At every GET, the reader is a bounded number of segments ahead of the application."""
+async def test_small_segments_are_read_together_as_one_batch(tmp_path: Path) -> None:
+    """Small segments of a partition are fetched in one ask (every GET under
+    way at once, each object once) and arrive as one batch, in order."""
+    store, meta = await segments_in(tmp_path, 5, 100)
+    async with open_consumer("t", storage=store, metadata=meta, offset_reset="earliest") as c:
+        with anyio.fail_after(10):
+            batches = await c.poll_batches(timeout=5)
+        stats = await c.cache_stats()
+    assert [len(b) for b in batches] == [500]
+    assert list(batches[0].offsets) == list(range(500))
+    assert [v for b in batches for v in b.values] == [b"%d" % (i // 100) for i in range(500)]
+    assert stats.gets == 5 == len(store.gets)
+    await meta.aclose()
+
+
+@pytest.mark.parametrize("together", [1, 3], ids=["alone", "in-threes"])
+async def test_read_ahead_is_bounded_however_large_the_backlog(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, together: int
+) -> None:
+    """At every GET, the reader is a bounded number of segments ahead of the
+    application: read alone, or ``together`` in one batch (module coalesce)."""
     store, meta = await segments_in(tmp_path, 30, 50)
-    segment_of = {s.object_key: i for i, s in enumerate(await meta.list_segments("t", 0))}
+    segments = await meta.list_segments("t", 0)
+    segment_of = {s.object_key: i for i, s in enumerate(segments)}
+    lengths = [s.length for s in segments]
+    monkeypatch.setattr(coalesce, "GROUP_BYTES", together * max(lengths) if together > 1 else 0)
+    per_batch = max(1, coalesce.GROUP_BYTES // min(lengths))
     handed = 0  # records the application has
     ahead: list[int] = []  # at each GET: its segment - the application's segment
     inner_get = store.get
@@ -202,9 +229,9 @@ async def test_read_ahead_is_bounded_however_large_the_backlog(tmp_path: Path) -
         with anyio.fail_after(30):
             while handed < 1500:
                 handed += len(await consumer.poll(timeout=5, max_records=7))
-    # Blocks the facade holds and those pending (prefetch_batches each), the
+    # Batches the facade holds and those pending (prefetch_batches each), the
     # one waiting for a credit, and the segments fetched ahead of it.
-    assert max(ahead) <= 2 * 2 + 1 + reader.SEGMENTS_AHEAD
+    assert max(ahead) <= (2 * 2 + 1) * per_batch + reader.SEGMENTS_AHEAD
     assert len(ahead) == 30  # and each segment fetched once
     await meta.aclose()
 

@@ -185,6 +185,37 @@ async def test_corrupt_data_stops_its_partition_only_and_a_seek_goes_past_it(
     assert [(r.partition, r.offset) for r in rest] == [(0, o) for o in range(5, 10)]
 
 
+async def test_a_corrupt_segment_read_with_others_costs_only_itself(
+    tmp_path: Path, meta: SQLiteMetadataStore
+) -> None:
+    """Small segments are read together (module coalesce); when the second of
+    them is corrupt, the first's records are delivered, in order, and the
+    error names the second's offsets."""
+    storage = LocalObjectStore(tmp_path / "objects")
+    stores = Stores(storage, meta)
+    await meta.create_topic("t", 1)
+    for start in (0, 5, 10):
+        await produce(stores, "t", 0, 5, start=start)
+    seg = (await meta.list_segments("t", 0))[1]
+    data = bytearray(await storage.get(seg.object_key))
+    data[seg.position + 60] ^= 0xFF
+    await storage.put(seg.object_key, bytes(data))
+    async with stores.consumer("t", offset_reset="earliest", retry=FAST) as consumer:
+        got: list[ConsumedRecord] = []
+
+        async def poll_until_it_raises() -> None:
+            while True:
+                got.extend(await consumer.poll(timeout=5))
+
+        with anyio.fail_after(30), pytest.raises(CorruptDataError) as caught:
+            await poll_until_it_raises()
+        assert str(caught.value).endswith("partition t[0], segment of offsets 5..9, next offset 5")
+        assert [r.offset for r in got] == list(range(5))
+        await consumer.seek("t", 0, 10)
+        rest = await poll_until(consumer, 5)
+    assert [r.offset for r in rest] == list(range(10, 15))
+
+
 @pytest.mark.parametrize("reset", ["earliest", "latest", "none"])
 async def test_a_position_past_the_end_is_out_of_range_and_reset_by_policy(
     stores: Stores, reset: str

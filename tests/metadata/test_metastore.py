@@ -132,6 +132,32 @@ async def test_list_segments_starts_at_the_segment_holding_the_offset(
     assert await meta.list_segments("t", 0, from_offset=50) == []
 
 
+async def test_list_segments_from_looks_many_partitions_up_as_list_segments_does(
+    meta: MetadataStore,
+) -> None:
+    """One query for many partitions, each from its own offset, answers what
+    list_segments answers for each: the segment holding the offset first,
+    in order, at most ``limit``; nothing past the end or where nothing is."""
+    await meta.create_topic("t", 4)
+    await meta.create_topic("other", 1)
+    for i in range(6):
+        await meta.commit_segments(
+            f"o{i}", [spec("t", 0, 10), spec("t", 1, 3, 100), spec("other", 0, 7, 200)]
+        )
+    await meta.commit_segments("o9", [spec("t", 2, 1)])
+    starts = {0: 25, 1: 0, 2: 1, 3: 0, 9: 0}  # 2: past its end; 3: empty; 9: no such
+    for limit in (1, 2, 16):
+        found = await meta.list_segments_from("t", starts, limit)
+        assert set(found) <= set(starts)
+        for p, offset in starts.items():
+            assert found.get(p, []) == await meta.list_segments("t", p, offset, limit), (p, limit)
+    found = await meta.list_segments_from("t", {0: 25, 1: 17}, 3)
+    assert [s.base_offset for s in found[0]] == [20, 30, 40]
+    assert [s.base_offset for s in found[1]] == [15]  # holds 17
+    assert {s.topic for segs in found.values() for s in segs} == {"t"}
+    assert await meta.list_segments_from("t", {}, 16) == {}
+
+
 async def test_committed_offsets_are_stored_and_fetched(meta: MetadataStore) -> None:
     """Offsets commit in one call, overwrite, and fetch back per group."""
     await meta.create_topic("t", 2)

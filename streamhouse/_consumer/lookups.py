@@ -1,0 +1,117 @@
+"""The lookups actor: the readers' segment lookups, one query for all those asking at once.
+
+Each reader looks its partition's next segments up in the metadata store.
+A consumer of 1,000 partitions made 1,000 queries as it started, each in a
+worker thread: with four threads and a busy event loop they queued for
+about 1.5 s of a 3.3 s read. The readers now send their asks here; the
+actor takes every ask waiting in its inbox and answers them with one
+``list_segments_from`` query per topic (a reader's ask waits for at most
+the query before it).
+
+An asker that has gone (its reader was cancelled) is not answered; a
+transient failure of the query is every asker's (each reader reports it
+and retries by its policy). The actor holds no state between queries.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import anyio
+import attrs
+from anyio.abc import TaskStatus
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from .._errors import StreamHouseError
+from .._metadata.protocol import MetadataStore, SegmentInfo
+from .._types import TopicPartition
+from .messages import Reply, Request, drain
+
+__all__ = ["LookUp", "Lookups", "run_lookups"]
+
+
+@attrs.frozen
+class LookUp(Request[list[SegmentInfo]]):
+    """``list_segments(tp.topic, tp.partition, offset, limit)``, answered together with others."""
+
+    tp: TopicPartition
+    offset: int
+    limit: int
+
+
+class Lookups:
+    """The readers' handle on the lookups actor: a clone of its inbox."""
+
+    def __init__(self, inbox: MemoryObjectSendStream[object]) -> None:
+        self._inbox = inbox
+
+    async def list_segments(self, tp: TopicPartition, offset: int, limit: int) -> list[SegmentInfo]:
+        """The segments of ``tp`` holding ``offset`` or later, in order, at most ``limit``."""
+        reply = Reply[list[SegmentInfo]]()
+        await self._inbox.send(LookUp(reply, tp, offset, limit))
+        try:
+            return await reply.wait()
+        finally:
+            reply.abandon()
+
+
+async def run_lookups(
+    metadata: MetadataStore,
+    inbox: MemoryObjectReceiveStream[object],
+    asks: MemoryObjectSendStream[object],
+    *,
+    task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Answer the asks of ``inbox`` until cancelled, all waiting ones together.
+
+    The actor closes ``asks``, the end its Lookups client sends on, as it
+    stops (with the readers that use it, in one task group).
+    """
+    try:
+        with inbox, asks:
+            task_status.started()
+            async for ask in inbox:
+                waiting = [ask]
+                while True:
+                    try:
+                        waiting.append(inbox.receive_nowait())
+                    except anyio.WouldBlock:
+                        break
+                await _answer([a for a in waiting if isinstance(a, LookUp)], metadata)
+    finally:
+        drain(inbox)
+
+
+async def _answer(asks: list[LookUp], metadata: MetadataStore) -> None:
+    """One query per topic (and limit) answers ``asks``; two asks of one
+    partition (an old reader's and a new one's) take two rounds."""
+    while asks:
+        rounds: dict[tuple[str, int], dict[int, LookUp]] = {}
+        later: list[LookUp] = []
+        for ask in asks:
+            if not ask.reply.wanted:
+                continue  # the reader has gone
+            same = rounds.setdefault((ask.tp.topic, ask.limit), {})
+            if ask.tp.partition in same:
+                later.append(ask)
+            else:
+                same[ask.tp.partition] = ask
+        for (topic, limit), same in rounds.items():
+            starts = {p: ask.offset for p, ask in same.items()}
+            try:
+                found = await metadata.list_segments_from(topic, starts, limit)
+            except StreamHouseError as exc:
+                for ask in same.values():
+                    ask.reply.put(_own_copy(exc))
+                continue
+            for p, ask in same.items():
+                ask.reply.put(found.get(p, []))
+        asks = later
+
+
+def _own_copy(exc: StreamHouseError) -> Exception:
+    """A copy of ``exc`` for one asker: each raises its own (an exception
+    raised in many tasks would gather all their tracebacks)."""
+    mine = copy.copy(exc)
+    mine.__cause__ = exc.__cause__
+    return mine
