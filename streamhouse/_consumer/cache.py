@@ -37,6 +37,7 @@ from .._metrics import CacheProbe, unread_metrics
 from .._storage.protocol import ObjectStore
 from .cachedir import CacheDirectory
 from .cachework import (
+    Admission,
     CacheClient,
     CacheStats,
     Fetch,
@@ -82,8 +83,10 @@ class _Cache:
         own: MemoryObjectSendStream[object],
         tg: anyio.abc.TaskGroup,
         probe: CacheProbe,
+        admission: Admission,
     ) -> None:
         self.storage = storage
+        self.admission = admission
         self.probe = probe
         self.directory = directory.path if directory is not None else None
         self.budget = budget if directory is not None else 0
@@ -231,7 +234,7 @@ class _Cache:
         self.inflight[ident] = [want.reply] if want.reply is not None else []
         size = want.end - want.start
         write = None
-        if await self.make_room(size):
+        if self.admission.admits(ident, want) and await self.make_room(size):
             self.reserved[ident] = size
             self.reserved_total += size
             write = next(self.writes)
@@ -445,12 +448,15 @@ async def run_cache(
     *,
     parked_limit: int = 8,
     probe: CacheProbe | None = None,
+    first_reads: bool = True,
     task_status: TaskStatus[CacheClient] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the cache actor until cancelled; hand a client to the starter.
 
     ``directory`` None (or a budget of 0) keeps nothing on disk. ``probe``:
-    the metrics of its hits, misses, evictions and size.
+    the metrics of its hits, misses, evictions and size. ``first_reads``:
+    write whole segments read in order the first time too (cachework's
+    Admission; open_consumer's default is False).
     ``parked_limit`` bounds the prefetched ranges held in memory for the
     reads that follow them: read ahead from their files, or fetched when the
     budget cannot cache them (the readers' read-ahead, in segments).
@@ -465,7 +471,8 @@ async def run_cache(
     cache: _Cache | None = None
     try:
         async with anyio.create_task_group() as tg, own, inbox:
-            cache = _Cache(storage, directory, budget, parked_limit, own, tg, probe)
+            admission = Admission(first_reads)
+            cache = _Cache(storage, directory, budget, parked_limit, own, tg, probe, admission)
             task_status.started(CacheClient(inbox_send, probe))
             async for msg in inbox:
                 await cache.handle(msg)

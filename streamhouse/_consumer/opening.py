@@ -58,6 +58,7 @@ async def open_consumer(
     max_poll_records: int = 500,
     cache_dir: str | os.PathLike[str] | None = None,
     cache_size_bytes: int = 100 * 2**20,
+    cache_first_reads: bool = False,
     prefetch_batches: int = 2,
     metadata_refresh_interval: float = 0.05,
     stall_timeout: float = 60.0,
@@ -80,38 +81,36 @@ async def open_consumer(
         group_id: the group whose offsets are read and written (none: no commits).
         group_instance_id, session_timeout, heartbeat_interval, max_poll_interval,
             rebalance_listener: membership (docs/GROUPS.md): a static member's id;
-            seconds of silence, by the database's clock, before it is fenced;
-            seconds between heartbeats; seconds without a poll before it leaves;
-            a RebalanceListener (or alike), awaited in the polling task.
-        storage, metadata: stores or URLs; the embedded default when omitted.
+            seconds of silence (the database's clock) before it is fenced; seconds
+            between heartbeats; seconds without a poll before it leaves; a
+            RebalanceListener (or alike), awaited in the polling task.
+        storage, metadata: stores or URLs (the embedded default when omitted).
         offset_reset: where to start without a valid committed offset, and to
             go when a position falls outside the log (a seek past the end,
             data deleted): "earliest" (the log start), "latest" (the high
             watermark) or "none" (OffsetOutOfRangeError, at open or from poll()).
-        auto_commit: commit, every ``auto_commit_interval`` seconds, the
-            positions as of the previous poll, and on close (the positions,
-            or those as of the last poll when the block ends by an exception).
+        auto_commit: commit every ``auto_commit_interval`` s the positions as of
+            the previous poll, and on close (as of the last poll if it raised).
         max_poll_records: most records one poll returns.
-        cache_dir: the segment cache's directory (None: a temporary one,
-            removed at close); its files live in ``<cache_dir>/streamhouse-
-            cache-v1/`` only, for one consumer at a time (a second, in any
-            process, gets a ConfigurationError: the lock goes with the process).
-        cache_size_bytes: the cache's budget on disk (0: nothing kept on disk).
-        prefetch_batches: blocks read ahead per partition.
-        metadata_refresh_interval: seconds between two looks for new data (a
-            query only when the store's watch saw a change: idle, none).
-        stall_timeout: when errors keep a partition from progress this long,
-            the next poll raises the error (once), and again after each more.
-        close_timeout: seconds leaving the block may take to commit.
-        retry: the backoff of transient errors (readers: for ever; open: its attempts).
+        cache_dir: the segment cache's directory (None: a temporary one, removed
+            at close); its files live in ``<cache_dir>/streamhouse-cache-v1/``,
+            for one consumer at a time (a second gets a ConfigurationError).
+        cache_size_bytes, cache_first_reads: the cache's budget on disk (0: none);
+            write segments read in order the first time too, not only when
+            read again (docs/PERFORMANCE.md).
+        prefetch_batches, close_timeout: batches read ahead per partition;
+            seconds leaving the block may take to commit.
+        metadata_refresh_interval: seconds between two looks for new data.
+        stall_timeout: errors keeping a partition this long raise from a poll.
+        retry: the backoff of transient errors (readers: for ever; open: its tries).
         client_id, metrics_registry: its metrics' ``client_id`` label (and
             name in logs; 1-255 of ``[A-Za-z0-9._-]``, generated if omitted),
             and their CollectorRegistry (the default one if omitted).
 
     Raises:
         InvalidArgumentError: an argument has the wrong type or is out of range.
-        ConfigurationError: the cache directory cannot be used, or is in use.
-        TopicNotFoundError: a topic does not exist (at open).
+        ConfigurationError, TopicNotFoundError: the cache directory cannot be
+            used, or is in use; a topic does not exist (at open).
         OffsetOutOfRangeError: offset_reset="none" and no valid offset.
         StreamHouseError: the runtime's own error, if it died (from the next call).
     """
@@ -120,7 +119,8 @@ async def open_consumer(
         metadata_refresh_interval, stall_timeout, retry, group_instance_id, session_timeout,
         heartbeat_interval, max_poll_interval, rebalance_listener,
     )  # fmt: skip
-    local = _Local.check(max_poll_records, cache_dir, cache_size_bytes, close_timeout)
+    local = _Local.check(max_poll_records, cache_dir, cache_size_bytes, cache_first_reads,
+                         close_timeout)  # fmt: skip
     metrics = client_metrics(metrics_registry, check_client_id(client_id, "consumer"))
     async with open_metered_stores(storage, metadata, metrics) as (store, meta, where):
         starts = await _starts(meta, wanted, settings)
@@ -167,18 +167,29 @@ class _Local:
     max_poll_records: int
     cache_dir: str | os.PathLike[str] | None
     budget: int
+    first_reads: bool
     close_timeout: float
 
     @classmethod
     def check(
-        cls, max_poll_records: int, cache_dir: object, budget: int, close_timeout: float
+        cls,
+        max_poll_records: int,
+        cache_dir: object,
+        budget: int,
+        first_reads: object,
+        close_timeout: float,
     ) -> _Local:
         if cache_dir is not None and not isinstance(cache_dir, str | os.PathLike):
             raise InvalidArgumentError(f"cache_dir must be a path, not {cache_dir!r}")
+        if not isinstance(first_reads, bool):
+            raise InvalidArgumentError(
+                f"cache_first_reads must be True or False, not {first_reads!r}"
+            )
         return cls(
             check_count("max_poll_records", max_poll_records, least=1),
             cache_dir,
             check_count("cache_size_bytes", budget, least=0),
+            first_reads,
             check_seconds("close_timeout", close_timeout, zero=True, infinite=True),
         )
 
@@ -308,8 +319,9 @@ async def _start(
     """Start the cache and the coordinator (which starts the readers); make the facade."""
     ahead = (len(starts) or 16) * SEGMENTS_AHEAD  # a member starts with none
     run = functools.partial(
-        run_cache, store, directory, local.budget, parked_limit=ahead, probe=metrics.cache()
-    )
+        run_cache, store, directory, local.budget, parked_limit=ahead, probe=metrics.cache(),
+        first_reads=local.first_reads,
+    )  # fmt: skip
     cache: CacheClient = await runtime.start(run)
     # 64: the readers' batches and the facade's messages queue here while the
     # coordinator commits; more would only hold more blocks in memory.

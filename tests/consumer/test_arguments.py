@@ -56,6 +56,7 @@ BAD_OPTIONS: list[tuple[dict[str, Any], str]] = [
     ({"prefetch_batches": 0}, "prefetch_batches"),
     ({"cache_size_bytes": -1}, "cache_size_bytes must be an int >= 0"),
     ({"cache_size_bytes": 1e6}, "cache_size_bytes"),
+    ({"cache_first_reads": "yes"}, "cache_first_reads must be True or False"),
     ({"auto_commit_interval": math.nan}, "auto_commit_interval must be a number"),
     ({"auto_commit_interval": math.inf}, "auto_commit_interval must be > 0 and finite"),
     ({"auto_commit_interval": 0}, "auto_commit_interval must be > 0"),

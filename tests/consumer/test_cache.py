@@ -21,7 +21,7 @@ from streamhouse._consumer import coalesce, reader
 from streamhouse._consumer.cache import CacheClient, run_cache
 from streamhouse._consumer.cachedir import SUBDIRECTORY, open_cache_directory
 
-from ..helpers import FlakyStore
+from ..helpers import FlakyStore, poll_until
 
 pytestmark = pytest.mark.anyio
 
@@ -176,7 +176,8 @@ async def test_sequential_reads_prefetch_the_next_segment(
     for ahead (segments too large to be read together, module coalesce)."""
     monkeypatch.setattr(coalesce, "GROUP_BYTES", 0)
     store, meta = await segments_in(tmp_path, 5, 100)
-    async with open_consumer("t", storage=store, metadata=meta, offset_reset="earliest") as c:
+    async with open_consumer("t", storage=store, metadata=meta, offset_reset="earliest",
+                             cache_first_reads=True) as c:  # fmt: skip
         records = []
         with anyio.fail_after(10):
             while len(records) < 500:
@@ -185,6 +186,32 @@ async def test_sequential_reads_prefetch_the_next_segment(
     assert [r.offset for r in records] == list(range(500))
     assert stats.gets == 5
     assert stats.hits + stats.joined >= 3
+    await meta.aclose()
+
+
+async def test_a_first_read_in_order_is_not_written_to_disk_a_second_is(tmp_path: Path) -> None:
+    """By default a segment read in order is written to the disk cache when
+    it is read a second time (here: after a seek back), and a third read
+    comes from disk; with cache_first_reads, the first read writes it."""
+    store, meta = await segments_in(tmp_path, 5, 100)
+    cache_dir = tmp_path / "cache"
+    async with open_consumer(TopicPartition("t", 0), storage=store, metadata=meta,
+                             cache_dir=cache_dir, offset_reset="earliest") as c:  # fmt: skip
+        files = []
+        for _ in range(3):
+            with anyio.fail_after(10):
+                assert [r.offset for r in await poll_until(c, 500)] == list(range(500))
+            files.append((await c.cache_stats()).files)
+            await c.seek_to_beginning()
+        stats = await c.cache_stats()
+    assert files == [0, 5, 5]
+    assert (len(store.gets), stats.hits) == (10, 5)  # the third read: from disk
+    store.gets.clear()
+    async with open_consumer(TopicPartition("t", 0), storage=store, metadata=meta,
+                             cache_dir=tmp_path / "other", offset_reset="earliest",
+                             cache_first_reads=True) as c:  # fmt: skip
+        await poll_until(c, 500)
+        assert ((await c.cache_stats()).files, len(store.gets)) == (5, 5)
     await meta.aclose()
 
 

@@ -43,7 +43,8 @@ async def test_the_users_files_beside_the_cache_are_never_touched(
     evictions = 0
     for _ in range(2):  # the second time, the cache starts from what the first left
         async with local.consumer("t", offset_reset="earliest", cache_dir=cache_dir,
-                                  cache_size_bytes=budget) as consumer:  # fmt: skip
+                                  cache_size_bytes=budget,
+                                  cache_first_reads=True) as consumer:  # fmt: skip
             assert len(await poll_until(consumer, 40)) == 40
             evictions += (await consumer.cache_stats()).evictions
     assert evictions >= 1

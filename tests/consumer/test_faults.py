@@ -63,7 +63,8 @@ async def test_a_transient_error_mid_segment_resumes_at_the_next_offset(
     async with open_producer(storage=store, metadata=meta, linger=0) as producer:
         await producer.send_batch("t", values, partition=0)
     options = {"storage": store, "metadata": meta, "offset_reset": "earliest",
-               "cache_dir": tmp_path / "cache", "retry": FAST}  # fmt: skip
+               "cache_dir": tmp_path / "cache", "cache_first_reads": True,
+               "retry": FAST}  # fmt: skip
     async with open_consumer("t", **options) as consumer:
         assert len(await poll_until(consumer, 3000)) == 3000  # now the segment is cached
     seg = (await meta.list_segments("t", 0))[0]

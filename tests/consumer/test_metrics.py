@@ -59,7 +59,7 @@ async def test_consumer_metrics_count_reads_commits_and_lag(stores: Stores) -> N
     lag0 = {**c1, "group": "g", "topic": "t", "partition": "0"}
     async with stores.consumer(
         "t", group_id="g", offset_reset="earliest", auto_commit=False, max_poll_records=5,
-        client_id="c1", metrics_registry=registry,
+        client_id="c1", metrics_registry=registry, cache_first_reads=True,
     ) as consumer:  # fmt: skip
         got = await poll_until(consumer, 15)
         assert len(got) == 15

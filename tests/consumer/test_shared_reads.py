@@ -70,7 +70,8 @@ async def test_ranges_of_a_shared_object_are_not_cached_but_fetched_with_one_get
 
 
 async def test_an_object_of_one_partition_is_cached_whole(stores: Stores, tmp_path: Path) -> None:
-    """A single-partition object is read with one GET, cached, and read again from disk."""
+    """A single-partition object is read with one GET, cached (with
+    cache_first_reads), and read again from disk."""
     await stores.meta.create_topic("one", 1)
     async with stores.producer(linger=0.01) as producer:
         for flush in range(FLUSHES):
@@ -78,7 +79,7 @@ async def test_an_object_of_one_partition_is_cached_whole(stores: Stores, tmp_pa
     counting = CountingStore(stores.storage)
     for _ in range(2):
         async with Stores(counting, stores.meta).consumer(
-            "one", offset_reset="earliest", cache_dir=tmp_path / "cache"
+            "one", offset_reset="earliest", cache_dir=tmp_path / "cache", cache_first_reads=True
         ) as consumer:
             await poll_until(consumer, FLUSHES * 300)
             stats = await consumer.cache_stats()
