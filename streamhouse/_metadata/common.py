@@ -19,11 +19,13 @@ from .._errors import (
     PartitionNotFoundError,
     TopicNotFoundError,
 )
-from .._names import check_topic_name
+from .._names import check_group_id, check_topic_name
 from .._types import TopicPartition
+from .groups import MemberRef
 from .protocol import SegmentInfo, SegmentSpec, TopicConfig, TopicInfo
 
 __all__ = [
+    "check_commit_args",
     "SEGMENT_COLUMNS",
     "TOPIC_COLUMNS",
     "AllTokens",
@@ -180,6 +182,16 @@ def check_offsets(offsets: Mapping[TopicPartition, int], metadata: str) -> None:
         check_partition(tp.partition)
         if not _is_int(offset) or not 0 <= offset <= _INT64_MAX:
             raise InvalidArgumentError(f"offset for {tp} must be an int >= 0, not {offset!r}")
+
+
+def check_commit_args(
+    group_id: str, offsets: Mapping[TopicPartition, int], metadata: str, member: object
+) -> None:
+    """What ``commit_offsets`` checks before it reaches its store, on either store."""
+    check_group_id(group_id)
+    check_offsets(offsets, metadata)
+    if member is not None and not isinstance(member, MemberRef):
+        raise InvalidArgumentError(f"member must be a MemberRef or None, not {member!r}")
 
 
 def check_timeout(timeout: float) -> float:

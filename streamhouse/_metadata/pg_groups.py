@@ -16,12 +16,11 @@ from typing import Any, TypeVar
 
 import psycopg
 
-from .._errors import InvalidArgumentError
 from .._names import check_group_id
 from .._types import TopicPartition
 from . import groups
 from . import pg_queries as q
-from .common import check_offsets, partition_error
+from .common import check_commit_args, partition_error
 from .groups import GroupAssignment, HeartbeatRequest, MemberInfo, MemberRef
 from .protocol import CommittedOffset
 
@@ -92,10 +91,7 @@ class PostgresGroups:
         *,
         member: MemberRef | None = None,
     ) -> None:
-        check_group_id(group_id)
-        check_offsets(offsets, metadata)
-        if member is not None and not isinstance(member, MemberRef):
-            raise InvalidArgumentError(f"member must be a MemberRef or None, not {member!r}")
+        check_commit_args(group_id, offsets, metadata, member)
         params = {
             "topics": [tp.topic for tp in offsets],
             "partitions": [tp.partition for tp in offsets],

@@ -15,11 +15,10 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from .._errors import InvalidArgumentError
 from .._names import check_group_id
 from .._types import TopicPartition
 from . import groups
-from .common import check_offsets, partition_error
+from .common import check_commit_args, partition_error
 from .groups import GroupAssignment, HeartbeatRequest, MemberInfo, MemberRef
 from .protocol import CommittedOffset
 from .sqlite_schema import write_transaction
@@ -91,10 +90,7 @@ class SQLiteGroups:
         *,
         member: MemberRef | None = None,
     ) -> None:
-        check_group_id(group_id)
-        check_offsets(offsets, metadata)
-        if member is not None and not isinstance(member, MemberRef):
-            raise InvalidArgumentError(f"member must be a MemberRef or None, not {member!r}")
+        check_commit_args(group_id, offsets, metadata, member)
         committed_at = time.time()
 
         def commit(tx: _Tx, now: float) -> None:
