@@ -4,6 +4,8 @@ The public surface is what this module re-exports; everything else lives in
 private ``_*`` modules and may change without notice.
 """
 
+import typing as _typing
+
 from ._admin import Admin as Admin
 from ._admin import GroupMember as GroupMember
 from ._admin import GroupPartitionLag as GroupPartitionLag
@@ -37,7 +39,6 @@ from ._errors import StorageUnavailableError as StorageUnavailableError
 from ._errors import StreamHouseError as StreamHouseError
 from ._errors import TopicExistsError as TopicExistsError
 from ._errors import TopicNotFoundError as TopicNotFoundError
-from ._metadata.postgres import PostgresMetadataStore as PostgresMetadataStore
 from ._metadata.protocol import CatalogueWatch as CatalogueWatch
 from ._metadata.protocol import MetadataStore as MetadataStore
 from ._metadata.protocol import TopicInfo as TopicInfo
@@ -112,3 +113,21 @@ __all__ = [
     "open_consumer",
     "open_producer",
 ]
+
+if _typing.TYPE_CHECKING:
+    from ._metadata.postgres import PostgresMetadataStore as PostgresMetadataStore
+
+
+def __getattr__(name: str) -> object:
+    # PostgresMetadataStore loads psycopg (0.12 s) when it is first asked
+    # for: a process on SQLite, such as each `streamhouse` command on the
+    # embedded default, never pays for it.
+    if name == "PostgresMetadataStore":
+        from ._metadata.postgres import PostgresMetadataStore
+
+        return PostgresMetadataStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), "PostgresMetadataStore"})

@@ -22,7 +22,6 @@ from pathlib import Path
 from ._errors import ConfigurationError
 from ._metadata.metered import metered_metadata
 from ._metadata.pg_url import redact
-from ._metadata.postgres import PostgresMetadataStore
 from ._metadata.protocol import MetadataStore
 from ._metadata.sqlite import SQLiteMetadataStore
 from ._metrics import ClientMetrics
@@ -222,6 +221,8 @@ def metadata_store_from_url(url: str, *, create: bool = True) -> MetadataStore:
             raise ConfigurationError(f"SQLite URL {url!r} has no path")
         return SQLiteMetadataStore(Path(path), create=create)
     if parsed.scheme in ("postgres", "postgresql"):
+        from ._metadata.postgres import PostgresMetadataStore  # (psycopg: only when used)
+
         return PostgresMetadataStore(url, create=create)
     raise ConfigurationError(
         f"unsupported metadata URL {parsed.scheme + '://...' if parsed.scheme else url!r}; use "

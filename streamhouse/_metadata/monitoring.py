@@ -23,13 +23,14 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypeVar
-
-import psycopg
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._errors import InvalidArgumentError
 from .._names import check_group_id
 from .protocol import GroupOffset, MonitoringSnapshot, PartitionSummary
+
+if TYPE_CHECKING:
+    import psycopg
 
 __all__ = ["PostgresMonitoring", "SQLiteMonitoring"]
 
