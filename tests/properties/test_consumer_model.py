@@ -14,6 +14,9 @@ call may fail before it runs, fail after it ran, or be delayed), and with a
 cached copy corrupted on disk now and then: the delivered sequence must be
 exactly the model's all the same. Only commit() may fail, with a transient
 error the program retries, as an application would.
+
+The third runs both kinds of program (with faults or not) on PostgreSQL,
+fewer of them (each example makes a schema of its own).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import random
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +38,7 @@ from streamhouse import (
     MetadataStore,
     MetadataUnavailableError,
     ObjectStore,
+    PostgresMetadataStore,
     RetryPolicy,
     SQLiteMetadataStore,
     TopicPartition,
@@ -42,6 +47,7 @@ from streamhouse import (
 )
 
 from ..faults import FaultPlan, FaultyMetadata, FaultyStore
+from ..helpers import drop_schema
 
 PARTITIONS = 2
 
@@ -81,6 +87,22 @@ def test_the_consumer_behaves_like_its_model_through_faults(
     run(program, seed=seed)
 
 
+@given(
+    program=st.lists(with_corruption, min_size=1, max_size=25),
+    seed=st.none() | st.integers(0, 2**32 - 1),
+)
+@settings(max_examples=15, deadline=None)
+def test_the_consumer_behaves_like_its_model_on_postgresql(
+    postgres_url: str, program: list[tuple[Any, ...]], seed: int | None
+) -> None:
+    """The same programs, with faults or without, on PostgreSQL."""
+    schema = f"cm_{uuid.uuid4().hex[:12]}"
+    try:
+        run(program, seed=seed, postgres=(postgres_url, schema))
+    finally:
+        drop_schema(postgres_url, schema)
+
+
 def corrupt_a_cached_copy(cache: Path, which: int, where: float) -> None:
     """Flip a byte of one of the cache's files, as a failing disk would."""
     files = sorted(cache.glob("*/*.bin"))
@@ -92,12 +114,19 @@ def corrupt_a_cached_copy(cache: Path, which: int, where: float) -> None:
             path.write_bytes(bytes(data))
 
 
-def run(program: list[tuple[Any, ...]], seed: int | None) -> None:
-    """Run ``program`` against a real consumer and the model; with faults when seeded."""
+def run(
+    program: list[tuple[Any, ...]], seed: int | None, postgres: tuple[str, str] | None = None
+) -> None:
+    """Run ``program`` against a real consumer and the model; with faults when
+    seeded; on SQLite, or on PostgreSQL (its URL and a schema) if given."""
 
     async def main(root: Path) -> None:
         storage = LocalObjectStore(root / "objects", fsync=False)
-        meta = SQLiteMetadataStore(root / "meta.db", synchronous="OFF")
+        meta: MetadataStore
+        if postgres is None:
+            meta = SQLiteMetadataStore(root / "meta.db", synchronous="OFF")
+        else:
+            meta = PostgresMetadataStore(postgres[0], schema=postgres[1])
         await meta.create_topic("t", PARTITIONS)
         # What the consumer sees: the stores themselves, or through faults.
         their_storage: ObjectStore = storage

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +19,14 @@ from hypothesis import strategies as st
 from streamhouse import (
     InvalidArgumentError,
     LocalObjectStore,
+    MetadataStore,
     PartitionNotFoundError,
+    PostgresMetadataStore,
     SQLiteMetadataStore,
     open_producer,
 )
 
-from ..helpers import read_partition
+from ..helpers import drop_schema, read_partition
 from .strategies import bad_send_arguments
 
 records = st.tuples(
@@ -35,26 +38,49 @@ records = st.tuples(
 )
 
 
-@given(
-    per_producer=st.lists(st.lists(records, min_size=1, max_size=15), min_size=1, max_size=4),
-    linger=st.sampled_from([0, 0.001, 0.01]),
-)
+Record = tuple[int, bytes | None, bytes | None, list[tuple[str, bytes]], int]
+producers = st.lists(st.lists(records, min_size=1, max_size=15), min_size=1, max_size=4)
+
+
+@given(per_producer=producers, linger=st.sampled_from([0, 0.001, 0.01]))
 @settings(max_examples=20, deadline=None)
 def test_acknowledged_records_read_back_at_their_offsets(
-    per_producer: list[list[tuple[int, bytes | None, bytes | None, list[tuple[str, bytes]], int]]],
-    linger: float,
+    per_producer: list[list[Record]], linger: float
 ) -> None:
     """Every acknowledged record reads back at its offset; offsets are unique and gap-free."""
+    read_back_at_their_offsets(per_producer, linger, None)
+
+
+@given(per_producer=producers, linger=st.sampled_from([0, 0.001, 0.01]))
+@settings(max_examples=8, deadline=None)
+def test_acknowledged_records_read_back_at_their_offsets_on_postgresql(
+    postgres_url: str, per_producer: list[list[Record]], linger: float
+) -> None:
+    """The same on PostgreSQL (a schema of its own each example)."""
+    schema = f"pp_{uuid.uuid4().hex[:12]}"
+    try:
+        read_back_at_their_offsets(per_producer, linger, (postgres_url, schema))
+    finally:
+        drop_schema(postgres_url, schema)
+
+
+def read_back_at_their_offsets(
+    per_producer: list[list[Record]], linger: float, postgres: tuple[str, str] | None
+) -> None:
+    """Producers send ``per_producer`` at once; what they acknowledged reads back
+    at its offset, gap-free (SQLite, or PostgreSQL: its URL and a schema)."""
 
     async def main(root: Path) -> None:
         storage = LocalObjectStore(root / "objects", fsync=False)
-        meta = SQLiteMetadataStore(root / "meta.db", synchronous="NORMAL")
+        meta: MetadataStore
+        if postgres is None:
+            meta = SQLiteMetadataStore(root / "meta.db", synchronous="NORMAL")
+        else:
+            meta = PostgresMetadataStore(postgres[0], schema=postgres[1])
         await meta.create_topic("t", 2)
         acked: dict[tuple[int, int], tuple[object, ...]] = {}
 
-        async def produce(
-            batch: list[tuple[int, bytes | None, bytes | None, list[tuple[str, bytes]], int]],
-        ) -> None:
+        async def produce(batch: list[Record]) -> None:
             async with (
                 open_producer(storage=storage, metadata=meta, linger=linger) as producer,
                 trio.open_nursery() as nursery,
