@@ -11,6 +11,7 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import anyio
 import attrs
@@ -18,6 +19,8 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from .._metrics import CacheProbe
 from .messages import Reply, Request
+
+T = TypeVar("T")
 
 __all__ = [
     "Admission",
@@ -207,28 +210,25 @@ class CacheClient:
         self, key: str, start: int, end: int, *, refresh: bool = False, segment: bool = False
     ) -> bytes:
         """The bytes ``[start, end)`` of ``key``: from the cache, or fetched and cached."""
-        started = time.perf_counter()
         reply = Reply[bytes]()
-        await self._inbox.send(Fetch(reply, key, start, end, refresh, segment))
-        try:
-            data = await reply.wait()
-        finally:
-            reply.abandon()
-        self._latency.observe(time.perf_counter() - started)
-        return data
+        return await self._ask(Fetch(reply, key, start, end, refresh, segment), reply)
 
     async def get_many(self, ranges: Sequence[tuple[str, int, int]]) -> list[bytes]:
         """The bytes of each whole segment ``(key, start, end)``, in one ask:
         the cache serves them in one round (one GET per window it needs)."""
-        started = time.perf_counter()
         reply = Reply[list[bytes]]()
-        await self._inbox.send(FetchMany(reply, ranges))
+        return await self._ask(FetchMany(reply, ranges), reply)
+
+    async def _ask(self, request: object, reply: Reply[T]) -> T:
+        """Send ``request`` and wait for its ``reply``, timed (the fetch latency)."""
+        started = time.perf_counter()
+        await self._inbox.send(request)
         try:
-            datas = await reply.wait()
+            answer = await reply.wait()
         finally:
             reply.abandon()
         self._latency.observe(time.perf_counter() - started)
-        return datas
+        return answer
 
     async def prefetch(self, key: str, start: int, end: int) -> None:
         await self._inbox.send(Prefetch(key, start, end))

@@ -29,6 +29,7 @@ from streamhouse import (
 )
 from streamhouse._codec import read_index
 from streamhouse._consumer.cachedir import SUBDIRECTORY
+from streamhouse._metadata.protocol import SegmentInfo
 
 from ..faults import FaultyMetadata, FaultyStore, Script
 from ..helpers import Stores, poll_until, produce
@@ -152,6 +153,21 @@ async def test_a_failing_watermark_refresh_retries_and_speaks(
         assert [r.offset for r in await poll_until(consumer, 5)] == list(range(5, 10))
 
 
+async def corrupt_segment(stores: Stores, index: int) -> SegmentInfo:
+    """Flip a byte of t[0]'s ``index``-th segment in the object store."""
+    seg = (await stores.meta.list_segments("t", 0))[index]
+    data = bytearray(await stores.storage.get(seg.object_key))
+    data[seg.position + 60] ^= 0xFF
+    await stores.storage.put(seg.object_key, bytes(data))
+    return seg
+
+
+async def poll_until_it_raises(consumer: Consumer, got: list[ConsumedRecord]) -> None:
+    """Poll, keeping what comes in ``got``, until a poll raises."""
+    while True:
+        got.extend(await consumer.poll(timeout=5))
+
+
 async def test_corrupt_data_stops_its_partition_only_and_a_seek_goes_past_it(
     tmp_path: Path, meta: SQLiteMetadataStore
 ) -> None:
@@ -162,19 +178,11 @@ async def test_corrupt_data_stops_its_partition_only_and_a_seek_goes_past_it(
     await produce(stores, "t", 0, 5)
     await produce(stores, "t", 0, 5, start=5)
     await produce(stores, "t", 1, 10)
-    seg = (await meta.list_segments("t", 0))[0]
-    data = bytearray(await storage.get(seg.object_key))
-    data[seg.position + 60] ^= 0xFF
-    await storage.put(seg.object_key, bytes(data))
+    seg = await corrupt_segment(stores, 0)
     async with stores.consumer("t", offset_reset="earliest", retry=FAST) as consumer:
         got: list[ConsumedRecord] = []
-
-        async def poll_until_it_raises() -> None:
-            while True:
-                got.extend(await consumer.poll(timeout=5))
-
         with anyio.fail_after(30), pytest.raises(CorruptDataError) as caught:
-            await poll_until_it_raises()
+            await poll_until_it_raises(consumer, got)
         assert str(caught.value).endswith("partition t[0], segment of offsets 0..4, next offset 0")
         assert seg.object_key in str(caught.value)
         with anyio.fail_after(30):
@@ -197,19 +205,11 @@ async def test_a_corrupt_segment_read_with_others_costs_only_itself(
     await meta.create_topic("t", 1)
     for start in (0, 5, 10):
         await produce(stores, "t", 0, 5, start=start)
-    seg = (await meta.list_segments("t", 0))[1]
-    data = bytearray(await storage.get(seg.object_key))
-    data[seg.position + 60] ^= 0xFF
-    await storage.put(seg.object_key, bytes(data))
+    await corrupt_segment(stores, 1)
     async with stores.consumer("t", offset_reset="earliest", retry=FAST) as consumer:
         got: list[ConsumedRecord] = []
-
-        async def poll_until_it_raises() -> None:
-            while True:
-                got.extend(await consumer.poll(timeout=5))
-
         with anyio.fail_after(30), pytest.raises(CorruptDataError) as caught:
-            await poll_until_it_raises()
+            await poll_until_it_raises(consumer, got)
         assert str(caught.value).endswith("partition t[0], segment of offsets 5..9, next offset 5")
         assert [r.offset for r in got] == list(range(5))
         await consumer.seek("t", 0, 10)
