@@ -470,7 +470,7 @@ async def run_cache(
     own = inbox_send.clone()
     cache: _Cache | None = None
     try:
-        async with anyio.create_task_group() as tg, own, inbox:
+        async with anyio.create_task_group() as tg, own:
             admission = Admission(first_reads)
             cache = _Cache(storage, directory, budget, parked_limit, own, tg, probe, admission)
             task_status.started(CacheClient(inbox_send, probe))
@@ -480,5 +480,6 @@ async def run_cache(
         if cache is not None:
             cache.close()
         probe.close()
-        drain(inbox)
+        drain(inbox)  # (before the inbox closes: a closed one gives nothing)
+        inbox.close()
         inbox_send.close()

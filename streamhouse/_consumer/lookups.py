@@ -67,8 +67,8 @@ async def run_lookups(
     The actor closes ``asks``, the end its Lookups client sends on, as it
     stops (with the readers that use it, in one task group).
     """
-    try:
-        with inbox, asks:
+    with inbox, asks:
+        try:
             task_status.started()
             async for ask in inbox:
                 waiting = [ask]
@@ -78,13 +78,22 @@ async def run_lookups(
                     except anyio.WouldBlock:
                         break
                 await _answer([a for a in waiting if isinstance(a, LookUp)], metadata)
-    finally:
-        drain(inbox)
+        finally:
+            drain(inbox)  # (before the inbox closes: a closed one gives nothing)
 
 
 async def _answer(asks: list[LookUp], metadata: MetadataStore) -> None:
     """One query per topic (and limit) answers ``asks``; two asks of one
-    partition (an old reader's and a new one's) take two rounds."""
+    partition (an old reader's and a new one's) take two rounds. An ask left
+    unanswered (the actor was cancelled) is dropped: its asker is told."""
+    try:
+        await _rounds(asks, metadata)
+    finally:
+        for ask in asks:
+            ask.reply.drop()  # (nothing for one answered)
+
+
+async def _rounds(asks: list[LookUp], metadata: MetadataStore) -> None:
     while asks:
         rounds: dict[tuple[str, int], dict[int, LookUp]] = {}
         later: list[LookUp] = []

@@ -85,6 +85,7 @@ __all__ = ["PostgresMetadataStore"]
 T = TypeVar("T")
 Conn = psycopg.Connection[Any]
 log = logging.getLogger("streamhouse.metadata")
+_BIGINT_MAX = 2**63 - 1
 
 _CONFIG_ERRORS = (
     "password authentication failed", "no password supplied", "authentication failed",
@@ -437,9 +438,11 @@ class PostgresMetadataStore(PostgresMaintenance, PostgresGroups, PostgresMonitor
         self, topic: str, starts: Mapping[int, int], limit: int = 16
     ) -> dict[int, list[SegmentInfo]]:
         def segments(conn: Conn) -> dict[int, list[SegmentInfo]]:
-            rows = conn.execute(
-                q.LIST_SEGMENTS_FROM, (list(starts), list(starts.values()), topic, topic, limit)
-            )
+            # An offset past bigint (a seek may ask for one) holds no segment,
+            # as the largest bigint does not: one bad offset must not fail
+            # the query for every partition asking with it.
+            offsets = [min(o, _BIGINT_MAX) for o in starts.values()]
+            rows = conn.execute(q.LIST_SEGMENTS_FROM, (list(starts), offsets, topic, topic, limit))
             found: dict[int, list[SegmentInfo]] = {p: [] for p in starts}
             for s in map(segment, rows):
                 if s.end_offset > starts[s.partition]:

@@ -85,15 +85,17 @@ def _json_segment(row: list[Any]) -> SegmentInfo:
 # The segments of many partitions, each from its own offset (list_segments'
 # query for each), as one JSON text: ``[[partition, [[column, ...], ...]], ...]``.
 # JSON writes a REAL with 15 digits: created_at goes as text, 17 digits,
-# which give the same float back.
+# which give the same float back. The inner array passes through json():
+# a subquery's value keeps its JSON subtype only on some SQLite builds (one
+# built with SQLITE_STRICT_SUBTYPE made it a string).
 _EXACT_COLUMNS = SEGMENT_COLUMNS.replace("created_at", "printf('%!.17g', created_at)")
 _SEGMENTS_FROM = f"""
-SELECT json_group_array(json_array(a.p, (
+SELECT json_group_array(json_array(a.p, json((
   SELECT json_group_array(json_array({_EXACT_COLUMNS}))
   FROM (SELECT {SEGMENT_COLUMNS} FROM segments WHERE topic = ?1 AND partition = a.p
         AND base_offset >= COALESCE((SELECT MAX(base_offset) FROM segments
             WHERE topic = ?1 AND partition = a.p AND base_offset <= a.o), 0)
-        ORDER BY base_offset LIMIT ?3))))
+        ORDER BY base_offset LIMIT ?3)))))
 FROM (SELECT json_extract(value, '$[0]') AS p, json_extract(value, '$[1]') AS o
       FROM json_each(?2)) AS a
 """

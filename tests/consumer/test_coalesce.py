@@ -11,7 +11,7 @@ from streamhouse import MetadataStore, MetadataUnavailableError, TopicPartition
 from streamhouse._codec import DecodedBlock
 from streamhouse._consumer.coalesce import GROUP_BYTES, group_at, merge_blocks
 from streamhouse._consumer.lookups import LookUp, Lookups, _answer, run_lookups
-from streamhouse._consumer.messages import Reply
+from streamhouse._consumer.messages import Reply, ReplyDropped
 from streamhouse._metadata.protocol import SegmentInfo, SegmentSpec
 
 from ..faults import FaultyMetadata, Script
@@ -93,6 +93,43 @@ async def test_lookups_together_answer_each_as_list_segments_would(meta: Metadat
         found = await lookups.list_segments(TopicPartition("t", 1), 10, 1)
         assert found == await meta.list_segments("t", 1, 10, 1) != []
         tg.cancel_scope.cancel()
+
+
+async def test_a_lookups_actor_that_stops_tells_every_asker() -> None:
+    """Stopped while a query is under way and another ask waits in its
+    inbox, the actor drops both replies: no asker is left waiting."""
+    querying = anyio.Event()
+
+    class Stuck:
+        async def list_segments_from(self, *args: object) -> dict[int, list[SegmentInfo]]:
+            querying.set()
+            await anyio.sleep_forever()
+            raise AssertionError("unreachable")
+
+    send, receive = anyio.create_memory_object_stream[object](16)
+    lookups = Lookups(send)
+    dropped: list[int] = []
+
+    async def ask(p: int) -> None:
+        with pytest.raises(ReplyDropped):
+            await lookups.list_segments(TopicPartition("t", p), 0, 16)
+        dropped.append(p)
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            actor = anyio.CancelScope()
+
+            async def run_actor() -> None:
+                with actor:
+                    await run_lookups(Stuck(), receive, send)  # type: ignore[arg-type]
+
+            tg.start_soon(run_actor)
+            tg.start_soon(ask, 0)
+            await querying.wait()  # the first ask's query is under way
+            tg.start_soon(ask, 1)
+            await anyio.wait_all_tasks_blocked()  # the second ask waits in the inbox
+            actor.cancel()
+    assert sorted(dropped) == [0, 1]
 
 
 async def test_two_asks_of_one_partition_are_both_answered(meta: MetadataStore) -> None:

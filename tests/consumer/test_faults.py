@@ -19,6 +19,7 @@ from streamhouse import (
     CorruptDataError,
     LocalObjectStore,
     MetadataUnavailableError,
+    ObjectNotFoundError,
     OffsetOutOfRangeError,
     RetryPolicy,
     SQLiteMetadataStore,
@@ -215,6 +216,44 @@ async def test_a_corrupt_segment_read_with_others_costs_only_itself(
         await consumer.seek("t", 0, 10)
         rest = await poll_until(consumer, 5)
     assert [r.offset for r in rest] == list(range(10, 15))
+
+
+async def test_a_packed_object_missing_under_grouped_reads_stops_only_there(
+    tmp_path: Path, meta: SQLiteMetadataStore
+) -> None:
+    """Objects packing both partitions' segments, read in groups through
+    their windows (module coalesce); the middle one is missing from the
+    store while the catalogue still names it. Each partition delivers, in
+    order, what comes before it, and then poll() raises ObjectNotFoundError
+    naming the object, for each partition once."""
+    storage = LocalObjectStore(tmp_path / "objects")
+    stores = Stores(storage, meta)
+    await meta.create_topic("t", 2)
+    async with stores.producer(linger=0.05) as producer:
+        for flush in range(3):
+            keys = [b"k%d" % i for i in range(20)]  # murmur2 spreads them on both
+            await producer.send_batch("t", [b"%d" % flush] * 20, keys=keys)
+    segments = [await meta.list_segments("t", p) for p in (0, 1)]
+    assert [len(s) for s in segments] == [3, 3]
+    middle = segments[0][1].object_key
+    assert segments[1][1].object_key == middle  # one object packs both
+    assert max(s[1].position for s in segments) > 0  # one of them after the other
+    await storage.delete(middle)
+    got: list[ConsumedRecord] = []
+    missing: list[str] = []
+    async with stores.consumer("t", offset_reset="earliest", retry=FAST) as consumer:
+        with anyio.fail_after(30):
+            while len(missing) < 2:
+                try:
+                    got += await consumer.poll(timeout=5)
+                except ObjectNotFoundError as exc:
+                    missing.append(str(exc))
+    assert all(middle in text for text in missing)
+    assert sorted(text.split(" of partition ")[1][:4] for text in missing) == ["t[0]", "t[1]"]
+    for p in (0, 1):
+        first = segments[p][0]
+        assert [r.offset for r in got if r.partition == p] == list(range(first.end_offset))
+    assert {r.value for r in got} == {b"0"}
 
 
 @pytest.mark.parametrize("reset", ["earliest", "latest", "none"])

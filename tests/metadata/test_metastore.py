@@ -156,6 +156,10 @@ async def test_list_segments_from_looks_many_partitions_up_as_list_segments_does
     assert [s.base_offset for s in found[1]] == [15]  # holds 17
     assert {s.topic for segs in found.values() for s in segs} == {"t"}
     assert await meta.list_segments_from("t", {}, 16) == {}
+    # An offset no segment can hold (a seek may ask for one, past bigint):
+    # nothing for it, and the other partitions are answered all the same.
+    found = await meta.list_segments_from("t", {0: 2**64, 1: 0}, 16)
+    assert found == {0: [], 1: await meta.list_segments("t", 1, 0, 16)}
 
 
 async def test_committed_offsets_are_stored_and_fetched(meta: MetadataStore) -> None:
