@@ -1,6 +1,7 @@
 """A stateful property: the consumer against a model of positions and commits.
 
-Hypothesis draws a program of operations (produce, poll, poll of batches,
+Hypothesis draws a program of operations (produce to one partition or to
+all in one packed object, poll, poll of batches,
 commit, seek, pause, resume, cancelled polls of both kinds, close and
 reopen); one trio run executes it against a real consumer on a local store
 and SQLite, checking every answer against a model. Per partition, delivered
@@ -22,6 +23,7 @@ fewer of them (each example makes a schema of its own).
 from __future__ import annotations
 
 import contextlib
+import functools
 import random
 import tempfile
 import uuid
@@ -53,6 +55,8 @@ PARTITIONS = 2
 
 operations = st.one_of(
     st.tuples(st.just("produce"), st.integers(0, PARTITIONS - 1), st.integers(1, 30)),
+    # One flush, one object packing a segment of each partition.
+    st.tuples(st.just("produce_packed"), st.integers(1, 30)),
     st.tuples(st.just("poll"), st.integers(1, 40)),
     st.tuples(st.just("poll_batches"), st.integers(1, 40), st.sampled_from([None, 1, 2])),
     st.tuples(st.just("cancelled_poll_batches"), st.sampled_from([0, 1e-6, 1e-4])),
@@ -172,6 +176,10 @@ def run(
                         auto_commit=False,
                         metadata_refresh_interval=0.005,
                         cache_dir=root / "cache",
+                        # With faults, every read is cached: corrupt_cache
+                        # then has files to corrupt (by default only what
+                        # is read twice is written).
+                        cache_first_reads=seed is not None,
                         retry=retry,
                     )
                 )
@@ -185,6 +193,17 @@ def run(
                         values = [b"%d-%d" % (p, high[p] + i) for i in range(n)]
                         await prod.send_batch("t", values, partition=p)
                     high[p] += n
+                elif kind == "produce_packed":
+                    async with (
+                        open_producer(storage=storage, metadata=meta, linger=0.05) as prod,
+                        anyio.create_task_group() as tg,
+                    ):
+                        for p in range(PARTITIONS):
+                            values = [b"%d-%d" % (p, high[p] + i) for i in range(op[1])]
+                            tg.start_soon(functools.partial(prod.send_batch, "t", values,
+                                                            partition=p))  # fmt: skip
+                    for p in range(PARTITIONS):
+                        high[p] += op[1]
                 elif kind == "poll":
                     if drained():
                         assert await consumer.poll(timeout=0.01) == []
