@@ -108,7 +108,7 @@ async def _rounds(asks: list[LookUp], metadata: MetadataStore) -> None:
         for (topic, limit), same in rounds.items():
             starts = {p: ask.offset for p, ask in same.items()}
             try:
-                found = await metadata.list_segments_from(topic, starts, limit)
+                found = await _look_up(metadata, topic, starts, limit)
             except StreamHouseError as exc:
                 for ask in same.values():
                     ask.reply.put(_own_copy(exc))
@@ -116,6 +116,19 @@ async def _rounds(asks: list[LookUp], metadata: MetadataStore) -> None:
             for p, ask in same.items():
                 ask.reply.put(found.get(p, []))
         asks = later
+
+
+async def _look_up(
+    metadata: MetadataStore, topic: str, starts: dict[int, int], limit: int
+) -> dict[int, list[SegmentInfo]]:
+    """``list_segments_from``; a store of its own making without it (the
+    method came after the protocol was published) answers partition by
+    partition, as before it."""
+    together = getattr(metadata, "list_segments_from", None)
+    if together is not None:
+        found: dict[int, list[SegmentInfo]] = await together(topic, starts, limit)
+        return found
+    return {p: await metadata.list_segments(topic, p, o, limit) for p, o in starts.items()}
 
 
 def _own_copy(exc: StreamHouseError) -> Exception:

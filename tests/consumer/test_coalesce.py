@@ -95,6 +95,29 @@ async def test_lookups_together_answer_each_as_list_segments_would(meta: Metadat
         tg.cancel_scope.cancel()
 
 
+async def test_a_store_without_list_segments_from_is_looked_up_partition_by_partition(
+    meta: MetadataStore,
+) -> None:
+    """A MetadataStore written before list_segments_from existed still serves
+    a consumer: the lookups actor asks it partition by partition."""
+    await meta.create_topic("t", 2)
+    for i in range(3):
+        await meta.commit_segments(f"o{i}", [SegmentSpec("t", p, 5, 0, 100, 40, 1, 2)
+                                             for p in range(2)])  # fmt: skip
+
+    class Older:
+        list_segments = meta.list_segments
+
+    send, receive = anyio.create_memory_object_stream[object](16)
+    lookups = Lookups(send)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run_lookups, Older(), receive, send)
+        for p in range(2):
+            found = await lookups.list_segments(TopicPartition("t", p), 7, 16)
+            assert found == await meta.list_segments("t", p, 7, 16) != []
+        tg.cancel_scope.cancel()
+
+
 async def test_a_lookups_actor_that_stops_tells_every_asker() -> None:
     """Stopped while a query is under way and another ask waits in its
     inbox, the actor drops both replies: no asker is left waiting."""
