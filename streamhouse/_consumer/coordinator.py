@@ -53,6 +53,7 @@ from .._types import OffsetReset, TopicPartition
 from .assigning import Assigning
 from .cache import CacheClient
 from .commits import Commits
+from .lookups import run_lookups
 from .messages import (
     Assign,
     AtEnd,
@@ -95,9 +96,6 @@ from .settings import Settings
 __all__ = ["Coordinator", "Settings"]
 
 _log = logging.getLogger("streamhouse.consumer")
-# The most messages handled before the waiting polls are answered, when
-# the inbox never empties (a poll must not starve behind a flood).
-_BURST = 256
 
 
 class Coordinator(Assigning):
@@ -135,7 +133,6 @@ class Coordinator(Assigning):
         )  # fmt: skip
         self._readers: Readers | None = None
         self._closed = False
-        self._burst = 0  # messages handled since the polls were last looked at
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -149,8 +146,9 @@ class Coordinator(Assigning):
         try:
             async with anyio.create_task_group() as tg, self._inbox_send, self._bell:
                 s = self._settings
+                lookups = await tg.start(run_lookups, self._metadata)
                 self._readers = Readers(
-                    tg, self._metadata, self._cache, s.retry, s.prefetch_batches,
+                    tg, self._metadata, lookups, self._cache, s.retry, s.prefetch_batches,
                     s.refresh_interval, self._inbox_send,
                 )  # fmt: skip
                 self._commits.member = member  # a group's member commits as it
@@ -188,22 +186,6 @@ class Coordinator(Assigning):
                 return await self._inbox.receive()
         return None
 
-    def _inbox_settled(self) -> bool:
-        """Whether to answer the polls now: the inbox is empty, or it has
-        been busy for ``_BURST`` messages in a row.
-
-        Readers of many partitions send their batches together; answered at
-        the first, a poll took one batch of about 10 records at 1,000
-        partitions, and the consumer paid a poll's round trip per batch
-        (7,405 polls for 9,999 batches). Taking what is queued first costs
-        no wait: the messages are there already.
-        """
-        self._burst += 1
-        if self._burst >= _BURST or not self._inbox.statistics().current_buffer_used:
-            self._burst = 0
-            return True
-        return False
-
     async def _after_message(self) -> None:
         now = math.nan
         troubles = self._bulletin.troubles
@@ -211,7 +193,7 @@ class Coordinator(Assigning):
             now = anyio.current_time()
             if now >= troubles.next_deadline():
                 self._bulletin.raise_due(now, self._waiting)
-        if self._polls and self._inbox_settled():
+        if self._polls:
             self._answer_polls()
         if self._commits.next_auto_commit != math.inf:
             now = anyio.current_time() if math.isnan(now) else now

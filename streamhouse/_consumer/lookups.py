@@ -20,7 +20,7 @@ import copy
 import anyio
 import attrs
 from anyio.abc import TaskStatus
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from anyio.streams.memory import MemoryObjectSendStream
 
 from .._errors import StreamHouseError
 from .._metadata.protocol import MetadataStore, SegmentInfo
@@ -28,6 +28,8 @@ from .._types import TopicPartition
 from .messages import Reply, Request, drain
 
 __all__ = ["LookUp", "Lookups", "run_lookups"]
+
+_WAITING = 1024  # asks the actor's inbox holds (a reader waits past that)
 
 
 @attrs.frozen
@@ -57,19 +59,15 @@ class Lookups:
 
 async def run_lookups(
     metadata: MetadataStore,
-    inbox: MemoryObjectReceiveStream[object],
-    asks: MemoryObjectSendStream[object],
     *,
-    task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    task_status: TaskStatus[Lookups] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Answer the asks of ``inbox`` until cancelled, all waiting ones together.
-
-    The actor closes ``asks``, the end its Lookups client sends on, as it
-    stops (with the readers that use it, in one task group).
-    """
+    """Answer the readers' asks until cancelled, all waiting ones together;
+    hand the readers' client (Lookups) to the starter."""
+    asks, inbox = anyio.create_memory_object_stream[object](_WAITING)
     with inbox, asks:
         try:
-            task_status.started()
+            task_status.started(Lookups(asks))
             async for ask in inbox:
                 waiting = [ask]
                 while True:

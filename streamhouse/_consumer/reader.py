@@ -55,7 +55,7 @@ from .._retry import Backoff, RetryPolicy
 from .._types import RecordBatch, TopicPartition
 from .cache import CacheClient
 from .coalesce import group_at, merge_blocks
-from .lookups import Lookups, run_lookups
+from .lookups import Lookups
 from .messages import (
     AtEnd,
     Batch,
@@ -77,7 +77,6 @@ __all__ = [
 ]
 
 _SEGMENTS_PER_LOOKUP = 16
-_LOOKUPS_WAITING = 1024  # asks the lookups actor's inbox holds (a reader waits past that)
 SEGMENTS_AHEAD = 2
 
 
@@ -213,10 +212,7 @@ class _Reader:
             ]
         except (ObjectNotFoundError, CorruptDataError):
             return False
-        blocks = [(base, block) for base, block in blocks if block.record_count]
-        if not blocks:
-            return False
-        records = merge_blocks(self.tp, blocks)
+        records = merge_blocks(self.tp, blocks)  # (an index allows no empty block)
         size = sum(seg.length for seg in group)
         await self.take_credit()
         await self.out.send(Batch(self.tp, self.epoch, records, self.offset, size))
@@ -374,6 +370,7 @@ class Readers:
         self,
         tg: anyio.abc.TaskGroup,
         metadata: MetadataStore,
+        lookups: Lookups,
         cache: CacheClient,
         retry: RetryPolicy,
         depth: int,
@@ -388,9 +385,7 @@ class Readers:
         self._refresh_interval = refresh_interval
         self._out = out  # the coordinator's inbox, cloned for each
         self._refresh: anyio.CancelScope | None = None
-        asks, inbox = anyio.create_memory_object_stream[object](_LOOKUPS_WAITING)
-        self._lookups = Lookups(asks)
-        tg.start_soon(run_lookups, metadata, inbox, asks)
+        self._lookups = lookups
 
     def start(self, start: ReaderStart) -> ReaderHandle:
         """Start a reader with ``prefetch_batches`` credits; return its handle."""

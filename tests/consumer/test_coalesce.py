@@ -5,6 +5,7 @@ real store, with a scripted fault."""
 from __future__ import annotations
 
 import anyio
+import anyio.abc
 import pytest
 
 from streamhouse import MetadataStore, MetadataUnavailableError, TopicPartition
@@ -70,11 +71,9 @@ async def test_lookups_together_answer_each_as_list_segments_would(meta: Metadat
                                              for p in range(3)])  # fmt: skip
     script = Script(only={"list_segments_from"})
     faulty = FaultyMetadata(meta, script)
-    send, receive = anyio.create_memory_object_stream[object](16)
-    lookups = Lookups(send)
     starts = {0: 0, 1: 7, 2: 20}
     async with anyio.create_task_group() as tg:
-        tg.start_soon(run_lookups, faulty, receive, send)
+        lookups: Lookups = await tg.start(run_lookups, faulty)
         answers: dict[int, list[SegmentInfo]] = {}
 
         async def ask(p: int) -> None:
@@ -108,10 +107,8 @@ async def test_a_store_without_list_segments_from_is_looked_up_partition_by_part
     class Older:
         list_segments = meta.list_segments
 
-    send, receive = anyio.create_memory_object_stream[object](16)
-    lookups = Lookups(send)
     async with anyio.create_task_group() as tg:
-        tg.start_soon(run_lookups, Older(), receive, send)
+        lookups: Lookups = await tg.start(run_lookups, Older())
         for p in range(2):
             found = await lookups.list_segments(TopicPartition("t", p), 7, 16)
             assert found == await meta.list_segments("t", p, 7, 16) != []
@@ -129,24 +126,22 @@ async def test_a_lookups_actor_that_stops_tells_every_asker() -> None:
             await anyio.sleep_forever()
             raise AssertionError("unreachable")
 
-    send, receive = anyio.create_memory_object_stream[object](16)
-    lookups = Lookups(send)
     dropped: list[int] = []
+    actor = anyio.CancelScope()
 
-    async def ask(p: int) -> None:
-        with pytest.raises(ReplyDropped):
-            await lookups.list_segments(TopicPartition("t", p), 0, 16)
-        dropped.append(p)
+    async def run_actor(*, task_status: anyio.abc.TaskStatus[Lookups]) -> None:
+        with actor:
+            await run_lookups(Stuck(), task_status=task_status)  # type: ignore[arg-type]
 
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tg:
-            actor = anyio.CancelScope()
+            lookups: Lookups = await tg.start(run_actor)
 
-            async def run_actor() -> None:
-                with actor:
-                    await run_lookups(Stuck(), receive, send)  # type: ignore[arg-type]
+            async def ask(p: int) -> None:
+                with pytest.raises(ReplyDropped):
+                    await lookups.list_segments(TopicPartition("t", p), 0, 16)
+                dropped.append(p)
 
-            tg.start_soon(run_actor)
             tg.start_soon(ask, 0)
             await querying.wait()  # the first ask's query is under way
             tg.start_soon(ask, 1)
