@@ -139,7 +139,7 @@ def check_lease_request(holder: object, ttl: object) -> None:
     """A lease is asked for by a non-empty holder name for a finite ttl > 0."""
     if not isinstance(holder, str) or not holder or "\x00" in holder:
         raise InvalidArgumentError(f"a lease holder must be a non-empty str, not {holder!r}")
-    if check_timeout(ttl) == 0:  # type: ignore[arg-type]
+    if check_timeout(ttl, "a lease's ttl") == 0:  # type: ignore[arg-type]
         raise InvalidArgumentError(f"a lease's ttl must be > 0, not {ttl!r}")
 
 
@@ -194,12 +194,12 @@ def check_commit_args(
         raise InvalidArgumentError(f"member must be a MemberRef or None, not {member!r}")
 
 
-def check_timeout(timeout: float) -> float:
-    """A wait's timeout: a finite number of seconds >= 0."""
+def check_timeout(timeout: float, name: str = "timeout") -> float:
+    """A wait's timeout (the argument ``name``): a finite number of seconds >= 0."""
     if isinstance(timeout, bool) or not isinstance(timeout, int | float):
-        raise InvalidArgumentError(f"timeout must be a number of seconds, not {timeout!r}")
+        raise InvalidArgumentError(f"{name} must be a number of seconds, not {timeout!r}")
     if not math.isfinite(timeout) or timeout < 0:
-        raise InvalidArgumentError(f"timeout must be finite and >= 0, not {timeout!r}")
+        raise InvalidArgumentError(f"{name} must be finite and >= 0, not {timeout!r}")
     return float(timeout)
 
 

@@ -160,7 +160,7 @@ class PostgresMetadataStore(PostgresMaintenance, PostgresGroups, PostgresMonitor
                             ("statement_timeout", statement_timeout),
                             ("idle_in_transaction_timeout", idle_in_transaction_timeout),
                             ("poll_interval", poll_interval)):  # fmt: skip
-            if check_timeout(value) == 0:
+            if check_timeout(value, name) == 0:
                 raise InvalidArgumentError(f"{name} must be > 0, not {value!r}")
         if isinstance(max_connections, bool) or not isinstance(max_connections, int) \
                 or max_connections < 1:  # fmt: skip

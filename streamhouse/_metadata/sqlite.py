@@ -144,7 +144,7 @@ class SQLiteMetadataStore(SQLiteMaintenance, SQLiteGroups, SQLiteMonitoring):
 
     def __attrs_post_init__(self) -> None:
         self._limiter = anyio.CapacityLimiter(self.max_connections)
-        check_timeout(self.watch_interval)
+        check_timeout(self.watch_interval, "watch_interval")
 
     def __repr__(self) -> str:
         return f"SQLiteMetadataStore({str(self.path)!r})"

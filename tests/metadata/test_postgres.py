@@ -24,6 +24,7 @@ from psycopg import sql
 
 from streamhouse import (
     ConfigurationError,
+    InvalidArgumentError,
     MetadataError,
     MetadataUnavailableError,
     PostgresMetadataStore,
@@ -502,3 +503,13 @@ async def test_a_paused_client_holding_the_groups_lock_is_cut_off(
     assert result == [2]
     await paused.aclose()
     await other.aclose()
+
+
+@pytest.mark.parametrize(
+    "name", ["connect_timeout", "statement_timeout", "idle_in_transaction_timeout", "poll_interval"]
+)
+@pytest.mark.parametrize("value", [0, -1, float("nan"), "5"])
+def test_bad_timeouts_are_refused_naming_them(name: str, value: object) -> None:
+    """A timeout that is not a number of seconds > 0 is refused at once, by name."""
+    with pytest.raises(InvalidArgumentError, match=name):
+        PostgresMetadataStore("postgresql://u@127.0.0.1/db", **{name: value})  # type: ignore[arg-type]
