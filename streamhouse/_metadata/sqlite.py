@@ -92,12 +92,12 @@ _EXACT_COLUMNS = SEGMENT_COLUMNS.replace("created_at", "printf('%!.17g', created
 _SEGMENTS_FROM = f"""
 SELECT json_group_array(json_array(a.p, json((
   SELECT json_group_array(json_array({_EXACT_COLUMNS}))
-  FROM (SELECT {SEGMENT_COLUMNS} FROM segments WHERE topic = ?1 AND partition = a.p
+  FROM (SELECT {SEGMENT_COLUMNS} FROM segments WHERE topic = :topic AND partition = a.p
         AND base_offset >= COALESCE((SELECT MAX(base_offset) FROM segments
-            WHERE topic = ?1 AND partition = a.p AND base_offset <= a.o), 0)
-        ORDER BY base_offset LIMIT ?3)))))
+            WHERE topic = :topic AND partition = a.p AND base_offset <= a.o), 0)
+        ORDER BY base_offset LIMIT :limit)))))
 FROM (SELECT json_extract(value, '$[0]') AS p, json_extract(value, '$[1]') AS o
-      FROM json_each(?2)) AS a
+      FROM json_each(:asks)) AS a
 """
 
 
@@ -431,7 +431,9 @@ class SQLiteMetadataStore(SQLiteMaintenance, SQLiteGroups, SQLiteMonitoring):
             if not starts:
                 return {}
             asks = json.dumps([[p, o] for p, o in starts.items()])
-            ((text,),) = conn.execute(_SEGMENTS_FROM, (topic, asks, limit)).fetchall()
+            ((text,),) = conn.execute(
+                _SEGMENTS_FROM, {"topic": topic, "asks": asks, "limit": limit}
+            ).fetchall()
             found: dict[int, list[SegmentInfo]] = {}
             for p, rows in json.loads(text):
                 listed = sorted(map(_json_segment, rows), key=attrgetter("base_offset"))
