@@ -7,7 +7,8 @@ committed one, so a commit looks at those, not at every assigned partition.
 ``commit()`` writes positions (every record handed out); auto-commit and a
 close after an error write consumed offsets (positions as of the last time
 the application came back for more): at-least-once. Auto-commit failures are
-logged, two lines a burst, and tried again at the next interval.
+logged, two lines a burst, and tried again at the next interval. A closing
+commit refused because the member was fenced is logged too (``close_commit``).
 """
 
 from __future__ import annotations
@@ -80,6 +81,19 @@ class Commits:
             elif not part.uncommitted:
                 self.uncommitted.discard(tp)  # moved, and back where it was committed
         await self.commit(offsets, parts)
+
+    async def close_commit(
+        self, mode: CloseMode, parts: Mapping[TopicPartition, Partition]
+    ) -> None:
+        """The commit as the consumer closes (``commit_by``), with one refusal
+        logged, not raised: the member was fenced before it knew. Its
+        partitions are another member's now, which reads them from the group's
+        last commit (at-least-once: nothing is lost), so, as Kafka's and
+        aiokafka's close, a warning, not an error out of ``async with``."""
+        try:
+            await self.commit_by(mode, parts)
+        except CommitFailedError as exc:
+            _log.warning("the closing commit of group %r was refused: %s", self.group_id, exc)
 
     async def commit(
         self, offsets: Mapping[TopicPartition, int], parts: Mapping[TopicPartition, Partition]

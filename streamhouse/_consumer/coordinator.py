@@ -464,4 +464,4 @@ class Coordinator(Assigning):
             poll.reply.put(ClosedError("the consumer is closing"))
         self._polls.clear()
         parts = self._parts
-        await answer_async(msg, lambda: self._commits.commit_by(msg.mode, parts))
+        await answer_async(msg, lambda: self._commits.close_commit(msg.mode, parts))

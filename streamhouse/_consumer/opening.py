@@ -89,8 +89,8 @@ async def open_consumer(
             go when a position falls outside the log (a seek past the end,
             data deleted): "earliest" (the log start), "latest" (the high
             watermark) or "none" (OffsetOutOfRangeError, at open or from poll()).
-        auto_commit: commit every ``auto_commit_interval`` s the positions as of
-            the previous poll, and on close (as of the last poll if it raised).
+        auto_commit: commit the previous poll's positions every ``auto_commit_interval`` s
+            and on close (the last poll's if it raised; fenced: a warning, not an error).
         max_poll_records: most records one poll returns.
         cache_dir: the segment cache's directory (None: a temporary one, removed
             at close); its files live in ``<cache_dir>/streamhouse-cache-v1/``,

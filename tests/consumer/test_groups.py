@@ -58,14 +58,18 @@ class Recorder(RebalanceListener):
 
 
 class Partitionable:
-    """A MetadataStore whose group calls fail while ``cut`` (a network partition)."""
+    """A MetadataStore whose group calls fail while ``cut`` (a network partition),
+    and whose heartbeats alone fail while ``mute``."""
 
     def __init__(self, inner: MetadataStore) -> None:
         self.inner = inner
         self.cut = False
+        self.mute = False
 
     async def heartbeat(self, *args: Any, **kwargs: Any) -> Any:
         self._check()
+        if self.mute:
+            raise MetadataUnavailableError("scripted: heartbeats are lost")
         return await self.inner.heartbeat(*args, **kwargs)
 
     async def commit_offsets(self, *args: Any, **kwargs: Any) -> Any:
@@ -200,6 +204,33 @@ async def test_a_crashed_member_is_fenced_and_its_records_come_again(local: Stor
             await wait_for(lambda: ("lost", frozenset({tp})) in listener.events, [zombie])
             assert (await local.meta.fetch_offsets("g"))[tp].offset == 4
             assert zombie.assignment() == set()
+
+
+async def test_a_fenced_member_closes_with_a_warning_not_an_error(
+    local: Stores, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A member fenced before it learns of it closes cleanly: its closing
+    auto-commit is refused (another member owns the partition now), and the
+    refusal is logged as a warning, not raised out of ``async with``, as
+    Kafka's and aiokafka's close do. Nothing is lost: the heir's offsets stand."""
+    await local.meta.create_topic("t", 1)
+    await produce(local, "t", 0, 10)
+    tp = TopicPartition("t", 0)
+    muted = Partitionable(local.meta)
+    caplog.set_level(logging.WARNING, logger="streamhouse.consumer")
+    async with Stores(local.storage, muted).consumer("t", group_id="g", **FAST) as zombie:
+        assert len(await zombie.poll(timeout=5, max_records=4)) == 4
+        muted.mute = True  # its heartbeats stop reaching the store; it does not know
+        local.meta.clock_offset = SESSION + 1  # type: ignore[attr-defined]
+        async with local.consumer("t", group_id="g", **FAST) as heir:
+            assert heir.assignment() == {tp}
+            assert (await heir.poll(timeout=5))[0].offset == 0  # nothing was committed
+        assert zombie.assignment() == {tp}  # not told yet: it closes believing it owns it
+    assert (await local.meta.fetch_offsets("g"))[tp].offset == 10  # the heir's
+    (warning,) = [r for r in caplog.records if "closing commit" in r.getMessage()]
+    assert warning.levelno == logging.WARNING
+    assert "group 'g'" in warning.getMessage()
+    assert "not in the group" in warning.getMessage()
 
 
 async def test_a_static_member_gets_its_partitions_back(local: Stores) -> None:
