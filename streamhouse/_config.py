@@ -31,6 +31,7 @@ from ._storage.credentials import (
     Credentials,
     StaticCredentials,
     botocore_available,
+    profile_region,
 )
 from ._storage.local import LocalObjectStore
 from ._storage.metered import MeteredObjectStore
@@ -112,7 +113,9 @@ def object_store_from_url(
 
     For S3, arguments win over the environment variables AWS's own SDKs read:
     ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``, ``AWS_REGION`` /
-    ``AWS_DEFAULT_REGION``. Credentials are found in the SDKs' order: the
+    ``AWS_DEFAULT_REGION``, then (with the ``streamhouse[aws]`` extra) the
+    ``region`` of ``AWS_PROFILE`` (or ``default``) in the shared config file,
+    else ``us-east-1``. Credentials are found in the SDKs' order: the
     arguments; ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY`` and
     ``AWS_SESSION_TOKEN``; then, with the ``streamhouse[aws]`` extra, the rest
     of AWS's chain (``AWS_PROFILE`` and the shared files, web identity,
@@ -142,7 +145,10 @@ def object_store_from_url(
             raise ConfigurationError(f"S3 URL {url!r} has no bucket; use s3://bucket/prefix")
         env = os.environ
         endpoint = endpoint or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
-        region = region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1"
+        region = region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+        if not region and botocore_available():
+            region = profile_region()
+        region = region or "us-east-1"
         if not endpoint:
             endpoint = f"https://s3.{region}.amazonaws.com"
         return S3ObjectStore(

@@ -50,6 +50,7 @@ __all__ = [
     "Credentials",
     "StaticCredentials",
     "botocore_available",
+    "profile_region",
 ]
 
 _SOURCES = (
@@ -96,6 +97,26 @@ class StaticCredentials:
 def botocore_available() -> bool:
     """Whether the ``streamhouse[aws]`` extra (botocore) is installed."""
     return importlib.util.find_spec("botocore") is not None
+
+
+def profile_region(profile: str | None = None) -> str | None:
+    """The ``region`` of a profile of the shared config file (``AWS_CONFIG_FILE``,
+    ``~/.aws/config`` by default), as botocore reads it: ``profile``, else
+    ``AWS_PROFILE``, else ``default``. None: it names no region.
+
+    A configuration read (no network), so it runs where the store is built.
+
+    Raises:
+        ConfigurationError: the profile does not exist, or the file is malformed.
+    """
+    import botocore.exceptions as bce
+    import botocore.session
+
+    try:
+        region = botocore.session.Session(profile=profile).get_config_variable("region")
+    except (bce.ProfileNotFound, bce.ConfigParseError, bce.InvalidConfigError) as exc:
+        raise ConfigurationError(f"AWS region: {exc}") from exc
+    return str(region) if region else None
 
 
 class AwsCredentialChain:

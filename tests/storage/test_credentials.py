@@ -148,6 +148,63 @@ async def test_a_profile_in_the_config_file(
     assert all("x-amz-security-token" not in s.headers for s in fake.s3_requests())
 
 
+async def test_the_region_comes_from_the_profile_when_no_variable_names_one(
+    aws_env: Path, fake: FakeAws, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As in AWS's SDKs: the argument, AWS_REGION, AWS_DEFAULT_REGION, then the
+    ``region`` of AWS_PROFILE (or default) in AWS_CONFIG_FILE, then us-east-1;
+    requests are signed for it, and the default endpoint is in it."""
+    fake.add_static("AKIDCONFIG", "secret-config")
+    path = aws_env / "config"
+    path.write_text(
+        "[default]\nregion = eu-central-1\n"
+        "[profile ops]\nregion = ap-south-1\n"
+        "aws_access_key_id = AKIDCONFIG\naws_secret_access_key = secret-config\n"
+    )
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(path))
+    monkeypatch.delenv("AWS_REGION")
+    assert _store(fake).region == "eu-central-1"  # the default profile's
+    monkeypatch.setenv("AWS_PROFILE", "ops")
+    store = _store(fake)
+    assert store.region == "ap-south-1"
+    await _round_trip(store)
+    assert fake.s3_failures == []
+    scopes = {
+        s.headers["authorization"].split("Credential=")[1].split(",")[0] for s in fake.s3_requests()
+    }
+    assert {scope.split("/")[2] for scope in scopes} == {"ap-south-1"}
+    implicit = object_store_from_url("s3://bkt")
+    assert isinstance(implicit, S3ObjectStore)
+    assert implicit.endpoint == "https://s3.ap-south-1.amazonaws.com"
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "sa-east-1")
+    assert _store(fake).region == "sa-east-1"  # a variable wins over the file
+    monkeypatch.setenv("AWS_REGION", "ca-central-1")
+    assert _store(fake).region == "ca-central-1"
+    assert _store(fake, region="eu-west-3").region == "eu-west-3"  # and an argument over all
+    path.write_text("[profile ops]\naws_access_key_id = AKIDCONFIG\n")
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(name)
+    assert _store(fake).region == "us-east-1"  # named nowhere
+
+
+def test_a_missing_profile_or_a_malformed_config_names_the_problem(
+    aws_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Looking for the region, a profile that does not exist or a config file
+    that does not parse is a ConfigurationError that says so, at once."""
+    monkeypatch.delenv("AWS_REGION")
+    path = aws_env / "config"
+    path.write_text("[profile ops]\nregion = ap-south-1\n")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(path))
+    monkeypatch.setenv("AWS_PROFILE", "opz")
+    with pytest.raises(ConfigurationError, match=r"AWS region: .*opz"):
+        object_store_from_url("s3://bkt", endpoint="http://127.0.0.1:1")
+    path.write_text("region = outside any section\n")
+    monkeypatch.setenv("AWS_PROFILE", "ops")
+    with pytest.raises(ConfigurationError, match=r"AWS region: .*config"):
+        object_store_from_url("s3://bkt", endpoint="http://127.0.0.1:1")
+
+
 async def test_web_identity_assumes_the_role_through_sts(
     aws_env: Path, fake: FakeAws, monkeypatch: pytest.MonkeyPatch
 ) -> None:
