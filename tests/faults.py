@@ -126,9 +126,9 @@ class FaultyStore:
     async def head(self, key: str) -> ObjectInfo:
         return await self.plan.around("head", StorageUnavailableError, lambda: self.inner.head(key))
 
-    async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+    async def list(self, prefix: str = "", *, start_after: str = "") -> AsyncIterator[ObjectInfo]:
         async def first_page() -> list[ObjectInfo]:
-            return [info async for info in self.inner.list(prefix)]
+            return [info async for info in self.inner.list(prefix, start_after=start_after)]
 
         for info in await self.plan.around("list", StorageUnavailableError, first_page):
             yield info
@@ -166,8 +166,8 @@ class CountingStore:
     async def head(self, key: str) -> ObjectInfo:
         return await self.inner.head(key)
 
-    def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
-        return self.inner.list(prefix)
+    def list(self, prefix: str = "", *, start_after: str = "") -> AsyncIterator[ObjectInfo]:
+        return self.inner.list(prefix, start_after=start_after)
 
     async def delete(self, key: str) -> None:
         await self.inner.delete(key)

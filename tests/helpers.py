@@ -154,8 +154,8 @@ class FlakyStore:
     async def head(self, key: str) -> ObjectInfo:
         return await self.inner.head(key)
 
-    def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
-        return self.inner.list(prefix)
+    def list(self, prefix: str = "", *, start_after: str = "") -> AsyncIterator[ObjectInfo]:
+        return self.inner.list(prefix, start_after=start_after)
 
     async def delete(self, key: str) -> None:
         await self.inner.delete(key)

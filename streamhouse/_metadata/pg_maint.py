@@ -161,6 +161,28 @@ class PostgresMaintenance:
             lambda conn: conn.execute(_RELEASE, (lease.holder, lease.epoch)) and None, write=True
         )
 
+    async def orphan_sweep_mark(self) -> float:
+        def read(conn: Conn) -> float:
+            row = conn.execute(
+                "SELECT orphans_swept_to FROM maintenance_lease WHERE name = 'maintenance'"
+            ).fetchone()
+            return float(row[0]) if row is not None else 0.0
+
+        return await self._run(read)
+
+    async def advance_orphan_sweep_mark(self, to: float) -> None:
+        await self._run(
+            lambda conn: (
+                conn.execute(
+                    "UPDATE maintenance_lease SET orphans_swept_to = "
+                    "GREATEST(orphans_swept_to, %s) WHERE name = 'maintenance'",
+                    (to,),
+                )
+                and None
+            ),
+            write=True,
+        )
+
     async def retire_segments(
         self, lease: MaintenanceLease, topic: str, partition: int, log_start: int
     ) -> RetiredSegments:

@@ -472,10 +472,17 @@ class MetadataStore(Protocol):
         ago are dropped."""
         ...
 
-    async def confirm_deleted(self, keys: Sequence[str]) -> None:
-        """Record that these claimed objects are gone from the object store.
+    async def orphan_sweep_mark(self) -> float:
+        """Time (0: never) before which an orphan sweep examined every object key."""
+        ...
 
-        Not fenced: it states a fact, whoever holds the lease now."""
+    async def advance_orphan_sweep_mark(self, to: float) -> None:
+        """Raise the mark to ``to`` (never lower it)."""
+        ...
+
+    async def confirm_deleted(self, keys: Sequence[str]) -> None:
+        """Record that these claimed objects are gone from the object store (not
+        fenced: it states a fact, whoever holds the lease now)."""
         ...
 
     def watch(self, topics: Sequence[str]) -> CatalogueWatch:

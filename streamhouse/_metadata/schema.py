@@ -224,6 +224,9 @@ def _groups(real: str, bigint: str) -> tuple[str, ...]:
     )
 
 
+# Version 5: seconds since the epoch (0: never swept); see _maintenance/orphans.
+_SWEPT_TO = "ALTER TABLE maintenance_lease ADD COLUMN orphans_swept_to {real} NOT NULL DEFAULT 0"
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -250,6 +253,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         "consumer groups: the group epoch, members and their sessions, partition owners",
         sqlite=_groups("REAL", "INTEGER"),
         postgres=_groups("DOUBLE PRECISION", "BIGINT"),
+    ),
+    Migration(
+        5,
+        "the orphan sweep's mark: every object key stamped before it has been examined",
+        sqlite=(_SWEPT_TO.format(real="REAL"),),
+        postgres=(_SWEPT_TO.format(real="DOUBLE PRECISION"),),
     ),
 )
 

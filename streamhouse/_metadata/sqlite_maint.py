@@ -162,6 +162,24 @@ class SQLiteMaintenance:
             )
         )
 
+    async def orphan_sweep_mark(self) -> float:
+        return await self._run(
+            lambda conn: float(
+                conn.execute(
+                    "SELECT orphans_swept_to FROM maintenance_lease WHERE name = 'maintenance'"
+                ).fetchone()[0]
+            )
+        )
+
+    async def advance_orphan_sweep_mark(self, to: float) -> None:
+        await self._write(
+            lambda conn: conn.execute(
+                "UPDATE maintenance_lease SET orphans_swept_to = MAX(orphans_swept_to, ?) "
+                "WHERE name = 'maintenance'",
+                (to,),
+            )
+        )
+
     async def retire_segments(
         self, lease: MaintenanceLease, topic: str, partition: int, log_start: int
     ) -> RetiredSegments:

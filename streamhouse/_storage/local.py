@@ -128,7 +128,7 @@ class LocalObjectStore:
 
         return await self._run(stat, f"HEAD {key!r}")
 
-    async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+    async def list(self, prefix: str = "", *, start_after: str = "") -> AsyncIterator[ObjectInfo]:
         if self._closed:
             raise ClosedError("the object store is closed")
 
@@ -140,7 +140,7 @@ class LocalObjectStore:
                     if name.startswith(TEMPORARY_PREFIX):
                         continue
                     key = name if rel == "." else f"{rel.replace(os.sep, '/')}/{name}"
-                    if key.startswith(prefix):
+                    if key.startswith(prefix) and key > start_after:
                         size = os.stat(os.path.join(dirpath, name)).st_size
                         found.append(ObjectInfo(key, size))
             found.sort(key=lambda info: info.key)

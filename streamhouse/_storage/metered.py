@@ -60,10 +60,10 @@ class MeteredObjectStore:
         self._probe.request("head", True, started)
         return info
 
-    async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+    async def list(self, prefix: str = "", *, start_after: str = "") -> AsyncIterator[ObjectInfo]:
         started = time.perf_counter()
         try:
-            async for info in self.inner.list(prefix):
+            async for info in self.inner.list(prefix, start_after=start_after):
                 yield info
         except Exception:
             self._probe.request("list", False, started)

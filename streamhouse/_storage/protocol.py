@@ -75,8 +75,9 @@ class ObjectStore(Protocol):
         """Return the object's size and etag."""
         ...
 
-    def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
-        """Yield every object whose key starts with ``prefix``, in key order."""
+    def list(self, prefix: str = "", *, start_after: str = "") -> AsyncIterator[ObjectInfo]:
+        """Yield every object whose key starts with ``prefix`` (and sorts after
+        ``start_after``, if given), in key order."""
         ...
 
     async def delete(self, key: str) -> None:

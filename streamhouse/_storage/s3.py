@@ -431,7 +431,7 @@ class S3ObjectStore:
             raise StorageError(f"HEAD {self._where(key)}: unreadable Content-Length") from exc
         return ObjectInfo(key, size, etag.strip('"') if etag else None)
 
-    async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+    async def list(self, prefix: str = "", *, start_after: str = "") -> AsyncIterator[ObjectInfo]:
         base = f"{self.prefix}/" if self.prefix else ""
         token: str | None = None
         while True:
@@ -440,6 +440,8 @@ class S3ObjectStore:
             }  # fmt: skip
             if token:
                 params["continuation-token"] = token
+            elif start_after:
+                params["start-after"] = base + start_after
             response = await self._request("GET", None, params=params)
             try:
                 root = ET.fromstring(response.content)
@@ -447,6 +449,8 @@ class S3ObjectStore:
                 raise StorageError(f"LIST s3://{self.bucket}: unreadable answer") from exc
             for item in root.iter(f"{_NS}Contents"):
                 full = item.findtext(f"{_NS}Key") or ""
+                if full[len(base) :] <= start_after:
+                    continue  # a server that ignores start-after: the order still holds
                 size = int(item.findtext(f"{_NS}Size") or 0)
                 etag = (item.findtext(f"{_NS}ETag") or "").strip('"') or None
                 yield ObjectInfo(full[len(base) :], size, etag)

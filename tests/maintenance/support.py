@@ -131,9 +131,9 @@ class Fatal:
     async def head(self, key: str) -> ObjectInfo:
         return await self.inner.head(key)
 
-    def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+    def list(self, prefix: str = "", *, start_after: str = "") -> AsyncIterator[ObjectInfo]:
         self.killer.tick("list")
-        return self.inner.list(prefix)
+        return self.inner.list(prefix, start_after=start_after)
 
     async def delete(self, key: str) -> None:
         self.killer.tick("delete")

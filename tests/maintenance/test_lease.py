@@ -48,8 +48,8 @@ class Gate:
         self.deletes.append(key)
         await self.inner.delete(key)
 
-    def list(self, prefix: str = "") -> AsyncIterator[Any]:
-        return self.inner.list(prefix)
+    def list(self, prefix: str = "", *, start_after: str = "") -> AsyncIterator[Any]:
+        return self.inner.list(prefix, start_after=start_after)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)

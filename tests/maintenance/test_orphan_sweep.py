@@ -1,0 +1,159 @@
+"""The orphan sweep lists only what it has not examined: from the catalogue's
+mark on (keys are stamped with their upload time and listed in key order),
+on both object stores and both metadata stores."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from streamhouse import MetadataStore, ObjectInfo, ObjectStore, open_admin, open_producer
+from streamhouse._maintenance import delete_orphans
+from streamhouse._storage.keys import object_key_time
+
+from ..helpers import make_s3_store
+from ..servers.seaweed import S3Server
+
+pytestmark = pytest.mark.anyio
+
+
+def stamped(seconds_ago: float, tail: str) -> str:
+    """A producer's key for an upload ``seconds_ago``."""
+    return f"data/{int((time.time() - seconds_ago) * 1000):013d}-{tail:0>16}.seg"
+
+
+class Listed:
+    """``inner``, noting every key its listings yield."""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        self.inner = inner
+        self.keys: list[str] = []
+
+    async def list(self, prefix: str = "", *, start_after: str = "") -> AsyncIterator[ObjectInfo]:
+        async for info in self.inner.list(prefix, start_after=start_after):
+            self.keys.append(info.key)
+            yield info
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+async def test_a_sweep_starts_where_the_last_one_stopped(
+    store: ObjectStore, meta: MetadataStore
+) -> None:
+    """A sweep deletes the orphans past its grace and raises the mark to its
+    cutoff; the next one lists nothing stamped before the mark (an upload
+    stamped there later is kept, never wrongly deleted), deletes what is new,
+    and a sweep of a longer grace never lowers the mark."""
+    async with open_admin(storage=store, metadata=meta) as admin:
+        await admin.create_topic("t")
+        async with open_producer(storage=store, metadata=meta, linger=0) as producer:
+            await producer.send("t", b"kept")
+    old = stamped(3 * 3600, "a")
+    await store.put(old, b"crashed between PUT and commit")
+    assert await meta.orphan_sweep_mark() == 0.0
+    before = time.time()
+    swept = await delete_orphans(store, meta, grace=3600)
+    assert [info.key for info in swept.objects] == [old]
+    mark = await meta.orphan_sweep_mark()
+    assert before - 3600 <= mark <= time.time() - 3600
+
+    late = stamped(2 * 3600, "b")  # below the mark: a producer's clock far behind
+    new = stamped(2700, "c")  # between the mark and the next cutoff
+    young = stamped(60, "d")
+    for key in (late, new, young):
+        await store.put(key, b"never committed")
+    listed = Listed(store)
+    swept = await delete_orphans(listed, meta, grace=1800)  # type: ignore[arg-type]
+    assert [info.key for info in swept.objects] == [new]
+    stamps = [object_key_time(key) for key in listed.keys]
+    assert all(s is not None and s >= int(mark * 1000) / 1000 for s in stamps), listed.keys
+    assert late not in listed.keys
+    assert young in listed.keys  # listed, but inside the grace
+    second = await meta.orphan_sweep_mark()
+    assert second >= time.time() - 1800 - 60
+
+    await delete_orphans(store, meta, grace=4 * 3600)
+    assert await meta.orphan_sweep_mark() == second  # never lowered
+    left = {info.key async for info in store.list("data/")}
+    assert {late, young} <= left
+    assert old not in left
+    assert new not in left
+
+
+async def test_a_store_without_the_mark_lists_everything(
+    store: ObjectStore, meta: MetadataStore
+) -> None:
+    """A MetadataStore written before the mark (no orphan_sweep_mark) gets the
+    sweep of old: every key listed, each orphan past the grace deleted."""
+
+    class Older:
+        def __init__(self, inner: MetadataStore) -> None:
+            self.inner = inner
+
+        def __getattr__(self, name: str) -> Any:
+            if "orphan_sweep_mark" in name:
+                raise AttributeError(name)
+            return getattr(self.inner, name)
+
+    old = stamped(3 * 3600, "a")
+    await store.put(old, b"never committed")
+    swept = await delete_orphans(store, Older(meta), grace=3600)  # type: ignore[arg-type]
+    assert [info.key for info in swept.objects] == [old]
+    assert await meta.orphan_sweep_mark() == 0.0
+
+
+async def test_s3_listing_starts_after_a_key_on_the_server(
+    s3_server: S3Server, s3_prefix: str
+) -> None:
+    """start-after goes to the server: with two keys a page, listing after the
+    fourth of six keys takes one LIST request, not three."""
+    lists: list[httpx.Request] = []
+
+    class Counting(httpx.AsyncHTTPTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            if request.method == "GET" and "list-type" in request.url.params:
+                lists.append(request)
+            return await super().handle_async_request(request)
+
+    store = make_s3_store(s3_server, s3_prefix, transport=Counting())
+    store.list_page_size = 2
+    keys = [f"data/{i}" for i in range(6)]
+    for key in keys:
+        await store.put(key, b"x")
+    assert [info.key async for info in store.list("data/", start_after=keys[3])] == keys[4:]
+    assert len(lists) == 1
+    assert lists[0].url.params["start-after"] == f"{s3_prefix}/{keys[3]}"
+    lists.clear()
+    assert [info.key async for info in store.list("data/")] == keys
+    assert len(lists) == 3
+    await store.aclose()
+
+
+async def test_an_object_store_without_start_after_is_listed_whole(
+    store: ObjectStore, meta: MetadataStore
+) -> None:
+    """An ObjectStore written before start_after is listed from its first key;
+    the mark still keeps the sweep off what was examined before it."""
+
+    class Older:
+        def __init__(self, inner: ObjectStore) -> None:
+            self.inner = inner
+
+        def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+            return self.inner.list(prefix)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.inner, name)
+
+    await delete_orphans(store, meta, grace=3600)  # the mark: an hour ago
+    late, new = stamped(2 * 3600, "b"), stamped(2700, "c")
+    for key in (late, new):
+        await store.put(key, b"never committed")
+    swept = await delete_orphans(Older(store), meta, grace=1800)  # type: ignore[arg-type]
+    assert [info.key for info in swept.objects] == [new]
+    assert late in {info.key async for info in store.list("data/")}
