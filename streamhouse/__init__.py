@@ -24,6 +24,7 @@ from ._errors import CommitFailedError as CommitFailedError
 from ._errors import ConfigurationError as ConfigurationError
 from ._errors import CorruptDataError as CorruptDataError
 from ._errors import DeliveryError as DeliveryError
+from ._errors import GroupNotEmptyError as GroupNotEmptyError
 from ._errors import InvalidArgumentError as InvalidArgumentError
 from ._errors import InvalidNameError as InvalidNameError
 from ._errors import MetadataError as MetadataError
@@ -71,6 +72,7 @@ __all__ = [
     "Consumer",
     "CorruptDataError",
     "DeliveryError",
+    "GroupNotEmptyError",
     "GroupMember",
     "GroupPartitionLag",
     "InvalidArgumentError",

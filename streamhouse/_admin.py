@@ -11,7 +11,7 @@ import attrs
 
 from ._codec import Codec
 from ._config import open_stores
-from ._errors import InvalidArgumentError
+from ._errors import GroupNotEmptyError, InvalidArgumentError
 from ._maintenance import MaintenanceReport, Settings, check_grace, delete_orphans, maintain
 from ._metadata.protocol import MetadataStore, PartitionState, TopicConfig, TopicInfo
 from ._names import check_group_id, check_topic_name
@@ -252,10 +252,11 @@ class Admin:
     ) -> dict[TopicPartition, int]:
         """Set a group's offsets on a topic to earliest, latest or an offset.
 
-        Returns the offsets written. Do it while no consumer of the group runs:
-        a running consumer commits its own positions over them.
+        Returns the offsets written. Only while no member of the group runs:
+        a running one would commit its own positions over them.
 
         Raises:
+            GroupNotEmptyError: the group has live members.
             InvalidArgumentError: the offset is outside some partition's
                 [log start, high watermark].
         """
@@ -285,12 +286,34 @@ class Admin:
                     raise InvalidArgumentError("reset to 'earliest', 'latest' or an offset")
                 offset = s.log_start_offset if reset is OffsetReset.EARLIEST else s.high_watermark
             offsets[TopicPartition(topic, s.partition)] = offset
+        await self.check_group_empty(group_id, "resetting its offsets")
         await self._metadata.commit_offsets(group_id, offsets)
         return offsets
 
     async def delete_group(self, group_id: str) -> None:
-        """Forget a group's committed offsets."""
+        """Forget a group's committed offsets.
+
+        Raises:
+            GroupNotEmptyError: the group has live members.
+        """
+        check_group_id(group_id)
+        await self.check_group_empty(group_id, "deleting it")
         await self._metadata.delete_group(group_id)
+
+    async def check_group_empty(self, group_id: str, doing: str) -> None:
+        """Raise GroupNotEmptyError, naming ``doing``, if the group has live members.
+
+        A check before the act, not inside its transaction: a member that
+        joins between the two (milliseconds) is not seen.
+        """
+        members = await self._metadata.describe_group_members(group_id)
+        if members:
+            ids = ", ".join(sorted(m.member_id for m in members)[:3])
+            more = f" and {len(members) - 3} more" if len(members) > 3 else ""
+            raise GroupNotEmptyError(
+                f"group {group_id!r} has {len(members)} live member(s) ({ids}{more}): stop "
+                f"them, or wait for their sessions to run out, before {doing}"
+            )
 
     async def maintain(
         self,

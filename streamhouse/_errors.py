@@ -12,6 +12,8 @@ lz4, struct) are translated at the boundary where they happen and kept as
     ├── ClosedError                 *you* closed the object, then used it
     ├── CommitFailedError           a group member committed a partition it
     │                               does not own at its epoch (fenced)
+    ├── GroupNotEmptyError          a group's offsets reset, deleted or taken
+    │                               by a non-member while members run
     ├── CorruptDataError            bytes that fail a checksum or bound check
     ├── DeliveryError               a producer batch could not be written
     ├── OffsetOutOfRangeError       no valid position and offset_reset="none"
@@ -79,6 +81,17 @@ class CommitFailedError(StreamHouseError):
     partition moved to another member: the commit wrote nothing. The
     consumer's next poll tells its listener the partitions are lost and
     rejoins the group.
+    """
+
+
+class GroupNotEmptyError(StreamHouseError):
+    """The group has live members, whose offsets these are.
+
+    Resetting or deleting its offsets, or reading and committing them as no
+    member (``streamhouse consume --group`` without ``--follow``), waits until
+    every member has left or its session ran out, as Kafka's tools do: a
+    running member would commit its own positions over a reset, or skip what
+    the outsider committed.
     """
 
 

@@ -7,7 +7,8 @@ when the command ends: at the end, at ``--max``, on Ctrl-C (exit 0) and when
 the reader of stdout goes away (``| head``, exit 0). With ``--follow`` and
 ``--group`` the command joins the group as a member: it reads its share of
 the partitions, and commits what it printed of a partition before it hands
-that partition to another member.
+that partition to another member. Without ``--follow`` it is no member, and
+refuses a group whose members run (GroupNotEmptyError).
 """
 
 from __future__ import annotations
@@ -66,6 +67,9 @@ async def _to_read(admin: Admin, args: argparse.Namespace) -> list[TopicPartitio
     """
     committed = {}
     if args.group is not None:
+        # Not a member: reading and committing the group's offsets while its
+        # members run would skip, for them, what this prints.
+        await admin.check_group_empty(args.group, "reading its offsets without --follow")
         committed = {
             TopicPartition(r.topic, r.partition): r.committed
             for r in await admin.describe_group(args.group)

@@ -167,3 +167,34 @@ async def test_group_members_and_owners_are_described(tmp_path: Path) -> None:
         assert [r.member_id for r in await admin.describe_group("g")] == [None, None]
     await storage.aclose()
     await meta.aclose()
+
+
+async def test_a_running_group_is_neither_reset_nor_deleted(
+    tmp_path: Path, meta: SQLiteMetadataStore
+) -> None:
+    """While the group has a live member, reset_offsets and delete_group raise
+    GroupNotEmptyError naming it and change nothing; once it left, both work."""
+    from streamhouse import GroupNotEmptyError, open_consumer
+
+    storage = LocalObjectStore(tmp_path / "objects")
+    tp = TopicPartition("t", 0)
+    async with open_admin(storage=storage, metadata=meta) as admin:
+        await admin.create_topic("t")
+        async with open_producer(storage=storage, metadata=meta, linger=0) as producer:
+            await producer.send_batch("t", [b"x"] * 5)
+        options = {"offset_reset": "earliest", "heartbeat_interval": 0.05}
+        async with open_consumer("t", group_id="g", storage=storage, metadata=meta,
+                                 **options) as consumer:  # fmt: skip
+            assert len(await consumer.poll(timeout=5)) == 5
+            await consumer.commit()
+            (member,) = await admin.describe_group_members("g")
+            named = rf"group 'g' has 1 live member\(s\) \({member.member_id}\)"
+            with pytest.raises(GroupNotEmptyError, match=named + ".*resetting its offsets"):
+                await admin.reset_offsets("g", "t", "earliest")
+            with pytest.raises(GroupNotEmptyError, match=named + ".*deleting it"):
+                await admin.delete_group("g")
+            assert (await meta.fetch_offsets("g"))[tp].offset == 5
+        assert await admin.reset_offsets("g", "t", "earliest") == {tp: 0}
+        await admin.delete_group("g")
+        assert await meta.fetch_offsets("g") == {}
+    await storage.aclose()

@@ -107,10 +107,20 @@ def test_a_following_group_consumer_is_a_member_groups_describe_shows(sh: Shell)
     assert {p["member_id"] for p in described["partitions"]} == {member["member_id"]}
     text = sh.ok("groups", "describe", "g")
     assert "t[0] t[1]" in text
+    # While it runs, nobody outside the group reads or moves its offsets.
+    reset = ["groups", "reset-offsets", "g", "--topic", "t", "--to-earliest", "--execute"]
+    for outsider in (["consume", "t", "--group", "g"], reset):
+        refused = sh.run(*outsider)
+        assert refused.returncode == 1, outsider
+        assert refused.stdout == b""
+        (line,) = refused.stderr.decode().splitlines()
+        assert f"group 'g' has 1 live member(s) ({member['member_id']})" in line
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert sh.json("groups", "describe", "g")["members"] == []
+    sh.ok(*reset)
+    assert sh.ok("consume", "t", "--group", "g").splitlines() == ["a"]
 
 
 def test_the_demo_runs_on_the_embedded_default(sh: Shell) -> None:
