@@ -8,7 +8,8 @@ the reader of stdout goes away (``| head``, exit 0). With ``--follow`` and
 ``--group`` the command joins the group as a member: it reads its share of
 the partitions, and commits what it printed of a partition before it hands
 that partition to another member. Without ``--follow`` it is no member, and
-refuses a group whose members run (GroupNotEmptyError).
+refuses a group whose members run (GroupNotEmptyError), at the start and
+again before it commits.
 """
 
 from __future__ import annotations
@@ -175,6 +176,11 @@ async def consume(args: argparse.Namespace, cli: Cli) -> int:
                     except RetriableError as exc:
                         stalled = exc
                 if args.group and printed.offsets:
+                    if not member:  # members may have come while it printed
+                        async with open_admin(storage=storage, metadata=metadata) as admin:
+                            await admin.check_group_empty(
+                                args.group, "committing what was printed without --follow"
+                            )
                     await consumer.commit(printed.offsets)
                 if stalled is not None:
                     raise stalled

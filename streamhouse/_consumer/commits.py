@@ -88,8 +88,9 @@ class Commits:
         """The commit as the consumer closes (``commit_by``), with one refusal
         logged, not raised: the member was fenced before it knew. Its
         partitions are another member's now, which reads them from the group's
-        last commit (at-least-once: nothing is lost), so, as Kafka's and
-        aiokafka's close, a warning, not an error out of ``async with``."""
+        last commit (at-least-once: what this member handed out since comes
+        again, nothing is skipped), so, as Kafka's and aiokafka's close, a
+        warning, not an error out of ``async with``."""
         try:
             await self.commit_by(mode, parts)
         except CommitFailedError as exc:

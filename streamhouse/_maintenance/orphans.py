@@ -15,16 +15,18 @@ by the time in their key: a producer's commit may arrive that long after its
 upload. A store that writes through temporary files (the local directory)
 also loses those a killed writer left behind.
 
-A sweep lists only the keys it has not examined. Keys are stamped with their
-upload time and listed in key order, so a sweep starts after the catalogue's
-mark (where the sweeps before it stopped) and raises the mark to its cutoff
-(now less the grace) once everything older is committed or deleted: a pass
-lists the keys of about the grace and the time since the last pass. Listing
+A sweep lists only the keys it has not examined. Keys are stamped when their
+upload is prepared and listed in key order, so a sweep starts after the
+catalogue's mark (where the sweeps before it stopped) and, once everything
+it examined is committed or deleted, raises the mark to an hour
+(``MARK_LAG``) before its cutoff (now less the grace), or before the newest
+key it listed if that is older (a maintainer's clock ahead): a pass lists
+the keys of about the grace, an hour and the time since the last pass. Listing
 the whole bucket at each pass cost a LIST a thousand objects and a catalogue
 query per 500, each pass, for ever: at a flush a second kept for 30 days,
 2,600 LISTs and 5,200 queries a pass. A key stamped before the mark that is
-uploaded after it (a producer's clock behind by more than the grace) is
-never examined: kept, not wrongly deleted.
+uploaded after it (a producer's clock behind by more than the grace and the
+hour) is never examined: kept, not wrongly deleted.
 """
 
 from __future__ import annotations
@@ -42,9 +44,10 @@ from .._storage.keys import OBJECT_PREFIX, object_key_time
 from .._storage.protocol import HasTemporaries, ObjectInfo, ObjectStore
 from .context import Pass
 
-__all__ = ["Orphans", "check_grace", "delete_orphans", "sweep_garbage"]
+__all__ = ["MARK_LAG", "Orphans", "check_grace", "delete_orphans", "sweep_garbage"]
 
 _BATCH = 500  # keys claimed, or asked about, at once
+MARK_LAG = 3600.0  # seconds the sweep mark stays behind what a sweep examined
 _DELETES = 8  # deletes at once
 
 
@@ -118,9 +121,13 @@ async def delete_orphans(storage: ObjectStore, meta: MetadataStore, grace: float
     cutoff = time.time() - check_grace("grace", grace)
     mark = await _mark(meta)
     candidates: list[ObjectInfo] = []
+    newest: float | None = None
     async for info in _listing(storage, mark):
         created = object_key_time(info.key)
-        if created is not None and mark <= created < cutoff:
+        if created is None or created < mark:
+            continue
+        newest = created if newest is None else max(newest, created)
+        if created < cutoff:
             candidates.append(info)
     deleted: list[ObjectInfo] = []
     for start in range(0, len(candidates), _BATCH):
@@ -129,8 +136,12 @@ async def delete_orphans(storage: ObjectStore, meta: MetadataStore, grace: float
         orphans = [info for info in chunk if info.key not in committed]
         await _delete_all(storage, [info.key for info in orphans])
         deleted += orphans
-    if hasattr(meta, "advance_orphan_sweep_mark"):
-        await meta.advance_orphan_sweep_mark(cutoff)
+    if newest is not None and hasattr(meta, "advance_orphan_sweep_mark"):
+        # Not to this clock's cutoff alone: a clock ahead would carry the mark
+        # (which never goes down) past keys no sweep then examines. Nor past
+        # uploads still under way: a key is stamped before its object is
+        # encoded and PUT, up to a producer's delivery_timeout (2 min) later.
+        await meta.advance_orphan_sweep_mark(min(cutoff, newest) - MARK_LAG)
     temporaries: list[str] = []
     if isinstance(storage, HasTemporaries):
         temporaries = await storage.delete_stale_temporaries(grace)

@@ -6,6 +6,7 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import uuid
 from pathlib import Path
 
@@ -121,6 +122,33 @@ def test_a_following_group_consumer_is_a_member_groups_describe_shows(sh: Shell)
     assert sh.json("groups", "describe", "g")["members"] == []
     sh.ok(*reset)
     assert sh.ok("consume", "t", "--group", "g").splitlines() == ["a"]
+
+
+def test_an_outsider_that_finds_members_when_it_ends_commits_nothing(sh: Shell) -> None:
+    """consume --group without --follow checks again before it commits: a
+    member that joined while it printed keeps the group's offsets."""
+    sh.ok("topics", "create", "t")
+    produce(sh, "t", [f"{i:099d}" for i in range(3000)])  # 300 KB: more than a pipe holds
+    outsider = sh.popen("consume", "t", "--group", "g")
+    assert outsider.stdout is not None
+    assert outsider.stdout.readline() == b"0" * 99 + b"\n"  # past its first check
+    member = sh.popen("consume", "t", "--group", "g", "--follow", stderr=subprocess.DEVNULL)
+    assert member.stdout is not None
+    assert member.stdout.readline() == b"0" * 99 + b"\n"  # a member, reading
+    drain = threading.Thread(target=member.stdout.read, daemon=True)
+    drain.start()
+    outsider.stdout.close()  # its reader goes away, as with | head: now it commits
+    _, err = outsider.communicate(timeout=60)
+    assert outsider.returncode == 1
+    (line,) = err.decode().splitlines()
+    assert "group 'g' has 1 live member(s)" in line
+    assert "before committing what was printed without --follow" in line
+    described = sh.run("groups", "describe", "g", "--format", "json")
+    assert [p["committed"] for p in json.loads(described.stdout)["partitions"]] == [None]
+    member.send_signal(signal.SIGINT)
+    assert member.wait(timeout=60) == 0
+    drain.join(timeout=60)
+    member.stdout.close()
 
 
 def test_the_demo_runs_on_the_embedded_default(sh: Shell) -> None:

@@ -13,6 +13,7 @@ import pytest
 
 from streamhouse import MetadataStore, ObjectInfo, ObjectStore, open_admin, open_producer
 from streamhouse._maintenance import delete_orphans
+from streamhouse._maintenance.orphans import MARK_LAG
 from streamhouse._storage.keys import object_key_time
 
 from ..helpers import make_s3_store
@@ -45,25 +46,25 @@ class Listed:
 async def test_a_sweep_starts_where_the_last_one_stopped(
     store: ObjectStore, meta: MetadataStore
 ) -> None:
-    """A sweep deletes the orphans past its grace and raises the mark to its
-    cutoff; the next one lists nothing stamped before the mark (an upload
-    stamped there later is kept, never wrongly deleted), deletes what is new,
-    and a sweep of a longer grace never lowers the mark."""
+    """A sweep deletes the orphans past its grace and raises the mark to an
+    hour before its cutoff; the next one lists nothing stamped before the mark
+    (an upload stamped there later is kept, never wrongly deleted), deletes
+    what is new, and a sweep of a longer grace never lowers the mark."""
     async with open_admin(storage=store, metadata=meta) as admin:
         await admin.create_topic("t")
         async with open_producer(storage=store, metadata=meta, linger=0) as producer:
             await producer.send("t", b"kept")
-    old = stamped(3 * 3600, "a")
+    old = stamped(5 * 3600, "a")
     await store.put(old, b"crashed between PUT and commit")
     assert await meta.orphan_sweep_mark() == 0.0
     before = time.time()
     swept = await delete_orphans(store, meta, grace=3600)
     assert [info.key for info in swept.objects] == [old]
     mark = await meta.orphan_sweep_mark()
-    assert before - 3600 <= mark <= time.time() - 3600
+    assert before - 3600 - MARK_LAG <= mark <= time.time() - 3600 - MARK_LAG
 
-    late = stamped(2 * 3600, "b")  # below the mark: a producer's clock far behind
-    new = stamped(2700, "c")  # between the mark and the next cutoff
+    late = stamped(3 * 3600, "b")  # below the mark: a producer's clock far behind
+    new = stamped(1.5 * 3600, "c")  # between the mark and the next cutoff
     young = stamped(60, "d")
     for key in (late, new, young):
         await store.put(key, b"never committed")
@@ -75,7 +76,7 @@ async def test_a_sweep_starts_where_the_last_one_stopped(
     assert late not in listed.keys
     assert young in listed.keys  # listed, but inside the grace
     second = await meta.orphan_sweep_mark()
-    assert second >= time.time() - 1800 - 60
+    assert second >= time.time() - 1800 - MARK_LAG - 60
 
     await delete_orphans(store, meta, grace=4 * 3600)
     assert await meta.orphan_sweep_mark() == second  # never lowered
@@ -83,6 +84,27 @@ async def test_a_sweep_starts_where_the_last_one_stopped(
     assert {late, young} <= left
     assert old not in left
     assert new not in left
+
+
+async def test_a_clock_ahead_or_a_short_grace_stops_no_later_sweep(
+    store: ObjectStore, meta: MetadataStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The mark stays an hour behind the newest key a sweep listed: one pass by
+    a maintainer whose clock is a day ahead, or one with a grace of a second
+    while an upload is under way (its key stamped before its PUT lands), leaves
+    later uploads to later sweeps."""
+    await store.put(stamped(0, "a"), b"an upload, never committed")
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 86400)
+    await delete_orphans(store, meta, grace=3600)  # deletes it: a day "past" the grace
+    monkeypatch.setattr(time, "time", real)
+    assert await meta.orphan_sweep_mark() <= time.time() - MARK_LAG
+    after_skew = stamped(1800, "b")  # uploaded after, stamped before the bad clock's cutoff
+    await store.put(after_skew, b"never committed")
+    under_way = stamped(5, "c")  # stamped; its PUT lands after the next sweep
+    assert [o.key for o in (await delete_orphans(store, meta, grace=1)).objects] == [after_skew]
+    await store.put(under_way, b"never committed")
+    assert [o.key for o in (await delete_orphans(store, meta, grace=0)).objects] == [under_way]
 
 
 async def test_a_store_without_the_mark_lists_everything(
@@ -150,8 +172,9 @@ async def test_an_object_store_without_start_after_is_listed_whole(
         def __getattr__(self, name: str) -> Any:
             return getattr(self.inner, name)
 
-    await delete_orphans(store, meta, grace=3600)  # the mark: an hour ago
-    late, new = stamped(2 * 3600, "b"), stamped(2700, "c")
+    await store.put(stamped(60, "x"), b"young")
+    await delete_orphans(store, meta, grace=3600)  # the mark: two hours ago
+    late, new = stamped(3 * 3600, "b"), stamped(1.5 * 3600, "c")
     for key in (late, new):
         await store.put(key, b"never committed")
     swept = await delete_orphans(Older(store), meta, grace=1800)  # type: ignore[arg-type]
