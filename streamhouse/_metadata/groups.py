@@ -14,7 +14,10 @@ code on SQLite and PostgreSQL (each store runs it on its own connection,
 4. extends the caller's session, takes the partitions it released;
 5. when membership or the partitions of the subscribed topics changed,
    bumps the group epoch; then computes the target (``assign``: balanced,
-   sticky) and moves every free partition to its target owner.
+   sticky) and gives the caller the free partitions meant for it; a free
+   partition meant for another member is kept for it (``pending_owner``)
+   until its own heartbeat takes it, so a member owns, and may commit, only
+   partitions it has been told of.
 
 A partition has at most one owner, always: one that must go elsewhere is
 marked ``pending_owner`` and stays with its owner until the owner releases
@@ -313,15 +316,19 @@ class _Group:
                 del self.slots[tp]
                 self.changed = True
 
-    def rebalance(self) -> None:
-        """Move the targets (sticky, balanced); free partitions go to theirs."""
+    def rebalance(self, taker: str | None = None) -> None:
+        """Move the targets (sticky, balanced). A free partition goes to its
+        target if that is ``taker`` (the member heartbeating: this answer
+        tells it); one meant for another member is kept for it (pending) and
+        taken at its own heartbeat. Nobody owns, and so may commit, a
+        partition it has not been told of."""
         subscriptions = {m.member_id: frozenset(m.topics) for m in self.members.values()}
         slots = {tp: s for tp, s in self.slots.items() if tp in self.wanted}
         current = {tp: s.pending or s.owner for tp, s in slots.items()}
         target = assign(list(slots), subscriptions, current)
         for tp, slot in slots.items():
             to = target.get(tp)
-            if slot.owner is None and to is not None:
+            if slot.owner is None and to is not None and to == taker:
                 slot.owner, slot.owner_epoch = to, self.members[to].epoch
             slot.pending = to if to != slot.owner else None
 
@@ -372,7 +379,7 @@ def heartbeat(tx: Tx, now: float, group_id: str, req: HeartbeatRequest) -> Group
         group.touch(member, req, now)
     group.release(member, req.released)
     group.refresh_partitions()
-    group.rebalance()
+    group.rebalance(taker=member.member_id)
     group.save()
     return group.answer(member)
 

@@ -59,6 +59,27 @@ async def settle(meta: MetadataStore, answers: dict[str, GroupAssignment]) -> No
     raise AssertionError(f"no settling: {answers}")
 
 
+async def test_a_freed_partition_is_a_members_only_once_it_is_told(
+    meta: MetadataStore,
+) -> None:
+    """A partition freed by a leave is kept for the member meant to have it,
+    which owns it (and may commit it) from the heartbeat that tells it, not
+    before: a commit of a partition it has not heard of is refused."""
+    await meta.create_topic("t", 1)
+    a, b = await beat(meta, "a"), await beat(meta, "b")
+    assert (a.owned, b.owned) == (tps("t", 0), frozenset())
+    await meta.leave_group("g", MemberRef("a", a.epoch))
+    with pytest.raises(CommitFailedError, match=r"does not own t\[0\]"):
+        await meta.commit_offsets("g", {TopicPartition("t", 0): 5}, member=MemberRef("b", b.epoch))
+    assert await meta.fetch_offsets("g") == {}
+    (described,) = await meta.describe_group_members("g")
+    assert described.assignment == frozenset()
+    told = await beat(meta, "b", b.epoch)
+    assert told.owned == tps("t", 0)
+    await meta.commit_offsets("g", {TopicPartition("t", 0): 5}, member=MemberRef("b", b.epoch))
+    assert (await meta.fetch_offsets("g"))[TopicPartition("t", 0)].offset == 5
+
+
 async def test_one_member_owns_every_partition(meta: MetadataStore) -> None:
     """The first member of a group gets every partition of its topics at once."""
     await meta.create_topic("t", 4)
