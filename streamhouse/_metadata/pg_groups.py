@@ -30,12 +30,6 @@ T = TypeVar("T")
 Conn = psycopg.Connection[Any]
 
 _NOW = "SELECT extract(epoch FROM clock_timestamp())::float8"
-_SHARE_GROUP = "SELECT epoch FROM consumer_groups WHERE group_id = %s FOR SHARE"
-
-
-def _pg(sql: str) -> str:
-    """A query of ``groups`` (qmark placeholders) in psycopg's."""
-    return sql.replace("?", "%s")
 
 
 class _Tx:
@@ -45,14 +39,16 @@ class _Tx:
         self.conn = conn
 
     def rows(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
-        return self.conn.execute(_pg(sql), params).fetchall()
+        return self.conn.execute(sql.replace("?", "%s"), params).fetchall()
 
     def run(self, sql: str, params: Sequence[object] = ()) -> int:
-        return self.conn.execute(_pg(sql), params).rowcount
+        return self.conn.execute(sql.replace("?", "%s"), params).rowcount
 
     def lock_group(self, group_id: str, *, exclusive: bool) -> int:
         if not exclusive:  # a commit: a missing group has no members to commit as
-            row = self.conn.execute(_SHARE_GROUP, (group_id,)).fetchone()
+            row = self.conn.execute(
+                "SELECT epoch FROM consumer_groups WHERE group_id = %s FOR SHARE", (group_id,)
+            ).fetchone()
             return 0 if row is None else int(row[0])
         self.conn.execute(
             "INSERT INTO consumer_groups (group_id, epoch) VALUES (%s, 0) "
@@ -105,45 +101,22 @@ class PostgresGroups:
             "at": time.time(),
         }
 
-        def refuse_bad(conn: Conn, bad: tuple[Any, ...] | None) -> None:
+        def write(conn: Conn) -> None:
+            bad = conn.execute(q.COMMIT_OFFSETS, params).fetchone()
             if bad is not None:
                 topic = conn.execute(q.GET_TOPIC, (bad[0],)).fetchone()
                 raise partition_error(bad[0], None if topic is None else topic[1], bad[1])
 
         if member is None:
             # One statement, its own transaction.
-            await self._run(
-                lambda conn: refuse_bad(conn, conn.execute(q.COMMIT_OFFSETS, params).fetchone())
-            )
+            await self._run(write)
             return
-        offset = self.clock_offset
 
-        def commit(conn: Conn) -> None:
-            # check_commit's statements and the write, in one round trip (a
-            # pipeline): each still runs after the one before, on its own
-            # snapshot, so what is judged is read after the group's lock is
-            # shared, as in check_commit. A refused commit rolls the write
-            # back. With BEGIN and COMMIT, 3 round trips where there were 7:
-            # a member's commit() took 1.26-1.63 ms (median, loopback), now
-            # 1.03-1.05 ms; across a network each round trip saved is an RTT.
-            with conn.pipeline():
-                clock = conn.execute(_NOW)
-                conn.execute(_SHARE_GROUP, (group_id,))
-                row = conn.execute(_pg(groups.MEMBER_ROW), (group_id, member.member_id))
-                owners = conn.execute(_pg(groups.OWNERS), (group_id,))
-                written = conn.execute(q.COMMIT_OFFSETS, params)
-            (now,) = clock.fetchone() or (0.0,)
-            groups.judge_commit(
-                float(now) + offset,
-                group_id,
-                member,
-                list(offsets),
-                row.fetchall(),
-                owners.fetchall(),
-            )
-            refuse_bad(conn, written.fetchone())
+        def commit(tx: _Tx, now: float) -> None:
+            groups.check_commit(tx, now, group_id, member, list(offsets))
+            write(tx.conn)
 
-        await self._run(commit, write=True)
+        await self._group_tx(commit)
 
     async def fetch_offsets(
         self, group_id: str, partitions: Sequence[TopicPartition] | None = None
