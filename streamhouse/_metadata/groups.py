@@ -401,28 +401,39 @@ def leave(tx: Tx, now: float, group_id: str, member: MemberRef) -> None:
     group.save()
 
 
+# What a member's commit is judged by, read after the group's lock is shared.
+MEMBER_ROW = (
+    "SELECT member_epoch, expires_at FROM group_members WHERE group_id = ? AND member_id = ?"
+)
+OWNERS = "SELECT topic, partition, owner FROM group_partitions WHERE group_id = ?"
+
+
 def check_commit(
     tx: Tx, now: float, group_id: str, member: MemberRef, partitions: Sequence[TopicPartition]
 ) -> None:
     """Refuse (CommitFailedError) a commit by a member that is not live at its
     epoch or does not own every one of ``partitions``."""
     tx.lock_group(group_id, exclusive=False)
-    row = tx.rows(
-        "SELECT member_epoch, expires_at FROM group_members WHERE group_id = ? AND member_id = ?",
-        (group_id, member.member_id),
-    )
+    row = tx.rows(MEMBER_ROW, (group_id, member.member_id))
+    judge_commit(now, group_id, member, partitions, row, tx.rows(OWNERS, (group_id,)))
+
+
+def judge_commit(
+    now: float,
+    group_id: str,
+    member: MemberRef,
+    partitions: Sequence[TopicPartition],
+    row: Sequence[tuple[Any, ...]],
+    owner_rows: Sequence[tuple[Any, ...]],
+) -> None:
+    """``check_commit``'s verdict on the rows of MEMBER_ROW and OWNERS."""
     if not row or row[0][0] != member.epoch or row[0][1] <= now:
         raise CommitFailedError(
             f"member {member.member_id!r} of group {group_id!r} is not in the group at epoch "
             f"{member.epoch} (its session ran out, it left, or its instance id was taken over): "
             "nothing was committed"
         )
-    owners = {
-        TopicPartition(topic, partition): owner
-        for topic, partition, owner in tx.rows(
-            "SELECT topic, partition, owner FROM group_partitions WHERE group_id = ?", (group_id,)
-        )
-    }
+    owners = {TopicPartition(topic, partition): owner for topic, partition, owner in owner_rows}
     foreign = sorted(tp for tp in partitions if owners.get(tp) != member.member_id)
     if foreign:
         named = ", ".join(f"{tp.topic}[{tp.partition}]" for tp in foreign)

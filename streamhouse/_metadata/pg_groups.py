@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import psycopg
 
+from .._errors import CommitFailedError
 from .._names import check_group_id
 from .._types import TopicPartition
 from . import groups
@@ -30,6 +31,12 @@ T = TypeVar("T")
 Conn = psycopg.Connection[Any]
 
 _NOW = "SELECT extract(epoch FROM clock_timestamp())::float8"
+_SHARE_GROUP = "SELECT epoch FROM consumer_groups WHERE group_id = %s FOR SHARE"
+
+
+def _pg(sql: str) -> str:
+    """A query of ``groups`` (qmark placeholders) in psycopg's."""
+    return sql.replace("?", "%s")
 
 
 class _Tx:
@@ -39,16 +46,14 @@ class _Tx:
         self.conn = conn
 
     def rows(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
-        return self.conn.execute(sql.replace("?", "%s"), params).fetchall()
+        return self.conn.execute(_pg(sql), params).fetchall()
 
     def run(self, sql: str, params: Sequence[object] = ()) -> int:
-        return self.conn.execute(sql.replace("?", "%s"), params).rowcount
+        return self.conn.execute(_pg(sql), params).rowcount
 
     def lock_group(self, group_id: str, *, exclusive: bool) -> int:
         if not exclusive:  # a commit: a missing group has no members to commit as
-            row = self.conn.execute(
-                "SELECT epoch FROM consumer_groups WHERE group_id = %s FOR SHARE", (group_id,)
-            ).fetchone()
+            row = self.conn.execute(_SHARE_GROUP, (group_id,)).fetchone()
             return 0 if row is None else int(row[0])
         self.conn.execute(
             "INSERT INTO consumer_groups (group_id, epoch) VALUES (%s, 0) "
@@ -101,22 +106,59 @@ class PostgresGroups:
             "at": time.time(),
         }
 
-        def write(conn: Conn) -> None:
-            bad = conn.execute(q.COMMIT_OFFSETS, params).fetchone()
+        def refuse_bad(conn: Conn, bad: tuple[Any, ...] | None) -> None:
             if bad is not None:
                 topic = conn.execute(q.GET_TOPIC, (bad[0],)).fetchone()
                 raise partition_error(bad[0], None if topic is None else topic[1], bad[1])
 
         if member is None:
             # One statement, its own transaction.
-            await self._run(write)
+            await self._run(
+                lambda conn: refuse_bad(conn, conn.execute(q.COMMIT_OFFSETS, params).fetchone())
+            )
             return
+        offset = self.clock_offset
+        member_params = {
+            **params, "member": member.member_id, "epoch": member.epoch, "clock_offset": offset,
+        }  # fmt: skip
 
-        def commit(tx: _Tx, now: float) -> None:
-            groups.check_commit(tx, now, group_id, member, list(offsets))
-            write(tx.conn)
+        def commit(conn: Conn) -> None:
+            # check_commit's statements and the write, in one round trip (a
+            # pipeline): each still runs after the one before, on its own
+            # snapshot, so what is judged is read after the group's lock is
+            # shared, as in check_commit. The write checks the same rows
+            # itself and writes nothing for a refused member (no lock on the
+            # offsets, no deadlock with the partition's owner); judge_commit
+            # says why. With BEGIN and COMMIT, 3 round trips where there were
+            # 7: through a 1 ms round trip, a member's commit() went from
+            # 18.8-20.6 to 9.1-9.9 ms (median); on loopback, no change.
+            with conn.pipeline():
+                clock = conn.execute(_NOW)
+                conn.execute(_SHARE_GROUP, (group_id,))
+                row = conn.execute(_pg(groups.MEMBER_ROW), (group_id, member.member_id))
+                owners = conn.execute(_pg(groups.OWNERS), (group_id,))
+                written = conn.execute(q.COMMIT_MEMBER_OFFSETS, member_params)
+            found = clock.fetchone()
+            assert found is not None
+            groups.judge_commit(
+                float(found[0]) + offset,
+                group_id,
+                member,
+                list(offsets),
+                row.fetchall(),
+                owners.fetchall(),
+            )
+            result = written.fetchone()
+            assert result is not None
+            bad_topic, bad_partition, count = result
+            refuse_bad(conn, None if bad_topic is None else (bad_topic, bad_partition))
+            if count != len(offsets):  # its session ran out between the two clock reads
+                raise CommitFailedError(
+                    f"member {member.member_id!r} of group {group_id!r} is not in the group at "
+                    f"epoch {member.epoch} (its session ran out): nothing was committed"
+                )
 
-        await self._group_tx(commit)
+        await self._run(commit, write=True)
 
     async def fetch_offsets(
         self, group_id: str, partitions: Sequence[TopicPartition] | None = None

@@ -6,7 +6,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ class Shell:
         self.env = {**os.environ, "STREAMHOUSE_HOME": str(home / "data")}
         for name in ("STREAMHOUSE_STORAGE", "STREAMHOUSE_METADATA"):
             self.env.pop(name, None)
+        self.started: list[subprocess.Popen[bytes]] = []
 
     def run(
         self, *args: str, stdin: bytes | str = b"", env: dict[str, str] | None = None
@@ -52,7 +53,20 @@ class Shell:
     def popen(self, *args: str, **kwargs: Any) -> subprocess.Popen[bytes]:
         kwargs.setdefault("stdout", subprocess.PIPE)
         kwargs.setdefault("stderr", subprocess.PIPE)
-        return subprocess.Popen([STREAMHOUSE, *args], cwd=self.home, env=self.env, **kwargs)
+        proc = subprocess.Popen([STREAMHOUSE, *args], cwd=self.home, env=self.env, **kwargs)
+        self.started.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        """Kill (by pid) every command this shell started that still runs: a
+        test that failed before it stopped one must not leave it behind."""
+        for proc in self.started:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=60)
+            for pipe in (proc.stdin, proc.stdout, proc.stderr):
+                if pipe is not None:
+                    pipe.close()
 
 
 def rows(table: str) -> list[list[str]]:
@@ -73,6 +87,8 @@ def produce(sh: Shell, topic: str, lines: Sequence[str | bytes]) -> None:
 
 
 @pytest.fixture
-def sh(tmp_path: Path) -> Shell:
+def sh(tmp_path: Path) -> Iterator[Shell]:
     """The command, run in a fresh directory."""
-    return Shell(tmp_path)
+    shell = Shell(tmp_path)
+    yield shell
+    shell.stop_all()

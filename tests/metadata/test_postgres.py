@@ -23,16 +23,18 @@ import pytest
 from psycopg import sql
 
 from streamhouse import (
+    CommitFailedError,
     ConfigurationError,
     InvalidArgumentError,
     MetadataError,
     MetadataUnavailableError,
     PostgresMetadataStore,
     RetryPolicy,
+    TopicPartition,
     metadata_store_from_url,
 )
 from streamhouse._config import redact_url
-from streamhouse._metadata.groups import HeartbeatRequest
+from streamhouse._metadata.groups import HeartbeatRequest, MemberRef
 from streamhouse._metadata.protocol import SegmentInfo, SegmentSpec
 from streamhouse._metadata.schema import LATEST_VERSION, MIGRATIONS
 
@@ -253,6 +255,31 @@ async def test_a_slow_statement_hits_statement_timeout(postgres_url: str, pg_sch
             await store.commit_segments("o", [spec("t", 0, 1)])
         blocker.rollback()
     assert (await store.commit_segments("o", [spec("t", 0, 1)]))[0].base_offset == 0
+    await store.aclose()
+
+
+async def test_a_refused_member_commit_waits_on_no_offset_row(
+    postgres_url: str, pg_schema: str
+) -> None:
+    """A fenced member's commit writes nothing, so it takes no lock on the
+    offsets: with the partition's owner holding its row mid-transaction, the
+    refusal comes at once (CommitFailedError), not after a lock wait, a
+    statement timeout or a deadlock with the owner."""
+    store = PostgresMetadataStore(postgres_url, schema=pg_schema, statement_timeout=1.0)
+    await store.create_topic("t", 2)
+    tps = {TopicPartition("t", 0): 1, TopicPartition("t", 1): 1}
+    a = await store.heartbeat("g", HeartbeatRequest("A", 0, ("t",), 30.0))
+    await store.commit_offsets("g", tps, member=MemberRef("A", a.epoch))
+    with psycopg.connect(postgres_url) as owner:
+        owner.execute(
+            f"UPDATE {pg_schema}.consumer_offsets SET \"offset\" = 5 WHERE group_id = 'g'"
+        )
+        with pytest.raises(CommitFailedError, match="not in the group at epoch"):
+            await store.commit_offsets(
+                "g", dict.fromkeys(tps, 9), member=MemberRef("A", a.epoch + 7)
+            )
+        owner.rollback()
+    assert {o.offset for o in (await store.fetch_offsets("g")).values()} == {1}
     await store.aclose()
 
 
