@@ -106,16 +106,20 @@ class PostgresGroups:
             "at": time.time(),
         }
 
-        def refuse_bad(conn: Conn, bad: tuple[Any, ...] | None) -> None:
-            if bad is not None:
-                topic = conn.execute(q.GET_TOPIC, (bad[0],)).fetchone()
-                raise partition_error(bad[0], None if topic is None else topic[1], bad[1])
+        def refuse_bad(conn: Conn, written: psycopg.Cursor[Any]) -> int:
+            """How many rows the write wrote; PartitionNotFoundError (or
+            TopicNotFoundError) if it names a partition that does not exist."""
+            found = written.fetchone()
+            assert found is not None
+            bad_topic, bad_partition, count = found
+            if bad_topic is not None:
+                topic = conn.execute(q.GET_TOPIC, (bad_topic,)).fetchone()
+                raise partition_error(bad_topic, None if topic is None else topic[1], bad_partition)
+            return int(count)
 
         if member is None:
             # One statement, its own transaction.
-            await self._run(
-                lambda conn: refuse_bad(conn, conn.execute(q.COMMIT_OFFSETS, params).fetchone())
-            )
+            await self._run(lambda conn: refuse_bad(conn, conn.execute(q.COMMIT_OFFSETS, params)))
             return
         offset = self.clock_offset
         member_params = {
@@ -148,11 +152,7 @@ class PostgresGroups:
                 row.fetchall(),
                 owners.fetchall(),
             )
-            result = written.fetchone()
-            assert result is not None
-            bad_topic, bad_partition, count = result
-            refuse_bad(conn, None if bad_topic is None else (bad_topic, bad_partition))
-            if count != len(offsets):  # its session ran out between the two clock reads
+            if refuse_bad(conn, written) != len(offsets):  # its session ran out meanwhile
                 raise CommitFailedError(
                     f"member {member.member_id!r} of group {group_id!r} is not in the group at "
                     f"epoch {member.epoch} (its session ran out): nothing was committed"

@@ -89,49 +89,42 @@ SEGMENT_STATS = (
 )
 COMMITTED_KEYS = "SELECT key FROM objects WHERE key = ANY(%s)"
 
-# One statement, so one round trip and an implicit transaction: it writes
-# every offset, or none when one names a partition that does not exist
-# (then it returns that partition).
-COMMIT_OFFSETS = (
+# The offsets asked for (d), those naming a partition that does not exist
+# (bad), and their upsert (done), written in one order so that two writers
+# lock rows in the same order; {only} adds a condition to the write.
+_OFFSETS = (
     "WITH d AS (SELECT * FROM unnest(%(topics)s::text[], %(partitions)s::int[], "
     '%(offsets)s::bigint[]) AS d(topic, partition, "offset")), '
     "bad AS (SELECT d.topic, d.partition FROM d LEFT JOIN topics t ON t.name = d.topic "
-    "WHERE t.name IS NULL OR d.partition >= t.partitions), "
+    "WHERE t.name IS NULL OR d.partition >= t.partitions), {entitled}"
     "done AS (INSERT INTO consumer_offsets "
     '(group_id, topic, partition, "offset", metadata, committed_at) '
     'SELECT %(group)s, topic, partition, "offset", %(metadata)s, %(at)s FROM d '
-    "WHERE NOT EXISTS (SELECT 1 FROM bad) ORDER BY topic, partition "
+    "WHERE NOT EXISTS (SELECT 1 FROM bad){only} ORDER BY topic, partition "
     "ON CONFLICT (group_id, topic, partition) "
-    'DO UPDATE SET "offset" = excluded."offset", metadata = excluded.metadata, '
-    "committed_at = excluded.committed_at) "
-    "SELECT topic, partition FROM bad ORDER BY topic, partition LIMIT 1"
-)
-# COMMIT_OFFSETS for a member: it writes only if the member is live at its
-# epoch (by the clock now, offset as the store's clock_offset) and owns every
-# partition, so a refused member takes no lock on the offsets; rows in one
-# order, so two writers lock them in the same order. Returns the bad
-# partition, if any, and how many rows it wrote.
-COMMIT_MEMBER_OFFSETS = (
-    "WITH d AS (SELECT * FROM unnest(%(topics)s::text[], %(partitions)s::int[], "
-    '%(offsets)s::bigint[]) AS d(topic, partition, "offset")), '
-    "bad AS (SELECT d.topic, d.partition FROM d LEFT JOIN topics t ON t.name = d.topic "
-    "WHERE t.name IS NULL OR d.partition >= t.partitions), "
-    "entitled AS (SELECT 1 FROM group_members m WHERE m.group_id = %(group)s "
-    "AND m.member_id = %(member)s AND m.member_epoch = %(epoch)s "
-    "AND m.expires_at > extract(epoch FROM clock_timestamp())::float8 + %(clock_offset)s "
-    "AND NOT EXISTS (SELECT 1 FROM d LEFT JOIN group_partitions p ON p.group_id = %(group)s "
-    "AND p.topic = d.topic AND p.partition = d.partition "
-    "WHERE p.owner IS DISTINCT FROM %(member)s)), "
-    "done AS (INSERT INTO consumer_offsets "
-    '(group_id, topic, partition, "offset", metadata, committed_at) '
-    'SELECT %(group)s, topic, partition, "offset", %(metadata)s, %(at)s FROM d '
-    "WHERE NOT EXISTS (SELECT 1 FROM bad) AND EXISTS (SELECT 1 FROM entitled) "
-    "ORDER BY topic, partition ON CONFLICT (group_id, topic, partition) "
     'DO UPDATE SET "offset" = excluded."offset", metadata = excluded.metadata, '
     "committed_at = excluded.committed_at RETURNING 1) "
     "SELECT (SELECT topic FROM bad ORDER BY topic, partition LIMIT 1), "
     "(SELECT partition FROM bad ORDER BY topic, partition LIMIT 1), "
     "(SELECT count(*) FROM done)"
+)
+# One statement, so one round trip and an implicit transaction: it writes
+# every offset, or none when one names a partition that does not exist.
+# Returns that partition (or NULLs) and how many rows it wrote.
+COMMIT_OFFSETS = _OFFSETS.format(entitled="", only="")
+# COMMIT_OFFSETS for a member: it writes only if the member is live at its
+# epoch (by the clock now, offset as the store's clock_offset) and owns every
+# partition, so a refused member takes no lock on the offsets.
+COMMIT_MEMBER_OFFSETS = _OFFSETS.format(
+    entitled=(
+        "entitled AS (SELECT 1 FROM group_members m WHERE m.group_id = %(group)s "
+        "AND m.member_id = %(member)s AND m.member_epoch = %(epoch)s "
+        "AND m.expires_at > extract(epoch FROM clock_timestamp())::float8 + %(clock_offset)s "
+        "AND NOT EXISTS (SELECT 1 FROM d LEFT JOIN group_partitions p "
+        "ON p.group_id = %(group)s AND p.topic = d.topic AND p.partition = d.partition "
+        "WHERE p.owner IS DISTINCT FROM %(member)s)), "
+    ),
+    only=" AND EXISTS (SELECT 1 FROM entitled)",
 )
 FETCH_OFFSETS = (
     'SELECT topic, partition, "offset", metadata, committed_at FROM consumer_offsets '

@@ -11,7 +11,14 @@ from typing import Any
 import httpx
 import pytest
 
-from streamhouse import MetadataStore, ObjectInfo, ObjectStore, open_admin, open_producer
+from streamhouse import (
+    MetadataStore,
+    ObjectInfo,
+    ObjectStore,
+    StorageUnavailableError,
+    open_admin,
+    open_producer,
+)
 from streamhouse._maintenance import delete_orphans
 from streamhouse._maintenance.orphans import MARK_LAG
 from streamhouse._storage.keys import object_key_time
@@ -180,3 +187,30 @@ async def test_an_object_store_without_start_after_is_listed_whole(
     swept = await delete_orphans(Older(store), meta, grace=1800)  # type: ignore[arg-type]
     assert [info.key for info in swept.objects] == [new]
     assert late in {info.key async for info in store.list("data/")}
+
+
+async def test_a_sweep_that_fails_midway_leaves_the_mark_where_it_was(
+    store: ObjectStore, meta: MetadataStore
+) -> None:
+    """A delete that fails (a dead server) ends the sweep with its error and
+    the mark unmoved, so the next sweep examines the same keys and deletes
+    the orphan."""
+
+    class Dying:
+        def __init__(self, inner: ObjectStore) -> None:
+            self.inner = inner
+
+        async def delete(self, key: str) -> None:
+            raise StorageUnavailableError(f"scripted: DELETE {key} could not reach the server")
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.inner, name)
+
+    await store.put(stamped(60, "x"), b"young")
+    orphan = stamped(3 * 3600, "a")
+    await store.put(orphan, b"never committed")
+    with pytest.raises(StorageUnavailableError, match="scripted"):
+        await delete_orphans(Dying(store), meta, grace=3600)  # type: ignore[arg-type]
+    assert await meta.orphan_sweep_mark() == 0.0
+    assert [o.key for o in (await delete_orphans(store, meta, grace=3600)).objects] == [orphan]
+    assert await meta.orphan_sweep_mark() > 0.0
