@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import collections
 import functools
-import hashlib
 import itertools
 from pathlib import Path
 
@@ -45,6 +44,7 @@ from .cachework import (
     FetchMany,
     Gathered,
     Miss,
+    Plan,
     Prefetch,
     Read,
     Slice,
@@ -53,22 +53,14 @@ from .cachework import (
     WindowFetched,
     Writing,
     Written,
+    ident_of,
+    span_of,
     write_file,
 )
 from .messages import Reply, drain
-from .spans import WINDOW_BYTES, Windows, window_of
+from .spans import Windows
 
 __all__ = ["CacheClient", "CacheStats", "Fetch", "Prefetch", "Stats", "run_cache"]
-
-
-@functools.lru_cache(maxsize=4096)
-def _digest(key: str) -> str:
-    return hashlib.sha1(key.encode()).hexdigest()[:32]
-
-
-def _ident(key: str, start: int, end: int) -> str:
-    """The name of the cache file of ``[start, end)`` of ``key``."""
-    return f"{_digest(key)}-{start}-{end}"
 
 
 class _Cache:
@@ -112,7 +104,7 @@ class _Cache:
         self.parked: collections.OrderedDict[str, bytes] = collections.OrderedDict()  # ahead
         # Files being read: (read, waiting replies); a refresh abandons a read.
         self.reading: dict[str, tuple[int, list[Reply[bytes]]]] = {}
-        self.windows = Windows()  # packed objects' windows: one GET, many ranges
+        self.windows = Windows[Miss | Slice]()  # packed objects' windows: one GET, many ranges
         self.reads = itertools.count()
         self.writes = itertools.count()
         self.hits = self.misses = self.gets = self.evictions = self.joined = 0
@@ -129,12 +121,14 @@ class _Cache:
                 )
             case FetchMany():
                 await self.want_many(msg)
+            case Plan():
+                self.windows.plan(msg.spans)
             case Prefetch():
                 await self.want(Want(msg.key, msg.start, msg.end, None, False, True))
             case Fetched():
                 self.fetched(msg)
             case WindowFetched():
-                self.window_fetched(msg)
+                await self.window_fetched(msg)
             case Read():
                 await self.read(msg)
             case Written():
@@ -153,7 +147,7 @@ class _Cache:
     # -- asks ----------------------------------------------------------------------
 
     async def want(self, want: Want) -> None:
-        ident = _ident(want.key, want.start, want.end)
+        ident = ident_of(want.key, want.start, want.end)
         if want.refresh and ident in self.writing:
             # Handled once the file is written: then it is dropped.
             self.deferred.setdefault(ident, []).append(want)
@@ -190,10 +184,11 @@ class _Cache:
         """
         parts = Gathered(msg.reply, len(msg.ranges)).parts()
         for (key, start, end), part in zip(msg.ranges, parts, strict=True):
-            ident = _ident(key, start, end)
+            ident = ident_of(key, start, end)
+            window = self.windows.window_for(key, start, end)
             if (
                 not start  # perhaps a whole object: then cached as a Fetch would be
-                or window_of(start, end) is None
+                or window is None
                 or ident in self.lru
                 or ident in self.inflight
             ):
@@ -204,11 +199,8 @@ class _Cache:
             data = self.parked.pop(ident, None) or self.windows.slice(key, start, end)
             if data is not None:
                 part.put(data)
-            elif self.windows.wait(key, Slice(part, start, end)):
-                self.gets += 1
-                self.tg.start_soon(self.fetch_window, key, self.own.clone())
             else:
-                self.joined += 1
+                self.await_window(key, Slice(part, start, end), window)
 
     def hit(self, ident: str, want: Want) -> None:
         self.hits += 1
@@ -245,14 +237,21 @@ class _Cache:
         fetched now (module spans); a range too large for one, on its own."""
         want = miss.want
         data = self.windows.slice(want.key, want.start, want.end)
+        window = self.windows.window_for(want.key, want.start, want.end)
         if data is not None:
             self.got(miss, data)
-        elif not want.segment or window_of(want.start, want.end) is None:
+        elif not want.segment or window is None:
             self.gets += 1
             self.tg.start_soon(self.fetch, miss, self.own.clone())
-        elif self.windows.wait(want.key, miss):
+        else:
+            self.await_window(want.key, miss, window)
+
+    def await_window(self, key: str, ask: Miss | Slice, window: tuple[int, int]) -> None:
+        """Queue ``ask`` for a window of ``key``: the one under way, or ``window`` fetched now."""
+        if self.windows.wait(key, ask):
             self.gets += 1
-            self.tg.start_soon(self.fetch_window, want.key, self.own.clone())
+            self.windows.fetching(key, window)
+            self.tg.start_soon(self.fetch_window, key, window, self.own.clone())
         else:
             self.joined += 1
 
@@ -272,27 +271,41 @@ class _Cache:
         else:
             self.tg.start_soon(self.deliver, miss, data, self.own.clone())
 
-    def window_fetched(self, msg: WindowFetched) -> None:
+    async def window_fetched(self, msg: WindowFetched) -> None:
         asks = self.windows.arrived(msg.key)
-        misses = [m for m in asks if isinstance(m, Miss)]
-        slices = [a for a in asks if isinstance(a, Slice)]
+        base, end = msg.window
+        # An ask that joined a window which does not hold its range (planned
+        # after the window started) is served afresh; one the window was
+        # asked for is served from what came, even cut short (the object
+        # ended): its segment's checksums then say what is wrong.
+        inside: list[Miss | Slice] = []
+        outside: list[Miss | Slice] = []
+        for ask in asks:
+            start, stop = span_of(ask)
+            (inside if base <= start and stop <= end else outside).append(ask)
+        misses = [m for m in inside if isinstance(m, Miss)]
+        slices = [a for a in inside if isinstance(a, Slice)]
         if msg.data is None:
             assert msg.error is not None
             for miss in misses:
                 self.fetched(Fetched(miss.ident, None, msg.error, None))
             for piece in slices:
                 piece.reply.put(msg.error)
-            return
-        data = msg.data
-        taken = [(m.want.start, m.want.end) for m in misses]
-        self.windows.keep(msg.key, data, taken + [(p.start, p.end) for p in slices])
-        for piece in slices:
-            piece.reply.put(data[piece.start : piece.end])
-        for miss in misses:
-            want = miss.want
-            self.got(
-                miss, data[want.start : want.end], whole=(want.start, want.end) == (0, len(data))
-            )
+        else:
+            data = msg.data
+            taken = [span_of(a) for a in inside]
+            self.windows.keep(msg.key, base, data, taken)
+            for piece in slices:
+                piece.reply.put(data[piece.start - base : piece.end - base])
+            for miss in misses:
+                want = miss.want
+                whole = base == 0 and (want.start, want.end) == (0, len(data))
+                self.got(miss, data[want.start - base : want.end - base], whole=whole)
+        for ask in outside:
+            if isinstance(ask, Miss):
+                self.source(ask)
+            else:
+                await self.want(Want(msg.key, ask.start, ask.end, ask.reply, False, True))
 
     async def forget(self, ident: str) -> None:
         """Drop the cached file of ``ident``, if any."""
@@ -377,14 +390,16 @@ class _Cache:
 
     # -- helper tasks ------------------------------------------------------------------
 
-    async def fetch_window(self, key: str, done: MemoryObjectSendStream[object]) -> None:
+    async def fetch_window(
+        self, key: str, window: tuple[int, int], done: MemoryObjectSendStream[object]
+    ) -> None:
         with done:
             try:
-                data = await self.storage.get(key, 0, WINDOW_BYTES)
+                data = await self.storage.get(key, *window)
             except Exception as exc:
-                await done.send(WindowFetched(key, None, exc))
+                await done.send(WindowFetched(key, window, None, exc))
                 return
-            await done.send(WindowFetched(key, data, None))
+            await done.send(WindowFetched(key, window, data, None))
 
     async def fetch(self, miss: Miss, done: MemoryObjectSendStream[object]) -> None:
         with done:

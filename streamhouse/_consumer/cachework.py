@@ -7,9 +7,11 @@ Kept apart so that the actor's module (cache) reads in one sitting.
 from __future__ import annotations
 
 import collections
+import functools
+import hashlib
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -39,6 +41,8 @@ __all__ = [
     "WindowFetched",
     "Writing",
     "Written",
+    "ident_of",
+    "span_of",
     "write_file",
 ]
 
@@ -173,8 +177,17 @@ class Miss:
 @attrs.frozen
 class WindowFetched:
     key: str
+    window: tuple[int, int]  # the range asked for (the object may end before its end)
     data: bytes | None
     error: Exception | None
+
+
+@attrs.frozen
+class Plan:
+    """The span of each object that segments the readers are about to read
+    take (module spans; one-way, from the lookups actor)."""
+
+    spans: Mapping[str, tuple[int, int]]
 
 
 @attrs.frozen
@@ -233,6 +246,10 @@ class CacheClient:
     async def prefetch(self, key: str, start: int, end: int) -> None:
         await self._inbox.send(Prefetch(key, start, end))
 
+    async def plan(self, spans: Mapping[str, tuple[int, int]]) -> None:
+        """Say which span of each object the readers are about to read (module spans)."""
+        await self._inbox.send(Plan(spans))
+
     async def stats(self) -> CacheStats:
         reply = Reply[CacheStats]()
         await self._inbox.send(Stats(reply))
@@ -282,3 +299,18 @@ def write_file(path: Path, token: int, data: bytes) -> None:
     except OSError:
         tmp.unlink(missing_ok=True)
         raise
+
+
+@functools.lru_cache(maxsize=4096)
+def _digest(key: str) -> str:
+    return hashlib.sha1(key.encode()).hexdigest()[:32]
+
+
+def ident_of(key: str, start: int, end: int) -> str:
+    """The name of the cache file of ``[start, end)`` of ``key``."""
+    return f"{_digest(key)}-{start}-{end}"
+
+
+def span_of(ask: Miss | Slice) -> tuple[int, int]:
+    """The byte range an ask waiting for a window wants."""
+    return (ask.want.start, ask.want.end) if isinstance(ask, Miss) else (ask.start, ask.end)

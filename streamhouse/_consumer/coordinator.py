@@ -146,7 +146,7 @@ class Coordinator(Assigning):
         try:
             async with anyio.create_task_group() as tg, self._inbox_send, self._bell:
                 s = self._settings
-                lookups = await tg.start(run_lookups, self._metadata)
+                lookups = await tg.start(run_lookups, self._metadata, self._cache.plan)
                 self._readers = Readers(
                     tg, self._metadata, lookups, self._cache, s.retry, s.prefetch_batches,
                     s.refresh_interval, self._inbox_send,

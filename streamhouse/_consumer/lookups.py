@@ -8,6 +8,11 @@ actor takes every ask waiting in its inbox and answers them with one
 ``list_segments_from`` query per topic (a reader's ask waits for at most
 the query before it).
 
+Before it answers, the actor tells the cache actor (``plan``) the span of
+each object that the segments found take: the readers are about to ask for
+them, and the cache fetches that part of a packed object rather than all of
+it (module spans).
+
 An asker that has gone (its reader was cancelled) is not answered; a
 transient failure of the query is every asker's (each reader reports it
 and retries by its policy). The actor holds no state between queries.
@@ -16,6 +21,7 @@ and retries by its policy). The actor holds no state between queries.
 from __future__ import annotations
 
 import copy
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 
 import anyio
 import attrs
@@ -27,8 +33,9 @@ from .._metadata.protocol import MetadataStore, SegmentInfo
 from .._types import TopicPartition
 from .messages import Reply, Request, drain
 
-__all__ = ["LookUp", "Lookups", "run_lookups"]
+__all__ = ["LookUp", "Lookups", "run_lookups", "spans_of"]
 
+Planner = Callable[[Mapping[str, tuple[int, int]]], Awaitable[None]]
 _WAITING = 1024  # asks the actor's inbox holds (a reader waits past that)
 
 
@@ -59,11 +66,13 @@ class Lookups:
 
 async def run_lookups(
     metadata: MetadataStore,
+    plan: Planner | None = None,
     *,
     task_status: TaskStatus[Lookups] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Answer the readers' asks until cancelled, all waiting ones together;
-    hand the readers' client (Lookups) to the starter."""
+    hand the readers' client (Lookups) to the starter. ``plan``: told the
+    span of each object the answers' segments take, before they are given."""
     asks, inbox = anyio.create_memory_object_stream[object](_WAITING)
     with inbox, asks:
         try:
@@ -75,23 +84,23 @@ async def run_lookups(
                         waiting.append(inbox.receive_nowait())
                     except anyio.WouldBlock:
                         break
-                await _answer([a for a in waiting if isinstance(a, LookUp)], metadata)
+                await _answer([a for a in waiting if isinstance(a, LookUp)], metadata, plan)
         finally:
             drain(inbox)  # (before the inbox closes: a closed one gives nothing)
 
 
-async def _answer(asks: list[LookUp], metadata: MetadataStore) -> None:
+async def _answer(asks: list[LookUp], metadata: MetadataStore, plan: Planner | None = None) -> None:
     """One query per topic (and limit) answers ``asks``; two asks of one
     partition (an old reader's and a new one's) take two rounds. An ask left
     unanswered (the actor was cancelled) is dropped: its asker is told."""
     try:
-        await _rounds(asks, metadata)
+        await _rounds(asks, metadata, plan)
     finally:
         for ask in asks:
             ask.reply.drop()  # (nothing for one answered)
 
 
-async def _rounds(asks: list[LookUp], metadata: MetadataStore) -> None:
+async def _rounds(asks: list[LookUp], metadata: MetadataStore, plan: Planner | None) -> None:
     while asks:
         rounds: dict[tuple[str, int], dict[int, LookUp]] = {}
         later: list[LookUp] = []
@@ -111,6 +120,8 @@ async def _rounds(asks: list[LookUp], metadata: MetadataStore) -> None:
                 for ask in same.values():
                     ask.reply.put(_own_copy(exc))
                 continue
+            if plan is not None:
+                await plan(spans_of(found.values()))
             for p, ask in same.items():
                 ask.reply.put(found.get(p, []))
         asks = later
@@ -127,6 +138,19 @@ async def _look_up(
         found: dict[int, list[SegmentInfo]] = await together(topic, starts, limit)
         return found
     return {p: await metadata.list_segments(topic, p, o, limit) for p, o in starts.items()}
+
+
+def spans_of(found: Iterable[Sequence[SegmentInfo]]) -> dict[str, tuple[int, int]]:
+    """Per object, from the first segment's start to the last one's end."""
+    spans: dict[str, tuple[int, int]] = {}
+    for segments in found:
+        for seg in segments:
+            start, end = seg.position, seg.position + seg.length
+            if seg.object_key in spans:
+                was_start, was_end = spans[seg.object_key]
+                start, end = min(start, was_start), max(end, was_end)
+            spans[seg.object_key] = (start, end)
+    return spans
 
 
 def _own_copy(exc: StreamHouseError) -> Exception:
