@@ -11,8 +11,9 @@ import attrs
 
 from ._codec import Codec
 from ._config import open_stores
-from ._errors import GroupNotEmptyError, InvalidArgumentError
+from ._errors import InvalidArgumentError
 from ._maintenance import MaintenanceReport, Settings, check_grace, delete_orphans, maintain
+from ._metadata.groups import not_empty
 from ._metadata.protocol import MetadataStore, PartitionState, TopicConfig, TopicInfo
 from ._names import check_group_id, check_topic_name
 from ._storage.protocol import ObjectStore
@@ -287,7 +288,7 @@ class Admin:
                 offset = s.log_start_offset if reset is OffsetReset.EARLIEST else s.high_watermark
             offsets[TopicPartition(topic, s.partition)] = offset
         await self.check_group_empty(group_id, "resetting its offsets")
-        await self._metadata.commit_offsets(group_id, offsets)
+        await self._metadata.commit_offsets(group_id, offsets, if_empty=True)
         return offsets
 
     async def delete_group(self, group_id: str) -> None:
@@ -298,22 +299,19 @@ class Admin:
         """
         check_group_id(group_id)
         await self.check_group_empty(group_id, "deleting it")
-        await self._metadata.delete_group(group_id)
+        await self._metadata.delete_group(group_id, if_empty=True)
 
     async def check_group_empty(self, group_id: str, doing: str) -> None:
         """Raise GroupNotEmptyError, naming ``doing``, if the group has live members.
 
-        A check before the act, not inside its transaction: a member that
-        joins between the two (milliseconds) is not seen.
+        A check before the act, for its message; reset_offsets and
+        delete_group write with ``if_empty``, which checks again inside the
+        write's transaction, so a member that joins between the two is
+        seen there (and nothing is written).
         """
         members = await self._metadata.describe_group_members(group_id)
         if members:
-            ids = ", ".join(sorted(m.member_id for m in members)[:3])
-            more = f" and {len(members) - 3} more" if len(members) > 3 else ""
-            raise GroupNotEmptyError(
-                f"group {group_id!r} has {len(members)} live member(s) ({ids}{more}): stop "
-                f"them, or wait for their sessions to run out, before {doing}"
-            )
+            raise not_empty(group_id, [m.member_id for m in members], doing)
 
     async def maintain(
         self,

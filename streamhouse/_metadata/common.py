@@ -185,13 +185,19 @@ def check_offsets(offsets: Mapping[TopicPartition, int], metadata: str) -> None:
 
 
 def check_commit_args(
-    group_id: str, offsets: Mapping[TopicPartition, int], metadata: str, member: object
+    group_id: str,
+    offsets: Mapping[TopicPartition, int],
+    metadata: str,
+    member: object,
+    if_empty: bool = False,
 ) -> None:
     """What ``commit_offsets`` checks before it reaches its store, on either store."""
     check_group_id(group_id)
     check_offsets(offsets, metadata)
     if member is not None and not isinstance(member, MemberRef):
         raise InvalidArgumentError(f"member must be a MemberRef or None, not {member!r}")
+    if if_empty and member is not None:
+        raise InvalidArgumentError("if_empty is for a commit by no member, not by one")
 
 
 def check_timeout(timeout: float, name: str = "timeout") -> float:

@@ -29,7 +29,11 @@ A member's epoch is given at its join (the group epoch then) and never
 changes while it lives: a commit is accepted only from a live member, at
 its epoch, of partitions it owns (``check_commit``), so a zombie (its
 session ran out, its partitions moved) cannot overwrite its successor's
-offsets.
+offsets. An outsider's reset or deletion of the group's offsets
+(``if_empty``) is refused while any member lives (``refuse_if_members``),
+in the same transaction as the write, with the group's row locked as a
+heartbeat locks it: a member joining meanwhile waits, then reads what was
+written.
 """
 
 from __future__ import annotations
@@ -40,12 +44,13 @@ from typing import Any, Protocol
 
 import attrs
 
-from .._errors import CommitFailedError, InvalidArgumentError
+from .._errors import CommitFailedError, GroupNotEmptyError, InvalidArgumentError
 from .._names import check_group_id, check_topic_name
 from .._types import TopicPartition
 from .assignor import assign
 
 __all__ = [
+    "OUTSIDER_COMMIT",
     "GroupAssignment",
     "HeartbeatRequest",
     "MemberInfo",
@@ -56,6 +61,8 @@ __all__ = [
     "describe_members",
     "heartbeat",
     "leave",
+    "not_empty",
+    "refuse_if_members",
 ]
 
 JOIN_EPOCH = 0
@@ -463,3 +470,29 @@ def describe_members(tx: Tx, now: float, group_id: str) -> list[MemberInfo]:
         topics = tuple(json.loads(topics))
         out.append(MemberInfo(member_id, instance_id, epoch, topics, assignment, last, expires_at))
     return out
+
+
+# What an outsider's commit with if_empty is refused for (Admin.reset_offsets).
+OUTSIDER_COMMIT = "writing its offsets from outside it"
+
+
+def not_empty(group_id: str, member_ids: Sequence[str], doing: str) -> GroupNotEmptyError:
+    """The error for ``doing`` to a group whose live members are ``member_ids``."""
+    ids = ", ".join(sorted(member_ids)[:3])
+    more = f" and {len(member_ids) - 3} more" if len(member_ids) > 3 else ""
+    return GroupNotEmptyError(
+        f"group {group_id!r} has {len(member_ids)} live member(s) ({ids}{more}): stop "
+        f"them, or wait for their sessions to run out, before {doing}"
+    )
+
+
+def refuse_if_members(tx: Tx, now: float, group_id: str, doing: str) -> None:
+    """Raise ``not_empty`` if the group has a live member; lock its row first,
+    as a heartbeat does, so that none joins before the transaction ends."""
+    tx.lock_group(group_id, exclusive=True)
+    rows = tx.rows(
+        "SELECT member_id FROM group_members WHERE group_id = ? AND expires_at > ?",
+        (group_id, now),
+    )
+    if rows:
+        raise not_empty(group_id, [row[0] for row in rows], doing)

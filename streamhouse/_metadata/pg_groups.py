@@ -95,8 +95,9 @@ class PostgresGroups:
         metadata: str = "",
         *,
         member: MemberRef | None = None,
+        if_empty: bool = False,
     ) -> None:
-        check_commit_args(group_id, offsets, metadata, member)
+        check_commit_args(group_id, offsets, metadata, member, if_empty)
         params = {
             "topics": [tp.topic for tp in offsets],
             "partitions": [tp.partition for tp in offsets],
@@ -117,9 +118,17 @@ class PostgresGroups:
                 raise partition_error(bad_topic, None if topic is None else topic[1], bad_partition)
             return int(count)
 
-        if member is None:
+        if member is None and not if_empty:
             # One statement, its own transaction.
             await self._run(lambda conn: refuse_bad(conn, conn.execute(q.COMMIT_OFFSETS, params)))
+            return
+        if member is None:
+
+            def outsider(tx: _Tx, now: float) -> None:
+                groups.refuse_if_members(tx, now, group_id, groups.OUTSIDER_COMMIT)
+                refuse_bad(tx.conn, tx.conn.execute(q.COMMIT_OFFSETS, params))
+
+            await self._group_tx(outsider)
             return
         offset = self.clock_offset
         member_params = {
@@ -181,14 +190,16 @@ class PostgresGroups:
     async def list_groups(self) -> list[str]:
         return await self._run(lambda conn: [r[0] for r in conn.execute(q.LIST_GROUPS)])
 
-    async def delete_group(self, group_id: str) -> None:
+    async def delete_group(self, group_id: str, *, if_empty: bool = False) -> None:
         check_group_id(group_id)
 
-        def delete(conn: Conn) -> None:
+        def delete(tx: _Tx, now: float) -> None:
+            if if_empty:
+                groups.refuse_if_members(tx, now, group_id, "deleting it")
             for statement in q.DELETE_GROUP:
-                conn.execute(statement, (group_id,))
+                tx.conn.execute(statement, (group_id,))
 
-        await self._run(delete, write=True)
+        await self._group_tx(delete)
 
     # -- membership ------------------------------------------------------------
 

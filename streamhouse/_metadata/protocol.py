@@ -199,10 +199,8 @@ class CompactionCheckpoint:
 
 @attrs.frozen
 class Garbage:
-    """An object no segment points into any more, past its grace: to delete.
-
-    ``size`` is None for objects committed before the catalogue kept sizes.
-    """
+    """An object no segment points into any more, past its grace: to delete
+    (``size`` None: committed before the catalogue kept sizes)."""
 
     key: str
     size: int | None
@@ -305,11 +303,8 @@ class MetadataStore(Protocol):
         ...
 
     async def delete_topic(self, name: str) -> None:
-        """Delete the topic, its segment rows and its committed offsets.
-
-        Its objects are released: maintenance deletes them after its grace
-        (those no other topic's segments point into).
-        """
+        """Delete the topic, its segment rows and its committed offsets; release its
+        objects (maintenance deletes those no other topic uses, after its grace)."""
         ...
 
     async def commit_segments(
@@ -358,12 +353,15 @@ class MetadataStore(Protocol):
         metadata: str = "",
         *,
         member: MemberRef | None = None,
+        if_empty: bool = False,
     ) -> None:
         """Store a group's offsets, all in one transaction.
 
         With ``member``, only if that member is live at its epoch and owns
         every partition of ``offsets`` (else CommitFailedError, and nothing
-        is written); without, unconditionally (manual assignment).
+        is written); without, unconditionally (manual assignment), or with
+        ``if_empty`` only while the group has no live member (else
+        GroupNotEmptyError, and nothing is written: Admin.reset_offsets).
         """
         ...
 
@@ -377,8 +375,9 @@ class MetadataStore(Protocol):
         """Every group with a committed offset, by name."""
         ...
 
-    async def delete_group(self, group_id: str) -> None:
-        """Forget every offset the group committed, and its members."""
+    async def delete_group(self, group_id: str, *, if_empty: bool = False) -> None:
+        """Forget every offset the group committed, and its members; with
+        ``if_empty``, only while it has no live member (else GroupNotEmptyError)."""
         ...
 
     # -- group membership (see streamhouse/_metadata/groups.py) -------------

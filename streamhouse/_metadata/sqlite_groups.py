@@ -89,8 +89,9 @@ class SQLiteGroups:
         metadata: str = "",
         *,
         member: MemberRef | None = None,
+        if_empty: bool = False,
     ) -> None:
-        check_commit_args(group_id, offsets, metadata, member)
+        check_commit_args(group_id, offsets, metadata, member, if_empty)
         committed_at = time.time()
 
         def commit(tx: _Tx, now: float) -> None:
@@ -99,6 +100,8 @@ class SQLiteGroups:
                 _check_partition(conn, tp.topic, tp.partition)
             if member is not None:
                 groups.check_commit(tx, now, group_id, member, list(offsets))
+            if if_empty:
+                groups.refuse_if_members(tx, now, group_id, groups.OUTSIDER_COMMIT)
             conn.executemany(
                 'INSERT INTO consumer_offsets (group_id, topic, partition, "offset", metadata, '
                 "committed_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (group_id, topic, partition) "
@@ -144,15 +147,17 @@ class SQLiteGroups:
             ]
         )
 
-    async def delete_group(self, group_id: str) -> None:
+    async def delete_group(self, group_id: str, *, if_empty: bool = False) -> None:
         check_group_id(group_id)
 
-        def delete(conn: sqlite3.Connection) -> None:
+        def delete(tx: _Tx, now: float) -> None:
+            if if_empty:
+                groups.refuse_if_members(tx, now, group_id, "deleting it")
             for table in ("consumer_offsets", "group_members", "group_partitions",
                           "consumer_groups"):  # fmt: skip
-                conn.execute(f"DELETE FROM {table} WHERE group_id = ?", (group_id,))
+                tx.conn.execute(f"DELETE FROM {table} WHERE group_id = ?", (group_id,))
 
-        await self._run(lambda conn: write_transaction(conn, delete))
+        await self._group_tx(delete)
 
     # -- membership ------------------------------------------------------------
 

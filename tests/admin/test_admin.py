@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from streamhouse import (
     InvalidArgumentError,
     LocalObjectStore,
+    MetadataStore,
     ObjectStore,
     SQLiteMetadataStore,
     StorageError,
@@ -167,6 +169,41 @@ async def test_group_members_and_owners_are_described(tmp_path: Path) -> None:
         assert [r.member_id for r in await admin.describe_group("g")] == [None, None]
     await storage.aclose()
     await meta.aclose()
+
+
+class _StaleMembers:
+    """A metadata store whose describe_group_members answers as before a member joined."""
+
+    def __init__(self, inner: MetadataStore) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def describe_group_members(self, group_id: str) -> list[Any]:
+        return []
+
+
+async def test_a_member_joining_after_the_check_still_stops_a_reset_or_a_deletion(
+    tmp_path: Path, meta: SQLiteMetadataStore
+) -> None:
+    """Admin's check sees no member (one joins right after it): the store,
+    checking again in the write's transaction, refuses and writes nothing."""
+    from streamhouse import GroupNotEmptyError
+    from streamhouse._metadata.groups import HeartbeatRequest
+
+    storage = LocalObjectStore(tmp_path / "objects")
+    tp = TopicPartition("t", 0)
+    await meta.create_topic("t", 1)
+    await meta.commit_offsets("g", {tp: 0})
+    await meta.heartbeat("g", HeartbeatRequest("late", 0, ("t",), 30.0))
+    async with open_admin(storage=storage, metadata=_StaleMembers(meta)) as admin:  # type: ignore[arg-type]
+        with pytest.raises(GroupNotEmptyError, match=r"\(late\).*from outside it"):
+            await admin.reset_offsets("g", "t", "latest")
+        with pytest.raises(GroupNotEmptyError, match=r"\(late\).*deleting it"):
+            await admin.delete_group("g")
+    assert (await meta.fetch_offsets("g"))[tp].offset == 0
+    await storage.aclose()
 
 
 async def test_a_running_group_is_neither_reset_nor_deleted(

@@ -11,6 +11,7 @@ import pytest
 
 from streamhouse import (
     CommitFailedError,
+    GroupNotEmptyError,
     InvalidArgumentError,
     MetadataStore,
     SQLiteMetadataStore,
@@ -160,6 +161,31 @@ async def test_a_commit_of_a_partition_not_owned_writes_nothing(meta: MetadataSt
     assert {tp: c.offset for tp, c in (await meta.fetch_offsets("g")).items()} == {
         mine: 1, theirs: 7,
     }  # fmt: skip
+
+
+async def test_an_outsider_writes_or_deletes_offsets_if_empty_only_while_no_member_lives(
+    meta: MetadataStore,
+) -> None:
+    """``if_empty`` (Admin.reset_offsets, delete_group): refused, naming the
+    member, and nothing written or deleted while one lives, checked in the
+    write's own transaction; once its session ran out, both go through."""
+    await meta.create_topic("t", 2)
+    tp = TopicPartition("t", 0)
+    await meta.commit_offsets("g", {tp: 3})
+    a = await beat(meta, "a", session=5.0)
+    with pytest.raises(GroupNotEmptyError, match=r"group 'g' has 1 live member\(s\) \(a\)"):
+        await meta.commit_offsets("g", {tp: 0}, if_empty=True)
+    with pytest.raises(GroupNotEmptyError, match=r"\(a\).*deleting it"):
+        await meta.delete_group("g", if_empty=True)
+    assert {t: c.offset for t, c in (await meta.fetch_offsets("g")).items()} == {tp: 3}
+    assert [m.member_id for m in await meta.describe_group_members("g")] == ["a"]
+    with pytest.raises(InvalidArgumentError, match="if_empty is for a commit by no member"):
+        await meta.commit_offsets("g", {tp: 0}, member=MemberRef("a", a.epoch), if_empty=True)
+    meta.clock_offset = 6.0  # type: ignore[attr-defined]  (a's session ran out)
+    await meta.commit_offsets("g", {tp: 0}, if_empty=True)
+    assert (await meta.fetch_offsets("g"))[tp].offset == 0
+    await meta.delete_group("g", if_empty=True)
+    assert await meta.fetch_offsets("g") == {}
 
 
 async def test_a_static_member_gets_its_partitions_back(meta: MetadataStore) -> None:
