@@ -55,6 +55,7 @@ __all__ = [
     "Polled",
     "Recovered",
     "Released",
+    "Taken",
     "Reply",
     "ReplyDropped",
     "Request",
@@ -474,11 +475,19 @@ class GroupChange:
 
 @attrs.frozen
 class Released:
-    """Facade -> membership (one-way): change ``seq`` is applied; these
-    partitions were given up and may go to their new owners."""
+    """Facade -> membership (one-way): the losses and revocations of change
+    ``seq`` are applied; these partitions were given up and may go to their
+    new owners. Its ``take`` is applied when ``Taken`` follows."""
 
     seq: int
     released: frozenset[TopicPartition]
+
+
+@attrs.frozen
+class Taken:
+    """Facade -> membership (one-way): the partitions change ``seq`` gave were started."""
+
+    seq: int
 
 
 @attrs.frozen

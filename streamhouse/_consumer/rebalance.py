@@ -8,10 +8,11 @@ poll, before it hands out anything, in this order:
 2. ``revoke``: the listener's ``on_partitions_revoked``, then the
    coordinator commits (auto-commit) what was handed out of them and stops
    them; what the facade holds of them is dropped;
-3. the membership actor hears that the change is applied (``Released``) and
+3. the membership actor hears that this much is applied (``Released``) and
    gives the revoked partitions up at once;
 4. ``take``: the coordinator starts them from the group's committed offsets,
-   then the listener's ``on_partitions_assigned``.
+   the membership actor hears so (``Taken``), then the listener's
+   ``on_partitions_assigned``.
 
 A step that fails (the listener raised, the store was down) raises from the
 poll; what is left of the change is applied by the next poll.
@@ -28,7 +29,7 @@ import attrs
 from anyio.streams.memory import MemoryObjectSendStream
 
 from .._types import TopicPartition
-from .messages import GroupNotice, Polled, Released, Reply, Request, Revoke, Take
+from .messages import GroupNotice, Polled, Released, Reply, Request, Revoke, Take, Taken
 
 __all__ = ["Rebalancer"]
 
@@ -122,6 +123,7 @@ class Rebalancer:
         if take:
             assert member is not None
             assigned(await ask(lambda r: Take(r, take, member)))
+            await self._membership.send(Taken(notice.seq))
         self._left = None
         if take:
             await self._call("on_partitions_assigned", take)

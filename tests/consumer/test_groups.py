@@ -24,7 +24,7 @@ from streamhouse import (
     TopicPartition,
 )
 
-from ..helpers import Stores, produce
+from ..helpers import Stores, poll_until, produce
 
 pytestmark = pytest.mark.anyio
 
@@ -324,3 +324,76 @@ async def test_a_member_waiting_inside_a_poll_is_polling(
         (member,) = await local.meta.describe_group_members("g")
         assert len(member.assignment) == 2
         assert len(consumer.assignment()) == 2
+
+
+class TakeFails(Partitionable):
+    """Partitionable, whose committed offsets cannot be read while ``down``
+    (a member's poll fails to start the partitions it was given), and which
+    says when its member has made some more heartbeats (``beats``)."""
+
+    def __init__(self, inner: MetadataStore) -> None:
+        super().__init__(inner)
+        self.down = False
+        self.heartbeats = 0
+        self._waiting: list[tuple[int, anyio.Event]] = []
+
+    async def fetch_offsets(self, *args: Any, **kwargs: Any) -> Any:
+        if self.down:
+            raise MetadataUnavailableError("scripted: the store is down")
+        return await self.inner.fetch_offsets(*args, **kwargs)
+
+    async def heartbeat(self, *args: Any, **kwargs: Any) -> Any:
+        answer = await super().heartbeat(*args, **kwargs)
+        self.heartbeats += 1
+        for count, event in self._waiting:
+            if self.heartbeats >= count:
+                event.set()
+        return answer
+
+    def beats(self, more: int) -> anyio.Event:
+        """Set once ``more`` heartbeats have been answered from now."""
+        event = anyio.Event()
+        self._waiting.append((self.heartbeats + more, event))
+        return event
+
+
+async def test_partitions_whose_start_failed_are_read_even_after_a_later_change(
+    local: Stores,
+) -> None:
+    """b is given half of the partitions, and its poll fails to start them
+    (the store is down); a leaves, so b's heartbeats give it a's half too,
+    before b polls again. b then reads all four partitions: the half it
+    failed to start is not dropped by the change that came after it."""
+    await local.meta.create_topic("t", 4)
+    flaky = TakeFails(local.meta)
+    leave, left = anyio.Event(), anyio.Event()
+
+    async def member_a(*, task_status: Any) -> None:
+        async with local.consumer("t", group_id="g", **FAST) as a:
+            task_status.started(a)
+            await leave.wait()
+        left.set()
+
+    async with anyio.create_task_group() as tg:
+        a: Consumer = await tg.start(member_a)
+        await wait_for(lambda: len(a.assignment()) == 4, [a])
+        async with Stores(local.storage, flaky).consumer("t", group_id="g", **FAST) as b:  # type: ignore[arg-type]
+            flaky.down = True
+            with anyio.fail_after(30):
+                while True:
+                    await a.poll(timeout=0.01)  # a gives half up
+                    try:
+                        await b.poll(timeout=0.01)
+                    except MetadataUnavailableError:
+                        break  # b failed to start what it was given
+            flaky.down = False
+            leave.set()  # a leaves: b's next heartbeats take a's half
+            with anyio.fail_after(30):
+                await left.wait()
+                await flaky.beats(3).wait()  # (a change computed meanwhile)
+            for p in range(4):
+                await produce(local, "t", p, 5)
+            records = await poll_until(b, 20)
+    assert sorted((r.partition, r.offset) for r in records) == [
+        (p, o) for p in range(4) for o in range(5)
+    ]
