@@ -32,6 +32,10 @@ Conn = psycopg.Connection[Any]
 
 _NOW = "SELECT extract(epoch FROM clock_timestamp())::float8"
 _SHARE_GROUP = "SELECT epoch FROM consumer_groups WHERE group_id = %s FOR SHARE"
+_LOCK_GROUP = (
+    "INSERT INTO consumer_groups AS g (group_id, epoch) VALUES (%s, 0) "
+    "ON CONFLICT (group_id) DO UPDATE SET epoch = g.epoch RETURNING g.epoch"
+)
 
 
 def _pg(sql: str) -> str:
@@ -55,15 +59,12 @@ class _Tx:
         if not exclusive:  # a commit: a missing group has no members to commit as
             row = self.conn.execute(_SHARE_GROUP, (group_id,)).fetchone()
             return 0 if row is None else int(row[0])
-        self.conn.execute(
-            "INSERT INTO consumer_groups (group_id, epoch) VALUES (%s, 0) "
-            "ON CONFLICT (group_id) DO NOTHING",
-            (group_id,),
-        )
-        row = self.conn.execute(
-            "SELECT epoch FROM consumer_groups WHERE group_id = %s FOR UPDATE", (group_id,)
-        ).fetchone()
-        assert row is not None
+        # One statement makes the row if missing and locks it: as two (an
+        # insert that did nothing, then SELECT ... FOR UPDATE), a
+        # delete_group committed in between left nothing to lock, and the
+        # heartbeat failed with an AssertionError that stopped its consumer.
+        row = self.conn.execute(_LOCK_GROUP, (group_id,)).fetchone()
+        assert row is not None  # (an upsert with RETURNING returns its row)
         return int(row[0])
 
 

@@ -16,6 +16,8 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+from unittest import mock
 
 import anyio
 import psycopg
@@ -280,6 +282,54 @@ async def test_a_refused_member_commit_waits_on_no_offset_row(
             )
         owner.rollback()
     assert {o.offset for o in (await store.fetch_offsets("g")).values()} == {1}
+    await store.aclose()
+
+
+async def test_a_heartbeat_racing_a_group_deletion_never_finds_its_row_gone(
+    postgres_url: str, pg_schema: str
+) -> None:
+    """The group's row is made and locked by one statement. A deletion sent
+    by another connection right after that statement waits for the
+    heartbeat's lock and goes after it; when the row was made, then locked,
+    by two statements, a deletion committed between them (scripted here; a
+    fault probe hit it 11 times in 10 s) left nothing to lock: an
+    AssertionError that stopped the member's consumer."""
+    store = PostgresMetadataStore(postgres_url, schema=pg_schema)
+    await store.create_topic("t", 1)
+    await store.heartbeat("g", HeartbeatRequest("A", 0, ("t",), 30.0))
+    deleter = psycopg.connect(postgres_url, autocommit=True)
+    deleting = threading.Thread(
+        target=deleter.execute,
+        args=(f"DELETE FROM {pg_schema}.consumer_groups WHERE group_id = 'g'",),
+    )
+    real_execute = psycopg.Connection.execute
+
+    def execute(conn: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+        cursor = real_execute(conn, query, *args, **kwargs)
+        if not deleting.is_alive() and "INTO consumer_groups" in str(query):
+            deleting.start()  # then wait until it committed, or waits for our lock
+            with psycopg.connect(postgres_url, autocommit=True) as watch:
+                while (
+                    deleting.is_alive()
+                    and not watch.execute(
+                        "SELECT 1 FROM pg_stat_activity WHERE pid = %s "
+                        "AND wait_event_type = 'Lock'",
+                        (deleter.info.backend_pid,),
+                    ).fetchone()
+                ):
+                    pass
+        return cursor
+
+    with mock.patch.object(psycopg.Connection, "execute", execute):
+        answer = await store.heartbeat("g", HeartbeatRequest("B", 0, ("t",), 30.0))
+    deleting.join()
+    deleter.close()
+    assert not answer.fenced
+    with psycopg.connect(postgres_url) as check:
+        row = check.execute(f"SELECT count(*) FROM {pg_schema}.consumer_groups").fetchone()
+    assert row == (0,)  # the deletion went after the heartbeat
+    again = await store.heartbeat("g", HeartbeatRequest("B", answer.epoch, ("t",), 30.0))
+    assert again.member_id == "B"
     await store.aclose()
 
 
