@@ -7,7 +7,10 @@ times as you like: one maintainer acts at a time (a lease in the metadata
 store), the others skip their pass. Each pass is summed up on stderr (with
 ``--format json``, one JSON document a pass on stdout). A pass that fails
 because a store is unreachable is reported and tried again at the next
-interval; any other error ends the command (exit 1). Ctrl-C or SIGTERM
+interval; any other error ends the command (exit 1). A partition whose
+own data cannot be read (a corrupt segment, a missing object) is left as
+it is and named, one line each, and the others are maintained; with
+``--once`` the command then exits 1. Ctrl-C or SIGTERM
 stops it at once: a pass cut short leaves nothing the next one does not
 finish or undo.
 """
@@ -44,7 +47,7 @@ def _summary(report: MaintenanceReport) -> str:
     return "maintenance: " + ", ".join(parts) + end
 
 
-async def maintain(args: argparse.Namespace, cli: Cli) -> None:
+async def maintain(args: argparse.Namespace, cli: Cli) -> int | None:
     require_metadata(args)
     async with open_admin(storage=args.storage, metadata=args.metadata) as admin:
         while True:
@@ -62,8 +65,10 @@ async def maintain(args: argparse.Namespace, cli: Cli) -> None:
                     cli.out.json(attrs.asdict(report))
                 else:
                     cli.out.say(_summary(report))
-            if args.once:
-                return
+                    for problem in report.problems:
+                        cli.out.say("maintenance: " + " ".join(problem.split()))
+                if args.once:
+                    return 1 if report.problems else None
             await anyio.sleep(args.interval)
 
 

@@ -27,13 +27,14 @@ without a read.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import anyio.to_thread
 
 from .._metadata.protocol import CompactionCheckpoint, SegmentInfo, TopicInfo
 from .._types import CleanupPolicy
-from .context import Pass, all_segments
+from .context import Pass, all_segments, per_partition
 from .rewrite import Records, fetch_segments, read_records, swap_in
 
 __all__ = ["compact_topic"]
@@ -51,7 +52,8 @@ async def compact_topic(ctx: Pass, topic: TopicInfo) -> None:
         return
     checkpoints = await ctx.meta.compaction_checkpoints(topic.name)
     for partition, checkpoint in sorted(checkpoints.items()):
-        await _Partition(ctx, topic, partition).compact(checkpoint)
+        compact = functools.partial(_Partition(ctx, topic, partition).compact, checkpoint)
+        await per_partition(ctx, "compaction", topic.name, partition, compact)
 
 
 class _Partition:

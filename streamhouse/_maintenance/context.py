@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 
 import attrs
 
 from .._codec import Codec
+from .._errors import CorruptDataError, ObjectNotFoundError
+from .._log import get_logger
 from .._metadata.protocol import MaintenanceLease, MetadataStore, SegmentInfo
 from .._storage.protocol import ObjectStore
 from .report import Tally
 
-__all__ = ["Pass", "Settings", "all_segments"]
+__all__ = ["Pass", "Settings", "all_segments", "per_partition"]
+
+_log = get_logger("maintenance")
 
 # Segments a catalogue lookup returns at once.
 _PAGE = 1000
@@ -63,3 +67,22 @@ async def all_segments(
         if len(page) < _PAGE:
             return
         start = page[-1].end_offset
+
+
+async def per_partition(
+    ctx: Pass, step: str, topic: str, partition: int, run: Callable[[], Awaitable[None]]
+) -> None:
+    """Run ``step`` on one partition; if the partition's own data cannot be
+    read (a corrupt segment, an object the catalogue names missing), leave
+    it as it is for this pass and report it (``MaintenanceReport.problems``,
+    an ERROR in the log), and go on with the others. One corrupt segment
+    used to end every pass at that partition: no topic after it was
+    compacted or merged, nothing was swept, and ``streamhouse maintain``
+    exited.
+    """
+    try:
+        await run()
+    except (CorruptDataError, ObjectNotFoundError) as exc:
+        problem = f"{step} of {topic}[{partition}] skipped: {exc}"
+        _log.error("maintenance: %s", problem)
+        ctx.tally.problems.append(problem)

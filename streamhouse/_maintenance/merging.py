@@ -14,6 +14,7 @@ retrying their commit, and more may come to merge them with.
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import anyio
 import anyio.to_thread
@@ -21,7 +22,7 @@ import anyio.to_thread
 from .._codec import MAX_OFFSET_DELTA
 from .._errors import raise_as_one
 from .._metadata.protocol import SegmentInfo, TopicInfo
-from .context import Pass, all_segments
+from .context import Pass, all_segments, per_partition
 from .rewrite import Records, fetch_segments, read_records, swap_in
 
 __all__ = ["merge_topic"]
@@ -32,7 +33,8 @@ _AT_ONCE = 2  # merges in progress at once (see _merge_partition)
 async def merge_topic(ctx: Pass, topic: TopicInfo) -> None:
     """Merge the runs of small segments of every partition of ``topic``."""
     for state in await ctx.meta.partition_states([topic.name]):
-        await _merge_partition(ctx, topic.name, state.partition)
+        merge = functools.partial(_merge_partition, ctx, topic.name, state.partition)
+        await per_partition(ctx, "merging", topic.name, state.partition, merge)
 
 
 async def _merge_partition(ctx: Pass, topic: str, partition: int) -> None:

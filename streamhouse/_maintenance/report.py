@@ -30,6 +30,11 @@ class MaintenanceReport:
         interrupted: the lease was lost mid-pass (the pass took longer than
             the lease, or the process stalled); the pass stopped, and the next
             one finishes what it left.
+        problems: partitions the pass left as they were because their own
+            data cannot be read (a corrupt segment, an object missing), one
+            line each naming the step, the topic and partition, and the
+            error; the pass went on with the others, and the next pass
+            tries them again.
     """
 
     segments_deleted: int = 0
@@ -44,6 +49,7 @@ class MaintenanceReport:
     temporaries_deleted: int = 0
     skipped: bool = False
     interrupted: bool = False
+    problems: tuple[str, ...] = ()
 
 
 @attrs.define
@@ -62,6 +68,7 @@ class Tally:
     temporaries_deleted: int = 0
     skipped: bool = False
     interrupted: bool = False
+    problems: list[str] = attrs.Factory(list)
 
     def report(self) -> MaintenanceReport:
-        return MaintenanceReport(**attrs.asdict(self))
+        return MaintenanceReport(**{**attrs.asdict(self), "problems": tuple(self.problems)})
