@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -291,3 +292,19 @@ def test_global_options_go_before_or_after_the_command(sh: Shell, tmp_path: Path
     wrong = ["--metadata", f"sqlite:///{tmp_path}/elsewhere/m.db"]
     assert sh.ok(*wrong, "topics", "list", *stores) == "topic  partitions\nt               1\n"
     assert not (sh.home / "data").exists()
+
+
+def test_a_following_member_commits_what_it_printed_as_it_goes(sh: Shell) -> None:
+    """consume --follow --group commits what it printed every --commit-interval,
+    so a kill -9 costs the group only what came after the last commit."""
+    sh.ok("topics", "create", "t")
+    produce(sh, "t", ["a", "b", "c"])
+    proc = sh.popen("consume", "t", "--group", "g", "--follow", "--commit-interval", "0.1s")
+    assert proc.stdout is not None
+    assert [proc.stdout.readline() for _ in range(3)] == [b"a\n", b"b\n", b"c\n"]
+    deadline = time.monotonic() + 30
+    while committed(sh, "g") != {("t", 0): 3}:  # (each look is a command: no sleep)
+        assert time.monotonic() < deadline, "the member did not commit what it printed"
+    proc.kill()  # no goodbye, no closing commit
+    proc.wait(timeout=60)
+    assert committed(sh, "g") == {("t", 0): 3}
