@@ -95,13 +95,20 @@ async def _plan(admin: Admin, args: argparse.Namespace) -> list[tuple[int, int |
         r.partition: r.committed for r in await admin.describe_group(args.group)
         if r.topic == args.topic
     }  # fmt: skip
+    known = {p.partition for p in topic.partitions}
+    missing = sorted(set(args.partitions or ()) - known)
+    if missing:
+        raise InvalidArgumentError(f"topic {args.topic!r} has no partition {missing}")
     plan = []
     for p in topic.partitions:
+        if args.partitions and p.partition not in args.partitions:
+            continue
         if args.to_offset is not None:
             if not p.log_start_offset <= args.to_offset <= p.high_watermark:
                 raise InvalidArgumentError(
                     f"offset {args.to_offset} is outside partition {p.partition} of "
-                    f"{args.topic!r}: [{p.log_start_offset}, {p.high_watermark}]"
+                    f"{args.topic!r}: [{p.log_start_offset}, {p.high_watermark}] (--partition "
+                    "resets only the partitions named)"
                 )
             new = args.to_offset
         else:
@@ -118,7 +125,9 @@ async def groups_reset(args: argparse.Namespace, cli: Cli) -> None:
     async with open_admin(storage=args.storage, metadata=args.metadata) as admin:
         plan = await _plan(admin, args)
         if args.execute:
-            applied = await admin.reset_offsets(args.group, args.topic, to)
+            applied = await admin.reset_offsets(
+                args.group, args.topic, to, partitions=args.partitions
+            )
             plan = [(p, now, applied[TopicPartition(args.topic, p)]) for p, now, _ in plan]
     if args.format == "json":
         cli.out.json({
@@ -156,6 +165,14 @@ def register(commands: Subparsers, common: argparse.ArgumentParser) -> None:
     to.add_argument("--to-earliest", action="store_true", help="to each partition's log start")
     to.add_argument("--to-latest", action="store_true", help="to each high watermark")
     to.add_argument("--to-offset", type=at_least(0), metavar="N", help="to offset N")
+    p.add_argument(
+        "--partition",
+        dest="partitions",
+        type=at_least(0),
+        action="append",
+        metavar="P",
+        help="only partition P (repeat for more; default: every partition of the topic)",
+    )
     p.add_argument("--execute", action="store_true", help="apply the plan (default: show it)")
     add_format_option(p)
     p.set_defaults(run=groups_reset)

@@ -194,6 +194,24 @@ def test_reset_offsets_shows_the_plan_and_applies_it_only_with_execute(sh: Shell
     assert committed(sh, "g") == {("t", 0): 0, ("t", 1): 0}
 
 
+def test_reset_offsets_of_named_partitions_leaves_the_others(sh: Shell) -> None:
+    """--partition resets only the partitions named (an offset outside the
+    others' range is then no error); a partition the topic lacks is refused."""
+    sh.ok("topics", "create", "t", "--partitions", "3")
+    sh.ok("produce", "t", "--partition", "1", stdin="a\nb\nc\n")
+    sh.ok("consume", "t", "--group", "g")
+    reset = ["groups", "reset-offsets", "g", "--topic", "t", "--to-offset", "1"]
+    outside = sh.run(*reset, "--execute")
+    assert outside.returncode == 1
+    assert b"(--partition resets only the partitions named)" in outside.stderr
+    out = sh.ok(*reset, "--partition", "1", "--execute")
+    assert rows(out) == [["t", "1", "3", "1"]]
+    assert committed(sh, "g") == {("t", 0): None, ("t", 1): 1, ("t", 2): None}
+    refused = sh.run(*reset, "--partition", "1", "--partition", "7")
+    assert refused.returncode == 1
+    assert refused.stderr == b"error: topic 't' has no partition [7]\n"
+
+
 def test_groups_describe_shows_every_partition_of_the_groups_topics(sh: Shell) -> None:
     """Partitions without a commit are listed too, with no committed offset and no lag."""
     sh.ok("topics", "create", "t", "--partitions", "3")
