@@ -39,6 +39,8 @@ def test_settings_are_given_changed_and_shown(sh: Shell) -> None:
         (["topics", "create", "t", "--cleanup-policy", "shred"], b"invalid choice: 'shred'"),
         (["topics", "alter", "t"], b"give at least one of --retention"),
         (["maintain", "--interval", "soon"], b"not a number with a unit"),
+        (["maintain", "--interval", "0"], b"argument --interval: must be more than 0"),
+        (["maintain", "--lease-ttl", "0s"], b"argument --lease-ttl: must be more than 0"),
     ],
 )
 def test_bad_settings_are_usage_errors(sh: Shell, args: list[str], message: bytes) -> None:
