@@ -26,7 +26,7 @@ import anyio
 import anyio.abc
 import anyio.to_thread
 
-from ._errors import InvalidArgumentError
+from ._errors import ConfigurationError, InvalidArgumentError
 from ._log import get_logger
 from ._metadata.protocol import MetadataStore, MonitoringSnapshot
 
@@ -147,7 +147,10 @@ async def serve_exporter(
     Raises:
         InvalidArgumentError: ``interval`` is not a positive number of seconds,
             or ``port`` is out of range.
-        OSError: the port cannot be bound.
+        ConfigurationError: ``host:port`` cannot be listened on (the port is
+            taken, the host does not resolve or is no address of this machine);
+            the OSError is its cause.
+        MetadataError: the first read of the metadata store failed.
     """
     if (
         isinstance(interval, bool)
@@ -161,7 +164,10 @@ async def serve_exporter(
         raise InvalidArgumentError(f"port must be an int in [0, 65535], not {port!r}")
     latest = _Latest()
     await _refresh(metadata, groups, latest)  # the first scrape has values
-    listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
+    try:
+        listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
+    except OSError as exc:  # socket.gaierror too: a host that does not resolve
+        raise ConfigurationError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
     async with listener, anyio.create_task_group() as tg:
         bound = listener.extra(anyio.abc.SocketAttribute.local_port)
         _log.info("exporter serving http://%s:%d/metrics every %s s", host, bound, interval)

@@ -23,6 +23,7 @@ __all__ = [
     "format_bytes",
     "format_seconds",
     "global_options",
+    "port_number",
     "seconds",
     "separator",
     "time_span",
@@ -53,6 +54,14 @@ def at_least(minimum: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port, 0 to 65535 (0: any free one)."""
+    value = at_least(0)(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"a port is at most 65535, not {value}")
+    return value
 
 
 _UNLIMITED = ("none", "unlimited", "-1")

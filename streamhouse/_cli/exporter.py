@@ -12,8 +12,9 @@ import functools
 
 import anyio
 
+from .._errors import raise_as_one
 from .._exporter import serve_exporter
-from .args import Subparsers, add_command, at_least, seconds
+from .args import Subparsers, add_command, port_number, seconds
 from .common import Cli, open_metadata, require_metadata
 
 __all__ = ["register"]
@@ -31,6 +32,8 @@ async def exporter(args: argparse.Namespace, cli: Cli) -> None:
                 )
             )  # fmt: skip
             cli.out.say(f"serving http://{args.host}:{port}/metrics (Ctrl-C stops)")
+    except BaseExceptionGroup as group:  # a start that failed: its one error, not a traceback
+        raise_as_one(group)
     finally:
         await meta.aclose()
 
@@ -42,7 +45,7 @@ def register(commands: Subparsers, common: argparse.ArgumentParser) -> None:
         "serve consumer group lag and partition offsets to Prometheus (kafka_exporter's names)",
         common,
     )  # fmt: skip
-    p.add_argument("--port", type=at_least(0), default=9308, help="the HTTP port")
+    p.add_argument("--port", type=port_number, default=9308, help="the HTTP port (0: any free one)")
     p.add_argument(
         "--host", default="127.0.0.1",
         help="the address to listen on (0.0.0.0: every interface, for a remote Prometheus)",

@@ -306,6 +306,7 @@ def test_read_only_commands_create_nothing(sh: Shell) -> None:
         ["produce", "t", "--partition", "-1"],
         ["groups", "reset-offsets", "g", "--topic", "t", "--to-offset", "-1"],
         ["produce", "t", "--key-separator", ""],
+        ["exporter", "--port", "70000"],
     ],
 )
 def test_numbers_out_of_range_are_usage_errors(sh: Shell, args: list[str]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import signal
+import socket
 
 import httpx
 
@@ -28,6 +29,29 @@ def test_the_exporter_serves_a_groups_lag(sh: Shell) -> None:
     assert 'streamhouse_consumergroup_lag{consumergroup="g",topic="t",partition="0"} 6\n' in text
     assert 'streamhouse_topic_partition_current_offset{topic="t",partition="0"} 10\n' in text
     assert proc.returncode == 130
+
+
+def test_the_exporters_start_up_errors_are_one_line(sh: Shell) -> None:
+    """A port taken, a host that does not resolve, a metadata store out of reach:
+    one line naming it, exit 1 (a traceback of an exception group before)."""
+    sh.ok("topics", "create", "t")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        for args, message in [
+            (["exporter", "--port", port], f"error: cannot listen on 127.0.0.1:{port}: "),
+            (["exporter", "--port", "0", "--host", "nosuchhost.invalid"],
+             "error: cannot listen on nosuchhost.invalid:0: "),
+            (["--metadata", "postgresql://postgres@127.0.0.1:1/test", "exporter", "--port", "0"],
+             "error: cannot reach postgresql://postgres@127.0.0.1:1/test"),
+        ]:  # fmt: skip
+            result = sh.run(*args)
+            err = result.stderr.decode()
+            assert result.returncode == 1, (args, err)
+            assert err.startswith(message), (args, err)
+            assert err.count("\n") == 1, (args, err)
+            assert result.stdout == b"", args
 
 
 def test_v_logs_to_stderr(sh: Shell) -> None:
