@@ -4,8 +4,12 @@ Ctrl-C (SIGINT, and SIGTERM alike) reaches a command as a cancellation: the
 whole command is cancelled, and the process exits with 130 (143), printing
 nothing, unless the command is inside :meth:`Cli.stop_scope`: then only that
 block is cancelled, and the command goes on to finish its work (consume
-commits what it printed; produce writes what it read). A second signal ends
-the process at once.
+commits what it printed). Inside :meth:`Cli.finish_scope` nothing is
+cancelled but the stop scopes within: the command finishes the work it took
+on there (produce writes the lines it read), and an error it meets doing so
+is told like any other, not taken for the interruption's doing. A second
+signal ends the process at once, after the finish scope's last line (how
+much was left undone).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from pathlib import Path
 import anyio
 
 from .._config import data_home, metadata_store_from_url, redact_url
-from .._errors import ConfigurationError
+from .._errors import ConfigurationError, StreamHouseError
 from .._metadata.protocol import MetadataStore
 from .._metadata.sqlite import SQLiteMetadataStore
 from .output import Output
@@ -34,6 +38,9 @@ class Cli:
         self.out = out
         self.signal: int | None = None  # the first SIGINT or SIGTERM received
         self._stops: list[Callable[[], None]] = []
+        self._left: list[Callable[[bool], str | None]] = []
+        # An error that left a finish scope: the command's own, even after a signal.
+        self.unfinished_error: StreamHouseError | None = None
 
     @property
     def interrupted(self) -> bool:
@@ -51,10 +58,40 @@ class Cli:
             finally:
                 self._stops.remove(scope.cancel)
 
+    @contextlib.contextmanager
+    def finish_scope(self, left: Callable[[bool], str | None]) -> Iterator[None]:
+        """A block that Ctrl-C does not cancel (only the stop scopes inside it).
+
+        ``left(quitting)`` says in one line what is left to do, or None: it is
+        told at the first signal (``quitting`` false), and at a second, which
+        ends the process at once without it (``quitting`` true).
+        """
+        self._stops.append(_nothing)
+        self._left.append(left)
+        try:
+            yield
+        except StreamHouseError as exc:
+            self.unfinished_error = exc
+            raise
+        finally:
+            self._stops.remove(_nothing)
+            self._left.remove(left)
+
     def interrupt(self, signum: int, cancel_command: Callable[[], None]) -> None:
         """The first signal: cancel the innermost stop scope, or the whole command."""
         self.signal = signum
         (self._stops[-1] if self._stops else cancel_command)()
+        line = self._left[-1](False) if self._left else None
+        if line is not None:
+            self.out.say(line)
+
+    def last_line(self) -> str | None:
+        """What a second signal leaves undone, in one line (None: nothing to tell)."""
+        return self._left[-1](True) if self._left else None
+
+
+def _nothing() -> None:
+    """A finish scope's stop: the signal is only noted."""
 
 
 def require_metadata(args: argparse.Namespace) -> None:

@@ -64,6 +64,10 @@ async def _watch_signals(cli: Cli, command: anyio.CancelScope) -> None:
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
             if cli.interrupted:  # a second Ctrl-C: the user does not want to wait
+                line = cli.last_line()
+                if line is not None:
+                    cli.out.say(line)
+                sys.stderr.flush()
                 os._exit(128 + signum)
             cli.interrupt(signum, command.cancel)
 
@@ -73,13 +77,20 @@ async def _run(run: Command, args: argparse.Namespace, cli: Cli) -> int | None:
     codes: list[int | None] = []
     errors: list[Exception] = []
     async with anyio.create_task_group() as tg:
-        tg.start_soon(_watch_signals, cli, tg.cancel_scope)
-        try:
-            codes.append(await run(args, cli))
-        except Exception as exc:  # raised below as itself, not in a group
-            errors.append(exc)
-        finally:
-            tg.cancel_scope.cancel()
+        # The command has a scope of its own: a first signal that cancels it
+        # leaves the watcher watching, so that a second one still ends the
+        # process at once while the command cleans up. When the watcher went
+        # with the command, the second was trio's KeyboardInterrupt, raised
+        # wherever the cleanup was: once (produce's shielded close, its store
+        # stalled) it came out inside an exception group, a traceback.
+        with anyio.CancelScope() as command:
+            tg.start_soon(_watch_signals, cli, command)
+            try:
+                codes.append(await run(args, cli))
+            except Exception as exc:  # raised below as itself, not in a group
+                errors.append(exc)
+            finally:
+                tg.cancel_scope.cancel()
     if errors:
         raise errors[0]
     return codes[0] if codes else None
@@ -105,8 +116,8 @@ def _main(argv: Sequence[str] | None) -> int:
     except StdoutClosed:
         return 0
     except StreamHouseError as exc:
-        if cli.signal is not None:  # the interruption's own doing; Ctrl-C says enough
-            return 128 + cli.signal
+        if cli.signal is not None and exc is not cli.unfinished_error:
+            return 128 + cli.signal  # the interruption's own doing; Ctrl-C says enough
         print("error: " + " ".join(str(exc).split()), file=sys.stderr)
         return 1
     if cli.signal is not None and (code is None or cli.signal != signal.SIGINT):

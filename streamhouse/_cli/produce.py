@@ -15,12 +15,16 @@ refused by its line number, counted from 1, as soon as that much of it has
 come; the lines before it are written.
 
 Ctrl-C stops reading; the lines already read are written, the summary says
-how many, and the command exits with 130.
+how many, and the command exits with 130. A store that stalls is waited for
+(the producer's delivery timeout, 2 minutes, bounds it), saying so; a second
+Ctrl-C quits at once, saying how many lines read were not written; a write
+that fails says how many in its error.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import stat
 import sys
@@ -31,7 +35,13 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
-from .._errors import InvalidArgumentError, PartitionNotFoundError, raise_as_one
+from .._errors import (
+    DeliveryError,
+    InvalidArgumentError,
+    PartitionNotFoundError,
+    StreamHouseError,
+    raise_as_one,
+)
 from .._producer import Producer, open_producer
 from .._producer.checks import check_headers
 from .args import Subparsers, add_command, at_least, format_bytes, separator
@@ -48,9 +58,10 @@ _MAX_RECORD_BYTES = 8 << 20
 
 
 class _Written:
-    """What was written: records in all, and the offsets per partition."""
+    """What was read and written: lines, records in all, and the offsets per partition."""
 
     def __init__(self) -> None:
+        self.read = 0  # lines read, counted by the reader as they come
         self.count = 0
         self.spans: dict[int, tuple[int, int]] = {}
         self.started = time.perf_counter()
@@ -105,14 +116,30 @@ def _open_input(name: str | None) -> tuple[int, int | None, Callable[[], None]]:
     return fd, info.st_size if stat.S_ISREG(info.st_mode) else None, lambda: os.close(fd)
 
 
-async def _read_input(fd: int, chunks: MemoryObjectSendStream[bytes], cli: Cli) -> None:
+async def _read_input(
+    fd: int, chunks: MemoryObjectSendStream[bytes], cli: Cli, written: _Written
+) -> None:
     with chunks, cli.stop_scope():
         while True:
             # Abandoned on Ctrl-C: a read from a terminal may never return.
             chunk = await anyio.to_thread.run_sync(os.read, fd, _READ_BYTES, abandon_on_cancel=True)
             if not chunk:
                 return
+            written.read += chunk.count(b"\n")  # lines in the channel are read: Ctrl-C writes them
             await chunks.send(chunk)
+
+
+def _left(written: _Written, quitting: bool) -> str | None:
+    """What Ctrl-C leaves to write, in one line (see Cli.finish_scope)."""
+    unwritten = written.read - written.count
+    if unwritten <= 0:
+        return None
+    if quitting:
+        return (
+            f"interrupted again: quit before {unwritten:,} lines read were written "
+            f"({written.count:,} produced)"
+        )
+    return f"interrupted: writing the {unwritten:,} lines read (Ctrl-C again quits without them)"
 
 
 def _split(lines: list[bytes], sep: bytes | None) -> tuple[list[bytes | None] | None, list[bytes]]:
@@ -236,9 +263,9 @@ async def _send_lines(
     producer: Producer,
     args: argparse.Namespace,
     cli: Cli,
+    written: _Written,
     progress: Callable[[int], None],
-) -> _Written:
-    written = _Written()
+) -> None:
     cutter = _Lines()
     limit = _Limit(args)
     with chunks:
@@ -260,8 +287,35 @@ async def _send_lines(
             progress(size)
     last = cutter.last()
     if last and not cli.interrupted:  # a half-typed line is dropped by Ctrl-C
+        written.read += 1
         await _send_checked(producer, args, [last], cutter.count + 1, limit, written)
-    return written
+
+
+async def _produce_input(
+    fd: int,
+    producer: Producer,
+    args: argparse.Namespace,
+    cli: Cli,
+    written: _Written,
+    progress: Callable[[int], None],
+) -> None:
+    """Read the input and write its lines; Ctrl-C stops the reading only."""
+    # Read ahead while a batch is written: 16 reads (16 MiB) at most.
+    send, receive = anyio.create_memory_object_stream[bytes](16)
+    try:
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_read_input, fd, send, cli, written)
+                await _send_lines(receive, producer, args, cli, written, progress)
+        except BaseExceptionGroup as group:
+            raise_as_one(group)
+    except StreamHouseError as exc:
+        if not cli.interrupted:
+            raise
+        raise DeliveryError(
+            f"interrupted: {written.read - written.count:,} lines read were not written "
+            f"({written.count:,} produced): {exc}"
+        ) from exc
 
 
 async def produce(args: argparse.Namespace, cli: Cli) -> None:
@@ -269,6 +323,7 @@ async def produce(args: argparse.Namespace, cli: Cli) -> None:
     args.headers = _headers(args.header)  # bad headers are refused before anything is read
     fd, size, close = await anyio.to_thread.run_sync(_open_input, args.file, abandon_on_cancel=True)
     interactive = os.isatty(fd)
+    written = _Written()
     try:
         with Progress(
             TextColumn("producing"), BarColumn(), TimeRemainingColumn(), console=cli.out.err,
@@ -285,16 +340,11 @@ async def produce(args: argparse.Namespace, cli: Cli) -> None:
                         f"topic {args.topic!r} has partitions 0..{count - 1}; "
                         f"there is no partition {args.partition}"
                     )
-                # Read ahead while a batch is written: 16 reads (16 MiB) at most.
-                send, receive = anyio.create_memory_object_stream[bytes](16)
-                try:
-                    async with anyio.create_task_group() as tg:
-                        tg.start_soon(_read_input, fd, send, cli)
-                        written = await _send_lines(
-                            receive, producer, args, cli, lambda n: bar.update(task, advance=n)
-                        )
-                except BaseExceptionGroup as group:
-                    raise_as_one(group)
+                # From here, Ctrl-C stops the reading, not the writing of what was read.
+                with cli.finish_scope(functools.partial(_left, written)):
+                    await _produce_input(
+                        fd, producer, args, cli, written, lambda n: bar.update(task, advance=n)
+                    )
     finally:
         close()
     cli.out.say(("interrupted: " if cli.interrupted else "") + written.summary(args.topic))

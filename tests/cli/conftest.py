@@ -86,6 +86,13 @@ def produce(sh: Shell, topic: str, lines: Sequence[str | bytes]) -> None:
     sh.ok("produce", topic, stdin=data)
 
 
+def wait_for_record(sh: Shell, topic: str) -> bytes:
+    """The first record of ``topic``, waiting until one is there (no sleeps)."""
+    result = sh.run("consume", topic, "--follow", "--max", "1")
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
 @pytest.fixture
 def sh(tmp_path: Path) -> Iterator[Shell]:
     """The command, run in a fresh directory."""

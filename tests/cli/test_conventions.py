@@ -20,7 +20,7 @@ import pytest
 
 from streamhouse._cli.main import build_parser
 
-from .conftest import STREAMHOUSE, Shell, committed, produce, rows
+from .conftest import STREAMHOUSE, Shell, committed, produce, rows, wait_for_record
 
 
 def test_stdout_carries_only_data(sh: Shell) -> None:
@@ -59,13 +59,6 @@ def test_a_closed_pipe_ends_quietly_and_commits_what_was_written(sh: Shell) -> N
     proc.stdout.close()
     assert proc.communicate(timeout=60)[1] == b""
     assert proc.returncode == 0
-
-
-def wait_for_record(sh: Shell, topic: str) -> bytes:
-    """The first record of ``topic``, waiting until one is there (no sleeps)."""
-    result = sh.run("consume", topic, "--follow", "--max", "1")
-    assert result.returncode == 0, result.stderr
-    return result.stdout
 
 
 def test_ctrl_c_during_produce_prints_one_line_and_exits_130(sh: Shell) -> None:
