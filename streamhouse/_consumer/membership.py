@@ -5,14 +5,10 @@ see ``streamhouse/_metadata/groups.py``) and turns the answers into
 ``GroupChange`` messages for the coordinator, which queues them for the
 facade: the application's next poll applies a change in its own task (the
 listener, the commit, the drop) and acknowledges it (``Released``), and the
-next heartbeat, sent at once, gives the revoked partitions up; once it has
-started the partitions taken, it says so (``Taken``). One change is in
-flight at a time: what the store says meanwhile waits for both
-acknowledgements, so the facade never applies a change computed from a
-state it has not reached. (A take that failed, the store down as the poll
-started the partitions, is applied by the next poll; a change computed as
-if it had been applied replaced it, and the member never read those
-partitions while it owned them.)
+next heartbeat, sent at once, gives the revoked partitions up. One change
+is in flight at a time: what the store says meanwhile waits for the
+acknowledgement, so the facade never applies a change computed from a state
+it has not reached.
 
 - Fenced (the session ran out, or another process took the instance id):
   every partition is lost (``GroupChange(lost=True)``, no commit), and the
@@ -34,7 +30,6 @@ import math
 
 import anyio
 import anyio.abc
-import attrs
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .._errors import StreamHouseError
@@ -42,7 +37,7 @@ from .._metadata.groups import GroupAssignment, HeartbeatRequest, MemberRef
 from .._metadata.protocol import MetadataStore
 from .._retry import RetryBurst, RetryPolicy, retry_call
 from .._types import TopicPartition
-from .messages import GroupChange, GroupNotice, Polled, Released, Taken
+from .messages import GroupChange, GroupNotice, Polled, Released
 from .settings import Membership
 
 __all__ = ["MembershipActor"]
@@ -128,16 +123,8 @@ class MembershipActor:
             case Released():
                 notice = self._in_flight
                 if notice is not None and msg.seq == notice.seq:
-                    self._known -= notice.revoke | notice.lost
+                    self._known = (self._known - notice.revoke - notice.lost) | notice.take
                     self._release |= msg.released
-                    self._in_flight = attrs.evolve(notice, revoke=frozenset(), lost=frozenset())
-                    if not notice.take:
-                        self._in_flight = None
-                    return True
-            case Taken():
-                notice = self._in_flight
-                if notice is not None and msg.seq == notice.seq:
-                    self._known |= notice.take
                     self._in_flight = None
                     return True
         return False

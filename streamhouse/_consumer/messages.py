@@ -55,7 +55,6 @@ __all__ = [
     "Polled",
     "Recovered",
     "Released",
-    "Taken",
     "Reply",
     "ReplyDropped",
     "Request",
@@ -319,6 +318,7 @@ class GroupNotice:
     revoke: frozenset[TopicPartition] = frozenset()
     take: frozenset[TopicPartition] = frozenset()
     member: MemberRef | None = None
+    lost_all: bool = False  # everything was lost (fenced, or left): nothing is owed
 
 
 @attrs.frozen
@@ -475,19 +475,11 @@ class GroupChange:
 
 @attrs.frozen
 class Released:
-    """Facade -> membership (one-way): the losses and revocations of change
-    ``seq`` are applied; these partitions were given up and may go to their
-    new owners. Its ``take`` is applied when ``Taken`` follows."""
+    """Facade -> membership (one-way): change ``seq`` is applied; these
+    partitions were given up and may go to their new owners."""
 
     seq: int
     released: frozenset[TopicPartition]
-
-
-@attrs.frozen
-class Taken:
-    """Facade -> membership (one-way): the partitions change ``seq`` gave were started."""
-
-    seq: int
 
 
 @attrs.frozen

@@ -89,7 +89,7 @@ class Bulletin:
         group = self._group
         if group is not None and self._lost_all:
             group = GroupNotice(group.seq, assigned, group.revoke - assigned,
-                                group.take, group.member)  # fmt: skip
+                                group.take, group.member, lost_all=True)  # fmt: skip
         notices = Notices(
             self._epochs, self._assignment, self.errors.popleft() if self.errors else None, group
         )

@@ -8,14 +8,22 @@ poll, before it hands out anything, in this order:
 2. ``revoke``: the listener's ``on_partitions_revoked``, then the
    coordinator commits (auto-commit) what was handed out of them and stops
    them; what the facade holds of them is dropped;
-3. the membership actor hears that this much is applied (``Released``) and
+3. the membership actor hears that the change is applied (``Released``) and
    gives the revoked partitions up at once;
 4. ``take``: the coordinator starts them from the group's committed offsets,
-   the membership actor hears so (``Taken``), then the listener's
-   ``on_partitions_assigned``.
+   then the listener's ``on_partitions_assigned``.
 
 A step that fails (the listener raised, the store was down) raises from the
-poll; what is left of the change is applied by the next poll.
+poll; what is left of the change is applied by the next poll. A take that
+failed after the acknowledgement is owed: the membership actor counts its
+partitions as the application's, so a change that comes before the next
+poll does not name them again. The facade keeps them and starts them after
+that change's own (one Take each, so that partitions that cannot start,
+such as one with no committed offset under offset_reset="none", do not keep
+the others from starting); a change that revokes one of them releases it
+unstarted, without the listener; a loss of everything voids them. (The
+change used to replace what was left: the member owned partitions it never
+read, their records delivered to no one while it lived.)
 """
 
 from __future__ import annotations
@@ -28,8 +36,9 @@ import anyio
 import attrs
 from anyio.streams.memory import MemoryObjectSendStream
 
+from .._metadata.groups import MemberRef
 from .._types import TopicPartition
-from .messages import GroupNotice, Polled, Released, Reply, Request, Revoke, Take, Taken
+from .messages import GroupNotice, Polled, Released, Reply, Request, Revoke, Take
 
 __all__ = ["Rebalancer"]
 
@@ -54,7 +63,10 @@ class Rebalancer:
         self._polled_every = polled_every
         self._next_polled = -float("inf")
         self._left: GroupNotice | None = None  # what a failed step left to do
+        self._acked = False  # the membership actor was told _left is applied (Released)
         self._revoked: frozenset[TopicPartition] = frozenset()  # not told released yet
+        self._owed: frozenset[TopicPartition] = frozenset()  # acknowledged, not started
+        self._owed_member: MemberRef | None = None
         self._greet = greet  # given at open: on_partitions_assigned at the first poll
 
     def polled(self) -> None:
@@ -76,14 +88,31 @@ class Rebalancer:
 
     @property
     def owes(self) -> bool:
-        return self._left is not None or bool(self._greet)
+        return self._left is not None or bool(self._greet) or bool(self._owed)
 
     def close(self) -> None:
         self._membership.close()
 
     def keep(self, notice: GroupNotice) -> None:
         """A notice taken by a poll that was cancelled: the next poll applies it."""
-        self._left, self._revoked = notice, frozenset()
+        self._take_over(notice)
+
+    def _take_over(self, notice: GroupNotice) -> None:
+        """``notice`` replaces what an old one left, but for a take acknowledged
+        and not started: owed (see the module docstring)."""
+        left = self._left
+        if left is not None and self._acked and left.take:
+            self._owed |= left.take
+            self._owed_member = left.member
+        unstarted = self._owed & notice.revoke
+        if notice.lost_all:
+            self._owed = frozenset()
+        elif self._owed:
+            self._owed -= notice.revoke
+            self._owed_member = notice.member or self._owed_member  # (the same member)
+            notice = attrs.evolve(notice, revoke=notice.revoke - unstarted)
+        self._left, self._acked = notice, False
+        self._revoked = frozenset() if notice.lost_all else unstarted
 
     async def apply(
         self, notice: GroupNotice | None, ask: Ask, forget: Forget, assigned: Assigned
@@ -98,10 +127,20 @@ class Rebalancer:
             greet, self._greet = self._greet, frozenset()
             await self._call("on_partitions_assigned", greet)
         if notice is not None:
-            self._left, self._revoked = notice, frozenset()
+            self._take_over(notice)
         notice = self._left
-        if notice is None:
-            return
+        if notice is not None:
+            await self._apply_left(notice, ask, forget, assigned)
+        if self._owed:
+            owed, member = self._owed, self._owed_member
+            assert member is not None
+            assigned(await ask(lambda r: Take(r, owed, member)))
+            self._owed = frozenset()
+            await self._call("on_partitions_assigned", owed)
+
+    async def _apply_left(
+        self, notice: GroupNotice, ask: Ask, forget: Forget, assigned: Assigned
+    ) -> None:
         if notice.lost:
             lost = notice.lost
             self._left = notice = attrs.evolve(notice, lost=frozenset())
@@ -118,12 +157,11 @@ class Rebalancer:
             finally:
                 await self._stop(ask, forget, revoke, commit=True)
         await self._membership.send(Released(notice.seq, self._revoked))
-        self._revoked = frozenset()
+        self._revoked, self._acked = frozenset(), True
         take, member = notice.take, notice.member
         if take:
             assert member is not None
             assigned(await ask(lambda r: Take(r, take, member)))
-            await self._membership.send(Taken(notice.seq))
         self._left = None
         if take:
             await self._call("on_partitions_assigned", take)

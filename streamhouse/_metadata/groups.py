@@ -5,7 +5,7 @@ code on SQLite and PostgreSQL (each store runs it on its own connection,
 ``Tx``): a heartbeat, timed by the database's clock,
 
 1. locks the group's row (SQLite: ``BEGIN IMMEDIATE`` already holds the
-   write lock; PostgreSQL: ``SELECT ... FOR UPDATE``), so membership
+   write lock; PostgreSQL: an upsert of the group's row), so membership
    changes of one group are serialised and nothing else waits;
 2. expires the members whose session ran out: their partitions are free
    (a crashed member's records after its last commit are read again);

@@ -1,7 +1,7 @@
 """PostgreSQL's consumer groups: committed offsets and membership (``groups``).
 
 A mixin of PostgresMetadataStore (which brings ``_run``). A heartbeat is one
-transaction that first locks its group's row (``SELECT ... FOR UPDATE``):
+transaction that first locks its group's row (an upsert that makes it if missing):
 heartbeats of one group run one at a time, those of other groups and every
 segment commit go on beside them. A member's commit takes the same row
 ``FOR SHARE``, so ownership cannot move between its check and its write.

@@ -20,6 +20,7 @@ from streamhouse import (
     LocalObjectStore,
     MetadataStore,
     MetadataUnavailableError,
+    OffsetOutOfRangeError,
     RebalanceListener,
     TopicPartition,
 )
@@ -397,3 +398,51 @@ async def test_partitions_whose_start_failed_are_read_even_after_a_later_change(
     assert sorted((r.partition, r.offset) for r in records) == [
         (p, o) for p in range(4) for o in range(5)
     ]
+
+
+async def test_partitions_that_cannot_start_do_not_keep_later_ones_from_starting(
+    local: Stores,
+) -> None:
+    """b (offset_reset="none") is given partitions 2 and 3, which have no
+    committed offset: starting them fails, and each poll says so until it can.
+    When a leaves, b still starts 0 and 1 (committed); once b commits
+    offsets for 2 and 3 (it owns them), its polls deliver again."""
+    t = [TopicPartition("t", p) for p in range(4)]
+    await local.meta.create_topic("t", 4)
+    for p in (0, 1):
+        await produce(local, "t", p, 2)
+    flaky = TakeFails(local.meta)
+    leave, left = anyio.Event(), anyio.Event()
+
+    async def member_a(*, task_status: Any) -> None:
+        async with local.consumer("t", group_id="g", auto_commit=False, **FAST) as a:
+            task_status.started(a)
+            await leave.wait()
+        left.set()
+
+    strict = {**FAST, "offset_reset": "none"}
+    async with anyio.create_task_group() as tg:
+        a: Consumer = await tg.start(member_a)
+        await poll_until(a, 4)
+        await a.commit({t[0]: 2, t[1]: 2})
+        async with Stores(local.storage, flaky).consumer("t", group_id="g", **strict) as b:  # type: ignore[arg-type]
+            with anyio.fail_after(30):
+                while True:
+                    await a.poll(timeout=0.01)  # a gives half up
+                    try:
+                        await b.poll(timeout=0.01)
+                    except OffsetOutOfRangeError:
+                        break  # b cannot start 2 and 3
+            leave.set()
+            with anyio.fail_after(30):
+                await left.wait()
+                await flaky.beats(3).wait()
+            for p in (0, 1):
+                await produce(local, "t", p, 1, start=2)
+            with pytest.raises(OffsetOutOfRangeError, match=r"t\[2\], t\[3\]"):
+                await b.poll(timeout=0.05)  # 0 and 1 started; 2 and 3 not yet
+            assert b.assignment() == {t[0], t[1]}
+            await b.commit({t[2]: 0, t[3]: 0})
+            records = await poll_until(b, 2)
+            assert b.assignment() == set(t)
+    assert sorted((r.partition, r.offset) for r in records) == [(0, 2), (1, 2)]
