@@ -358,6 +358,32 @@ class TakeFails(Partitionable):
         return event
 
 
+class LeavingMember:
+    """A member in a task of its own (so that it may close before the others)."""
+
+    def __init__(self, stores: Stores, **options: Any) -> None:
+        self.stores = stores
+        self.options = options
+        self.leave, self.left = anyio.Event(), anyio.Event()
+
+    async def run(self, *, task_status: Any) -> None:
+        async with self.stores.consumer("t", group_id="g", **self.options) as consumer:
+            task_status.started(consumer)
+            await self.leave.wait()
+        self.left.set()
+
+
+async def until_b_fails(a: Consumer, b: Consumer, error: type[Exception]) -> None:
+    """Poll both until b's poll raises ``error`` (it failed to start what a gave up)."""
+    with anyio.fail_after(30):
+        while True:
+            await a.poll(timeout=0.01)  # a gives half up
+            try:
+                await b.poll(timeout=0.01)
+            except error:
+                return
+
+
 async def test_partitions_whose_start_failed_are_read_even_after_a_later_change(
     local: Stores,
 ) -> None:
@@ -367,30 +393,17 @@ async def test_partitions_whose_start_failed_are_read_even_after_a_later_change(
     failed to start is not dropped by the change that came after it."""
     await local.meta.create_topic("t", 4)
     flaky = TakeFails(local.meta)
-    leave, left = anyio.Event(), anyio.Event()
-
-    async def member_a(*, task_status: Any) -> None:
-        async with local.consumer("t", group_id="g", **FAST) as a:
-            task_status.started(a)
-            await leave.wait()
-        left.set()
-
+    member_a = LeavingMember(local, **FAST)
     async with anyio.create_task_group() as tg:
-        a: Consumer = await tg.start(member_a)
+        a: Consumer = await tg.start(member_a.run)
         await wait_for(lambda: len(a.assignment()) == 4, [a])
         async with Stores(local.storage, flaky).consumer("t", group_id="g", **FAST) as b:  # type: ignore[arg-type]
             flaky.down = True
-            with anyio.fail_after(30):
-                while True:
-                    await a.poll(timeout=0.01)  # a gives half up
-                    try:
-                        await b.poll(timeout=0.01)
-                    except MetadataUnavailableError:
-                        break  # b failed to start what it was given
+            await until_b_fails(a, b, MetadataUnavailableError)
             flaky.down = False
-            leave.set()  # a leaves: b's next heartbeats take a's half
+            member_a.leave.set()  # a leaves: b's next heartbeats take a's half
             with anyio.fail_after(30):
-                await left.wait()
+                await member_a.left.wait()
                 await flaky.beats(3).wait()  # (a change computed meanwhile)
             for p in range(4):
                 await produce(local, "t", p, 5)
@@ -412,30 +425,17 @@ async def test_partitions_that_cannot_start_do_not_keep_later_ones_from_starting
     for p in (0, 1):
         await produce(local, "t", p, 2)
     flaky = TakeFails(local.meta)
-    leave, left = anyio.Event(), anyio.Event()
-
-    async def member_a(*, task_status: Any) -> None:
-        async with local.consumer("t", group_id="g", auto_commit=False, **FAST) as a:
-            task_status.started(a)
-            await leave.wait()
-        left.set()
-
+    member_a = LeavingMember(local, auto_commit=False, **FAST)
     strict = {**FAST, "offset_reset": "none"}
     async with anyio.create_task_group() as tg:
-        a: Consumer = await tg.start(member_a)
+        a: Consumer = await tg.start(member_a.run)
         await poll_until(a, 4)
         await a.commit({t[0]: 2, t[1]: 2})
         async with Stores(local.storage, flaky).consumer("t", group_id="g", **strict) as b:  # type: ignore[arg-type]
+            await until_b_fails(a, b, OffsetOutOfRangeError)  # b cannot start 2 and 3
+            member_a.leave.set()
             with anyio.fail_after(30):
-                while True:
-                    await a.poll(timeout=0.01)  # a gives half up
-                    try:
-                        await b.poll(timeout=0.01)
-                    except OffsetOutOfRangeError:
-                        break  # b cannot start 2 and 3
-            leave.set()
-            with anyio.fail_after(30):
-                await left.wait()
+                await member_a.left.wait()
                 await flaky.beats(3).wait()
             for p in (0, 1):
                 await produce(local, "t", p, 1, start=2)
