@@ -42,7 +42,6 @@ __all__ = [
     "Writing",
     "Written",
     "ident_of",
-    "span_of",
     "write_file",
 ]
 
@@ -309,8 +308,3 @@ def _digest(key: str) -> str:
 def ident_of(key: str, start: int, end: int) -> str:
     """The name of the cache file of ``[start, end)`` of ``key``."""
     return f"{_digest(key)}-{start}-{end}"
-
-
-def span_of(ask: Miss | Slice) -> tuple[int, int]:
-    """The byte range an ask waiting for a window wants."""
-    return (ask.want.start, ask.want.end) if isinstance(ask, Miss) else (ask.start, ask.end)
