@@ -8,7 +8,7 @@ import pytest
 from streamhouse import Admin
 
 from ..helpers import Stores, read_partition
-from .support import flushes
+from .support import flushes, log
 
 pytestmark = pytest.mark.anyio
 
@@ -48,3 +48,28 @@ async def test_a_corrupt_or_missing_segment_costs_its_partition_only(stores: Sto
         assert await read_partition(stores.storage, stores.meta, topic, p) == records
     again = await admin.maintain(grace=0, target_bytes=1 << 20)
     assert sorted(again.problems) == [corrupt, missing]
+
+
+async def test_a_corrupt_segment_stops_the_compaction_of_its_partition_only(
+    stores: Stores,
+) -> None:
+    """In a compacted topic, partition 0's corrupt segment leaves it as it
+    was, named; partition 1 is compacted in the same pass."""
+    admin = Admin(*stores)
+    await admin.create_topic("t", partitions=2, cleanup_policy="compact")
+    batches = [[(b"a", b"a0"), (b"a", b"a1")], [(b"b", b"b0")], [(b"a", b"a2")]]
+    for p in (0, 1):
+        await flushes(stores, "t", p, batches)
+    bad = (await stores.meta.list_segments("t", 0))[0]
+    data = bytearray(await stores.storage.get(bad.object_key))
+    data[bad.position + 60] ^= 0xFF
+    await stores.storage.put(bad.object_key, bytes(data))
+    before = await stores.meta.list_segments("t", 0)
+
+    report = await admin.maintain(grace=0, target_bytes=1)
+
+    (problem,) = report.problems
+    assert problem.startswith("compaction of t[0] skipped: corrupt data in")
+    assert await stores.meta.list_segments("t", 0) == before
+    assert report.records_removed == 1  # partition 1's a0
+    assert [key for _, key, _ in await log(stores, "t", 1)] == [b"a", b"b", b"a"]
